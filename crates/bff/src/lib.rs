@@ -1,0 +1,1 @@
+//! oidc-bff (in progress)

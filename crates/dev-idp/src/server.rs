@@ -1,0 +1,182 @@
+//! The HTTP server: shared IdP state, the router, start-up and shutdown, and
+//! the [`RunningIdp`] handle.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::counters::{CounterCells, Counters};
+use crate::endpoints;
+use crate::faults::Faults;
+use crate::keys::{KeyRing, SigningKey};
+use crate::store::Store;
+use crate::jwt;
+
+/// State shared by all handlers of one IdP.
+pub(crate) struct Idp {
+    pub(crate) config: Config,
+    pub(crate) issuer: String,
+    pub(crate) keys: Mutex<KeyRing>,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) faults: Faults,
+    pub(crate) counters: CounterCells,
+}
+
+impl Idp {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn current_key(&self) -> Arc<SigningKey> {
+        self.keys().current()
+    }
+
+    /// An endpoint URL under the issuer.
+    pub(crate) fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// Handle to a running dev IdP. Cheap to clone; all clones control the same
+/// server.
+#[derive(Clone)]
+pub struct RunningIdp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    idp: Arc<Idp>,
+    addr: SocketAddr,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RunningIdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningIdp").field("issuer", &self.inner.idp.issuer).finish_non_exhaustive()
+    }
+}
+
+pub(crate) async fn start(config: Config, addr: SocketAddr) -> std::io::Result<RunningIdp> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let alg = config.signing_alg;
+    let keys = tokio::task::spawn_blocking(move || KeyRing::new(alg)).await.map_err(std::io::Error::other)?;
+    let idp = Arc::new(Idp {
+        config,
+        issuer: format!("http://{addr}"),
+        keys: Mutex::new(keys),
+        store: Mutex::new(Store::default()),
+        faults: Faults::default(),
+        counters: CounterCells::default(),
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let app = router(idp.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        if let Err(e) = served.await {
+            tracing::warn!(error = %e, "dev IdP server stopped with an error");
+        }
+    });
+    tracing::debug!(issuer = %idp.issuer, "dev IdP started");
+    Ok(RunningIdp {
+        inner: Arc::new(Inner { idp, addr, stop: Mutex::new(Some(stop_tx)), task: Mutex::new(Some(task)) }),
+    })
+}
+
+fn router(idp: Arc<Idp>) -> Router {
+    use endpoints::*;
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::discovery))
+        .route("/jwks", get(discovery::jwks))
+        .route("/authorize", get(authorize::authorize))
+        .route("/token", post(token::token))
+        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
+        .route("/revoke", post(revoke::revoke))
+        .route("/introspect", post(introspect::introspect))
+        .route("/endsession", get(end_session::end_session).post(end_session::end_session))
+        .with_state(idp)
+}
+
+impl RunningIdp {
+    fn idp(&self) -> &Idp {
+        &self.inner.idp
+    }
+
+    /// The issuer as a URL (`http://127.0.0.1:PORT/` once parsed).
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&self.idp().issuer).expect("the issuer is a valid URL")
+    }
+
+    /// The exact `issuer` string of the discovery document
+    /// (`http://127.0.0.1:PORT`, no trailing slash).
+    pub fn issuer(&self) -> String {
+        self.idp().issuer.clone()
+    }
+
+    /// The socket address the IdP listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// A snapshot of the request counters.
+    pub fn counters(&self) -> Counters {
+        self.idp().counters.snapshot()
+    }
+
+    /// Runtime fault injection.
+    pub fn faults(&self) -> &Faults {
+        &self.idp().faults
+    }
+
+    /// Signs with a freshly generated key and `kid` from now on; the JWKS
+    /// publishes the new key and keeps the previous one.
+    pub fn rotate_keys(&self) {
+        self.idp().keys().rotate(true);
+    }
+
+    /// Like [`rotate_keys`](Self::rotate_keys) but the JWKS then publishes
+    /// only the new key.
+    pub fn rotate_keys_drop_old(&self) {
+        self.idp().keys().rotate(false);
+    }
+
+    /// A valid OIDC back-channel logout token for `audience` (a client id),
+    /// with `sub` and/or `sid`, signed with the current key.
+    pub fn sign_logout_token(&self, sub: Option<&str>, sid: Option<&str>, audience: &str) -> String {
+        jwt::logout_token(&self.idp().current_key(), &self.idp().issuer, sub, sid, audience)
+    }
+
+    /// Signs arbitrary claims with the current key (header `alg`, `kid`,
+    /// `typ: JWT`), e.g. for negative tests.
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> String {
+        jwt::sign(&self.idp().current_key(), "JWT", claims)
+    }
+
+    /// Stops serving: in-flight requests finish (for at most 5 s), then the
+    /// listener is closed and further connections are refused.
+    pub async fn shutdown(self) {
+        let stop = self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self.inner.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+    }
+}

@@ -1,0 +1,522 @@
+//! [`OidcClient`]: the token engine's entry point.
+//!
+//! One `OidcClient` per provider, built at start-up and cloned freely (it is
+//! an `Arc` inside). It owns the discovery cache, the JWKS cache, the session
+//! store, the clock and the refresh coordination.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::OidcConfig;
+use crate::discovery::{Discovery, ProviderMetadata};
+use crate::error::TokenError;
+use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
+use crate::jwks::JwksCache;
+use crate::login::{CallbackParams, LoginStart, LoginTransaction, pkce_challenge, sanitize_return_url};
+use crate::provider::{ProviderClient, TokenResponse, http_client};
+use crate::secret::{AuthorizationCode, IdToken, PkceVerifier};
+use crate::session::{SessionId, SessionRecord, UserTokens, random_token};
+use crate::store::{MemoryStore, SessionStore, Versioned};
+use crate::user_token::Flights;
+
+const LOGIN_KEY_PREFIX: &str = "login:";
+
+/// The token engine for one provider. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), oidc_bff_tokens::TokenError> {
+/// use oidc_bff_tokens::{OidcClient, OidcConfig, UserTokenRequest};
+///
+/// let config = OidcConfig::builder("https://login.example.com", "bff")
+///     .client_secret("secret")
+///     .build()?;
+/// let client = OidcClient::builder(config).build()?;
+///
+/// // Sign-in: send the browser to `start.authorization_url`...
+/// let start = client.begin_login("https://app.example.com/bff/callback", Some("/")).await?;
+/// # let params = Default::default();
+/// // ...and at the callback:
+/// let signed_in = client.complete_login(&start.state, &params).await?;
+///
+/// // Later, in any request of that session: a valid access token, refreshed if needed.
+/// let token = client
+///     .user_access_token(&signed_in.session_id, None, &UserTokenRequest::default())
+///     .await?;
+/// # let _ = token;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct OidcClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: OidcConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) clock: SharedClock,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) discovery: Discovery,
+    pub(crate) jwks: tokio::sync::OnceCell<(Url, Arc<JwksCache>)>,
+    pub(crate) provider: ProviderClient,
+    pub(crate) flights: Flights,
+}
+
+/// Builder of [`OidcClient`].
+#[derive(Debug)]
+#[must_use]
+pub struct OidcClientBuilder {
+    config: OidcConfig,
+    http: Option<reqwest::Client>,
+    clock: Option<SharedClock>,
+    store: Option<Arc<dyn SessionStore>>,
+}
+
+impl OidcClientBuilder {
+    /// Uses this HTTP client for calls to the provider. It should have
+    /// timeouts and must not follow redirects; the default one does both.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Reads time from `clock` (tests use a [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Keeps sessions in `store` (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Builds the client. No network call is made until first use.
+    pub fn build(self) -> Result<OidcClient, TokenError> {
+        self.config.validate()?;
+        let http = match self.http {
+            Some(http) => http,
+            None => http_client(&self.config)?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        let discovery = Discovery::new(&self.config, http.clone(), clock.clone());
+        let provider = ProviderClient::new(&self.config, http.clone());
+        Ok(OidcClient {
+            inner: Arc::new(Inner {
+                config: self.config,
+                http,
+                clock,
+                store,
+                discovery,
+                jwks: tokio::sync::OnceCell::new(),
+                provider,
+                flights: Flights::default(),
+            }),
+        })
+    }
+}
+
+/// A completed sign-in.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    /// The new session's id: put it in the session cookie.
+    pub session_id: SessionId,
+    /// The new session.
+    pub session: Arc<SessionRecord>,
+    /// The local path to send the browser to.
+    pub return_url: String,
+}
+
+/// What [`OidcClient::logout`] did.
+#[derive(Clone, Debug, Default)]
+pub struct LoggedOut {
+    /// The ended session, if there was one.
+    pub session: Option<Arc<SessionRecord>>,
+    /// The provider's end-session URL to send the browser to, if it has one.
+    pub end_session_url: Option<Url>,
+    /// Whether the refresh token was revoked at the provider.
+    pub revoked: bool,
+}
+
+impl OidcClient {
+    /// Starts building a client for the provider in `config`.
+    pub fn builder(config: OidcConfig) -> OidcClientBuilder {
+        OidcClientBuilder {
+            config,
+            http: None,
+            clock: None,
+            store: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    /// The HTTP client used for the provider.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The provider's metadata (cached discovery document).
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata().await
+    }
+
+    /// Whether discovery has been loaded at least once (for readiness checks).
+    pub fn is_discovery_loaded(&self) -> bool {
+        self.inner.discovery.cached().is_some()
+    }
+
+    /// The JWKS cache for the provider's current `jwks_uri`.
+    pub(crate) async fn jwks(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {
+        let (uri, cache) = self
+            .inner
+            .jwks
+            .get_or_init(|| async {
+                (
+                    metadata.jwks_uri.clone(),
+                    Arc::new(JwksCache::new(
+                        metadata.jwks_uri.clone(),
+                        self.inner.http.clone(),
+                        self.inner.clock.clone(),
+                        self.inner.config.jwks_min_refetch,
+                    )),
+                )
+            })
+            .await;
+        if *uri == metadata.jwks_uri {
+            cache.clone()
+        } else {
+            // The provider moved its keys; use a fresh cache for the new location.
+            Arc::new(JwksCache::new(
+                metadata.jwks_uri.clone(),
+                self.inner.http.clone(),
+                self.inner.clock.clone(),
+                self.inner.config.jwks_min_refetch,
+            ))
+        }
+    }
+
+    pub(crate) fn validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
+        IdTokenValidator::new(
+            metadata.issuer.clone(),
+            self.inner.config.client_id.clone(),
+            self.inner.clock.clone(),
+        )
+        .with_leeway(self.inner.config.clock_leeway.as_secs())
+    }
+
+    /// Validates an id_token from this provider (signature, iss, aud, exp, iat,
+    /// nonce when given, at_hash when given).
+    pub async fn validate_id_token(
+        &self,
+        token: &IdToken,
+        expected: IdTokenExpectations<'_>,
+    ) -> Result<IdTokenClaims, TokenError> {
+        let metadata = self.metadata().await?;
+        let jwks = self.jwks(&metadata).await;
+        self.validator(&metadata).validate(token, &jwks, expected).await
+    }
+
+    /// Starts a sign-in: returns the provider URL to redirect the browser to.
+    ///
+    /// `redirect_uri` must be the callback URL registered at the provider,
+    /// built from trusted configuration (never from request headers).
+    /// `return_url` is sanitized to a local path.
+    pub async fn begin_login(
+        &self,
+        redirect_uri: &str,
+        return_url: Option<&str>,
+    ) -> Result<LoginStart, TokenError> {
+        let metadata = self.metadata().await?;
+        let transaction = LoginTransaction {
+            state: random_token(),
+            nonce: random_token(),
+            code_verifier: PkceVerifier::new(random_token()),
+            redirect_uri: redirect_uri.to_owned(),
+            return_url: sanitize_return_url(return_url),
+            created_at: self.inner.clock.now_unix(),
+        };
+        let mut url = metadata.authorization_endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.inner.config.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &self.inner.config.scopes.join(" "))
+            .append_pair("state", &transaction.state)
+            .append_pair("nonce", &transaction.nonce)
+            .append_pair("code_challenge", &pkce_challenge(&transaction.code_verifier))
+            .append_pair("code_challenge_method", "S256");
+        let value = serde_json::to_string(&transaction)
+            .map_err(|e| TokenError::Config(format!("cannot encode the sign-in: {e}")))?;
+        self.inner
+            .store
+            .put_transient(
+                &format!("{LOGIN_KEY_PREFIX}{}", transaction.state),
+                value,
+                self.inner.config.login_timeout,
+            )
+            .await?;
+        Ok(LoginStart {
+            authorization_url: url,
+            state: transaction.state,
+        })
+    }
+
+    /// Completes a sign-in at the callback and creates the server-side session.
+    ///
+    /// `bound_state` is the state bound to this browser (from the login
+    /// cookie). Checks, in order: provider error; `state` present and equal to
+    /// the bound one; the transaction exists and is taken (one use); `iss`
+    /// (RFC 9207); the code exchange with the PKCE verifier; the id_token
+    /// (signature, iss, aud, azp, exp, iat, nonce, at_hash); optionally
+    /// userinfo, whose `sub` must match.
+    pub async fn complete_login(
+        &self,
+        bound_state: &str,
+        params: &CallbackParams,
+    ) -> Result<SignedIn, TokenError> {
+        let state = params.state.as_deref().unwrap_or_default();
+        if state.is_empty() || bound_state.is_empty() || !constant_time_eq(state, bound_state) {
+            return Err(TokenError::InvalidCallback(
+                "state does not match this browser's sign-in".into(),
+            ));
+        }
+        // Taking the transaction first makes every callback one-shot, also
+        // the ones that carry a provider error.
+        let transaction = self
+            .inner
+            .store
+            .take_transient(&format!("{LOGIN_KEY_PREFIX}{state}"))
+            .await?
+            .and_then(|raw| serde_json::from_str::<LoginTransaction>(&raw).ok())
+            .ok_or_else(|| {
+                TokenError::InvalidCallback("unknown, expired or already used sign-in".into())
+            })?;
+        if let Some(error) = &params.error {
+            return Err(TokenError::InvalidCallback(format!(
+                "the provider refused the sign-in: {}",
+                error.chars().take(64).collect::<String>()
+            )));
+        }
+        let now = self.inner.clock.now_unix();
+        if now > transaction.created_at + self.inner.config.login_timeout.as_secs() {
+            return Err(TokenError::InvalidCallback("the sign-in took too long".into()));
+        }
+        let metadata = self.metadata().await?;
+        match &params.iss {
+            Some(iss) if iss != &metadata.issuer => {
+                return Err(TokenError::InvalidCallback("iss does not name our provider".into()));
+            }
+            None if metadata.authorization_response_iss_parameter_supported => {
+                return Err(TokenError::InvalidCallback("iss is missing".into()));
+            }
+            _ => {}
+        }
+        let code = params
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(AuthorizationCode::new)
+            .ok_or_else(|| TokenError::InvalidCallback("code is missing".into()))?;
+
+        let response = self
+            .inner
+            .provider
+            .token_request(
+                &metadata,
+                vec![
+                    ("grant_type", "authorization_code".into()),
+                    ("code", code.into_secret()),
+                    ("redirect_uri", transaction.redirect_uri.clone()),
+                    ("code_verifier", transaction.code_verifier.secret().to_owned()),
+                ],
+            )
+            .await
+            .map_err(|e| match e {
+                TokenError::Provider { error, .. } => {
+                    TokenError::InvalidCallback(format!("code exchange refused: {error}"))
+                }
+                other => other,
+            })?;
+        let id_token = response
+            .id_token
+            .clone()
+            .ok_or_else(|| TokenError::InvalidIdToken("the token response has no id_token".into()))?;
+        let jwks = self.jwks(&metadata).await;
+        let claims = self
+            .validator(&metadata)
+            .validate(
+                &id_token,
+                &jwks,
+                IdTokenExpectations {
+                    nonce: Some(&transaction.nonce),
+                    access_token: Some(&response.access_token),
+                },
+            )
+            .await?;
+
+        let mut all_claims = claims.all.clone();
+        if self.inner.config.load_userinfo {
+            match self.inner.provider.userinfo(&metadata, &response.access_token).await {
+                Ok(Some(info)) if info.get("sub").and_then(|s| s.as_str()) == Some(&claims.sub) => {
+                    for (k, v) in info {
+                        all_claims.entry(k).or_insert(v);
+                    }
+                }
+                Ok(Some(_)) => tracing::warn!("userinfo sub differs from the id_token; ignored"),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "userinfo failed; signed in without it"),
+            }
+        }
+
+        let record = SessionRecord {
+            sub: claims.sub.clone(),
+            sid: claims.sid.clone(),
+            claims: all_claims,
+            tokens: self.user_tokens(response, None, now),
+            resource_tokens: Default::default(),
+            created_at: now,
+            expires_at: now + self.inner.config.session_lifetime.as_secs(),
+        };
+        let session_id = SessionId::generate();
+        self.inner.store.create(&session_id, record.clone()).await?;
+        tracing::info!(sub = %record.sub, "signed in");
+        Ok(SignedIn {
+            session_id,
+            session: Arc::new(record),
+            return_url: transaction.return_url,
+        })
+    }
+
+    /// Builds the session's token set from a token response; values the
+    /// response lacks are kept from `previous`.
+    pub(crate) fn user_tokens(
+        &self,
+        response: TokenResponse,
+        previous: Option<&UserTokens>,
+        now: u64,
+    ) -> UserTokens {
+        let lifetime = response
+            .expires_in
+            .unwrap_or(self.inner.config.default_token_lifetime.as_secs());
+        UserTokens {
+            access_token: response.access_token,
+            expires_at: now.saturating_add(lifetime),
+            token_type: response.token_type,
+            refresh_token: response
+                .refresh_token
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            id_token: response
+                .id_token
+                .or_else(|| previous.and_then(|p| p.id_token.clone())),
+            scope: response.scope.or_else(|| previous.and_then(|p| p.scope.clone())),
+            refreshed_at: previous.map(|_| now),
+            refresh_count: previous.map_or(0, |p| p.refresh_count + 1),
+        }
+    }
+
+    /// Loads a live session.
+    pub async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        let now = self.inner.clock.now_unix();
+        Ok(self
+            .inner
+            .store
+            .load(id)
+            .await?
+            .filter(|v| !v.record.is_expired(now)))
+    }
+
+    /// Ends a session: removes it from the store, revokes its refresh token
+    /// when configured (a failing or missing revocation endpoint does not
+    /// block the logout), and builds the provider's end-session URL.
+    pub async fn logout(
+        &self,
+        id: &SessionId,
+        post_logout_redirect_uri: Option<&str>,
+    ) -> Result<LoggedOut, TokenError> {
+        let session = self.inner.store.delete(id).await?;
+        let Some(session) = session else {
+            return Ok(LoggedOut::default());
+        };
+        let metadata = self.metadata().await.ok();
+        let mut revoked = false;
+        if let (Some(metadata), true) = (&metadata, self.inner.config.revoke_on_logout) {
+            revoked = self.revoke_session_tokens(metadata, &session).await;
+        }
+        let end_session_url = metadata.as_ref().and_then(|m| {
+            let mut url = m.end_session_endpoint.clone()?;
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(hint) = &session.tokens.id_token {
+                    q.append_pair("id_token_hint", hint.secret());
+                }
+                q.append_pair("client_id", &self.inner.config.client_id);
+                if let Some(uri) = post_logout_redirect_uri {
+                    q.append_pair("post_logout_redirect_uri", uri);
+                }
+            }
+            Some(url)
+        });
+        tracing::info!(sub = %session.sub, revoked, "signed out");
+        Ok(LoggedOut {
+            session: Some(session),
+            end_session_url,
+            revoked,
+        })
+    }
+
+    /// Revokes a session's refresh token; `true` when the provider confirmed.
+    pub(crate) async fn revoke_session_tokens(
+        &self,
+        metadata: &ProviderMetadata,
+        session: &SessionRecord,
+    ) -> bool {
+        let Some(refresh) = &session.tokens.refresh_token else {
+            return false;
+        };
+        if metadata.revocation_endpoint.is_none() {
+            return false;
+        }
+        match self
+            .inner
+            .provider
+            .revoke(metadata, refresh.secret(), "refresh_token")
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "refresh token revocation failed; signed out locally");
+                false
+            }
+        }
+    }
+}
+
+/// Compares two strings in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a
+            .bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}

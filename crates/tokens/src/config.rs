@@ -1,0 +1,332 @@
+//! Configuration of the token engine.
+//!
+//! Only the provider's authority, the client id and the client secret are
+//! required; every endpoint comes from the provider's discovery document.
+//!
+//! ```
+//! use std::time::Duration;
+//! use oidc_bff_tokens::OidcConfig;
+//!
+//! let config = OidcConfig::builder("https://login.example.com", "bff")
+//!     .client_secret("secret")
+//!     .scopes(["openid", "profile", "offline_access"])
+//!     .refresh_margin(Duration::from_secs(30))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(config.client_id, "bff");
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::TokenError;
+use crate::secret::ClientSecret;
+
+/// Settings of the token engine. Build with [`OidcConfig::builder`], or
+/// deserialize (all fields but `authority` and `client_id` have defaults;
+/// durations are given in seconds).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OidcConfig {
+    /// The provider's issuer URL; discovery is read from
+    /// `{authority}/.well-known/openid-configuration`.
+    pub authority: Url,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Our client secret (confidential client). `None` for a public client.
+    #[serde(default)]
+    pub client_secret: Option<ClientSecret>,
+    /// Scopes requested at sign-in.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Renew the access token when it expires within this margin.
+    #[serde(default = "default_refresh_margin", with = "secs")]
+    pub refresh_margin: Duration,
+    /// Lifetime assumed for an access token whose response lacks `expires_in`.
+    #[serde(default = "default_token_lifetime", with = "secs")]
+    pub default_token_lifetime: Duration,
+    /// Clock skew tolerated when validating id_tokens.
+    #[serde(default = "default_leeway", with = "secs")]
+    pub clock_leeway: Duration,
+    /// How long a fetched discovery document is used before it is fetched again.
+    #[serde(default = "default_discovery_refresh", with = "secs")]
+    pub discovery_refresh: Duration,
+    /// The least time between two JWKS fetches caused by an unknown `kid`.
+    #[serde(default = "default_jwks_refetch", with = "secs")]
+    pub jwks_min_refetch: Duration,
+    /// Connect timeout of every call to the provider.
+    #[serde(default = "default_connect_timeout", with = "secs")]
+    pub connect_timeout: Duration,
+    /// Total timeout of every call to the provider.
+    #[serde(default = "default_request_timeout", with = "secs")]
+    pub request_timeout: Duration,
+    /// Absolute lifetime of a session.
+    #[serde(default = "default_session_lifetime", with = "secs")]
+    pub session_lifetime: Duration,
+    /// How long a started sign-in may take before its callback is refused.
+    #[serde(default = "default_login_timeout", with = "secs")]
+    pub login_timeout: Duration,
+    /// Call the userinfo endpoint at sign-in and merge its claims.
+    #[serde(default)]
+    pub load_userinfo: bool,
+    /// Revoke the refresh token at the provider when the user signs out.
+    #[serde(default = "yes")]
+    pub revoke_on_logout: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "offline_access"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+fn default_refresh_margin() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_discovery_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_jwks_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_session_lifetime() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn yes() -> bool {
+    true
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+impl OidcConfig {
+    /// Starts a builder with the two required settings.
+    pub fn builder(authority: impl AsRef<str>, client_id: impl Into<String>) -> OidcConfigBuilder {
+        OidcConfigBuilder {
+            authority: authority.as_ref().to_owned(),
+            config: OidcConfig {
+                authority: Url::parse("http://unset.invalid").unwrap_or_else(|_| unreachable!()),
+                client_id: client_id.into(),
+                client_secret: None,
+                scopes: default_scopes(),
+                refresh_margin: default_refresh_margin(),
+                default_token_lifetime: default_token_lifetime(),
+                clock_leeway: default_leeway(),
+                discovery_refresh: default_discovery_refresh(),
+                jwks_min_refetch: default_jwks_refetch(),
+                connect_timeout: default_connect_timeout(),
+                request_timeout: default_request_timeout(),
+                session_lifetime: default_session_lifetime(),
+                login_timeout: default_login_timeout(),
+                load_userinfo: false,
+                revoke_on_logout: true,
+            },
+        }
+    }
+
+    /// Checks the settings for consistency.
+    pub fn validate(&self) -> Result<(), TokenError> {
+        match self.authority.scheme() {
+            "https" => {}
+            "http" if is_loopback(&self.authority) => {}
+            _ => {
+                return Err(TokenError::Config(
+                    "authority must be an https URL (http is accepted for loopback only)".into(),
+                ));
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(TokenError::Config("client_id must not be empty".into()));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(TokenError::Config("scopes must include \"openid\"".into()));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(TokenError::Config("timeouts must be greater than zero".into()));
+        }
+        Ok(())
+    }
+
+    /// The URL of the discovery document.
+    pub fn discovery_url(&self) -> Url {
+        let mut base = self.authority.as_str().trim_end_matches('/').to_owned();
+        base.push_str("/.well-known/openid-configuration");
+        Url::parse(&base).unwrap_or_else(|_| self.authority.clone())
+    }
+
+    /// The issuer the provider must report: the authority without a trailing slash.
+    pub fn expected_issuer(&self) -> &str {
+        self.authority.as_str().trim_end_matches('/')
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Builder of [`OidcConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OidcConfigBuilder {
+    authority: String,
+    config: OidcConfig,
+}
+
+impl OidcConfigBuilder {
+    /// The client secret (confidential client).
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.client_secret = Some(ClientSecret::new(secret));
+        self
+    }
+
+    /// Scopes requested at sign-in (must include `openid`; add `offline_access`
+    /// to get a refresh token from most providers).
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Renew access tokens that expire within this margin (default 60 s).
+    pub fn refresh_margin(mut self, margin: Duration) -> Self {
+        self.config.refresh_margin = margin;
+        self
+    }
+
+    /// Lifetime assumed when a token response lacks `expires_in` (default 300 s).
+    pub fn default_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.default_token_lifetime = lifetime;
+        self
+    }
+
+    /// Clock skew tolerated when validating id_tokens (default 60 s).
+    pub fn clock_leeway(mut self, leeway: Duration) -> Self {
+        self.config.clock_leeway = leeway;
+        self
+    }
+
+    /// Refresh interval of the cached discovery document (default 1 h).
+    pub fn discovery_refresh(mut self, interval: Duration) -> Self {
+        self.config.discovery_refresh = interval;
+        self
+    }
+
+    /// Least time between JWKS refetches caused by unknown key ids (default 30 s).
+    pub fn jwks_min_refetch(mut self, interval: Duration) -> Self {
+        self.config.jwks_min_refetch = interval;
+        self
+    }
+
+    /// Connect and total timeouts of every call to the provider (defaults 5 s and 15 s).
+    pub fn timeouts(mut self, connect: Duration, total: Duration) -> Self {
+        self.config.connect_timeout = connect;
+        self.config.request_timeout = total;
+        self
+    }
+
+    /// Absolute session lifetime (default 8 h).
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.session_lifetime = lifetime;
+        self
+    }
+
+    /// Call the userinfo endpoint at sign-in and merge its claims (default off).
+    pub fn load_userinfo(mut self, on: bool) -> Self {
+        self.config.load_userinfo = on;
+        self
+    }
+
+    /// Revoke the refresh token when the user signs out (default on).
+    pub fn revoke_on_logout(mut self, on: bool) -> Self {
+        self.config.revoke_on_logout = on;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(mut self) -> Result<OidcConfig, TokenError> {
+        self.config.authority = Url::parse(&self.authority)
+            .map_err(|e| TokenError::Config(format!("authority is not a valid URL: {e}")))?;
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requires_https_except_loopback() {
+        assert!(OidcConfig::builder("http://idp.example.com", "c").build().is_err());
+        assert!(OidcConfig::builder("http://127.0.0.1:9000", "c").build().is_ok());
+        assert!(OidcConfig::builder("https://idp.example.com/tenant/", "c").build().is_ok());
+    }
+
+    #[test]
+    fn discovery_url_keeps_path() {
+        let c = OidcConfig::builder("https://idp.example.com/tenant/", "c")
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.discovery_url().as_str(),
+            "https://idp.example.com/tenant/.well-known/openid-configuration"
+        );
+        assert_eq!(c.expected_issuer(), "https://idp.example.com/tenant");
+    }
+
+    #[test]
+    fn requires_openid_scope() {
+        let err = OidcConfig::builder("https://idp.example.com", "c")
+            .scopes(["profile"])
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("openid"));
+    }
+
+    #[test]
+    fn deserializes_with_defaults() {
+        let c: OidcConfig = serde_json::from_value(serde_json::json!({
+            "authority": "https://idp.example.com",
+            "client_id": "bff",
+            "client_secret": "s",
+            "refresh_margin": 30
+        }))
+        .unwrap();
+        assert_eq!(c.refresh_margin, Duration::from_secs(30));
+        assert_eq!(c.scopes, default_scopes());
+        assert!(!format!("{c:?}").contains("\"s\""));
+    }
+}

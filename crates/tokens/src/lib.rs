@@ -1,0 +1,59 @@
+//! # oidc-bff-tokens
+//!
+//! Framework-agnostic OAuth 2.0 / OpenID Connect token management for a
+//! Backend-for-Frontend: discovery, sign-in (authorization code + PKCE),
+//! server-side sessions, and the user's access token in one call —
+//! refreshed ahead of expiry, with concurrent callers sharing one refresh.
+//!
+//! The axum integration lives in the `oidc-bff` crate; this crate has no web
+//! framework in it.
+//!
+//! ```no_run
+//! # async fn demo(session_id: oidc_bff_tokens::SessionId) -> Result<(), oidc_bff_tokens::TokenError> {
+//! use oidc_bff_tokens::{OidcClient, OidcConfig, UserTokenRequest};
+//!
+//! let client = OidcClient::builder(
+//!     OidcConfig::builder("https://login.example.com", "bff")
+//!         .client_secret("secret")
+//!         .build()?,
+//! )
+//! .build()?;
+//!
+//! let token = client
+//!     .user_access_token(&session_id, None, &UserTokenRequest::default())
+//!     .await?;
+//! # let _ = token; Ok(()) }
+//! ```
+//!
+//! ## Modules
+//! - [`config`]: settings, with a builder.
+//! - [`discovery`]: the cached discovery document.
+//! - [`jwks`] and [`id_token`]: signing keys and id_token validation.
+//! - [`login`]: the authorization code flow with PKCE.
+//! - [`user_token`]: the user's access token and the refresh state machine.
+//! - [`session`] and [`store`]: what a session holds and where it lives.
+//! - [`provider`]: calls to the provider's endpoints.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod id_token;
+pub mod jwks;
+pub mod login;
+pub mod provider;
+pub mod secret;
+pub mod session;
+pub mod store;
+pub mod user_token;
+
+pub use client::{LoggedOut, OidcClient, OidcClientBuilder, SignedIn};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{OidcConfig, OidcConfigBuilder};
+pub use error::{ErrorKind, TokenError};
+pub use secret::{AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken};
+pub use session::{SessionId, SessionRecord, UserTokens};
+pub use store::{MemoryStore, SessionStore, StoreError, UpdateOutcome, Versioned};
+pub use user_token::UserTokenRequest;

@@ -1,0 +1,323 @@
+//! Calls to the provider's endpoints: token, revocation, userinfo.
+//!
+//! Every call has the configured connect and total timeouts (set on the HTTP
+//! client), reads at most [`MAX_RESPONSE_BYTES`] of the answer, and maps
+//! failures onto [`TokenError`]: an OAuth error answer becomes
+//! [`TokenError::Provider`], a timeout, connection failure, 429 or 5xx becomes
+//! [`TokenError::ProviderUnavailable`]. Nothing we send (secrets, codes,
+//! tokens) is ever put into an error.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::OidcConfig;
+use crate::discovery::ProviderMetadata;
+use crate::error::TokenError;
+use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
+
+/// The largest provider answer read, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// A successful token endpoint answer (RFC 6749 §5.1).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// The token type (`Bearer`).
+    pub token_type: String,
+    /// Seconds until the access token expires, when the provider says.
+    pub expires_in: Option<u64>,
+    /// A (possibly rotated) refresh token.
+    pub refresh_token: Option<RefreshToken>,
+    /// An id_token (always at sign-in, sometimes at refresh).
+    pub id_token: Option<IdToken>,
+    /// The granted scopes, when the provider says.
+    pub scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    access_token: String,
+    token_type: String,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Some providers send `expires_in` as a string; accept both.
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Float(f64),
+        Str(String),
+    }
+    Ok(match Option::<NumOrStr>::deserialize(d)? {
+        None => None,
+        Some(NumOrStr::Num(n)) => Some(n),
+        Some(NumOrStr::Float(f)) if f.is_finite() && f >= 0.0 => Some(f as u64),
+        Some(NumOrStr::Float(_)) => None,
+        Some(NumOrStr::Str(s)) => s.trim().parse().ok(),
+    })
+}
+
+impl TokenResponse {
+    /// Parses and checks a token endpoint answer body.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, TokenError> {
+        let raw: RawTokenResponse = serde_json::from_slice(bytes)
+            .map_err(|_| TokenError::InvalidResponse("token response is not valid JSON of the expected shape".into()))?;
+        if raw.access_token.is_empty() {
+            return Err(TokenError::InvalidResponse("empty access_token".into()));
+        }
+        if !raw.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::InvalidResponse(format!(
+                "unsupported token_type {:?}",
+                raw.token_type.chars().take(20).collect::<String>()
+            )));
+        }
+        Ok(TokenResponse {
+            access_token: AccessToken::new(raw.access_token),
+            token_type: "Bearer".into(),
+            expires_in: raw.expires_in,
+            refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(RefreshToken::new),
+            id_token: raw.id_token.filter(|t| !t.is_empty()).map(IdToken::new),
+            scope: raw.scope,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// The client side of the provider's endpoints.
+#[derive(Debug, Clone)]
+pub(crate) struct ProviderClient {
+    http: reqwest::Client,
+    client_id: String,
+    client_secret: Option<ClientSecret>,
+}
+
+impl ProviderClient {
+    pub(crate) fn new(config: &OidcConfig, http: reqwest::Client) -> Self {
+        Self {
+            http,
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+        }
+    }
+
+    /// Adds client authentication to a request to the token, revocation or
+    /// introspection endpoint.
+    fn authenticate(
+        &self,
+        request: reqwest::RequestBuilder,
+        form: &mut Vec<(&'static str, String)>,
+        metadata: &ProviderMetadata,
+    ) -> reqwest::RequestBuilder {
+        match &self.client_secret {
+            Some(secret) if metadata.prefers_basic_auth() => {
+                // RFC 6749 §2.3.1: both parts are form-urlencoded first.
+                let id = form_urlencode(&self.client_id);
+                let secret = form_urlencode(secret.secret());
+                request.basic_auth(id, Some(secret))
+            }
+            Some(secret) => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", secret.secret().to_owned()));
+                request
+            }
+            None => {
+                form.push(("client_id", self.client_id.clone()));
+                request
+            }
+        }
+    }
+
+    /// POSTs a grant to the token endpoint.
+    pub(crate) async fn token_request(
+        &self,
+        metadata: &ProviderMetadata,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<TokenResponse, TokenError> {
+        let request = self.http.post(metadata.token_endpoint.clone());
+        let request = self.authenticate(request, &mut form, metadata);
+        let response = request
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::from_transport(&e))?;
+        let status = response.status();
+        let body = read_limited(response).await?;
+        if status.is_success() {
+            return TokenResponse::from_json(&body);
+        }
+        Err(error_from_answer(status, &body))
+    }
+
+    /// Revokes a token (RFC 7009). Best effort: the caller decides whether to care.
+    pub(crate) async fn revoke(
+        &self,
+        metadata: &ProviderMetadata,
+        token: &str,
+        hint: &'static str,
+    ) -> Result<(), TokenError> {
+        let Some(endpoint) = &metadata.revocation_endpoint else {
+            return Ok(());
+        };
+        let mut form = vec![("token", token.to_owned()), ("token_type_hint", hint.to_owned())];
+        let request = self.http.post(endpoint.clone());
+        let request = self.authenticate(request, &mut form, metadata);
+        let response = request
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::from_transport(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = read_limited(response).await.unwrap_or_default();
+            Err(error_from_answer(status, &body))
+        }
+    }
+
+    /// Reads the userinfo endpoint with an access token.
+    pub(crate) async fn userinfo(
+        &self,
+        metadata: &ProviderMetadata,
+        access_token: &AccessToken,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, TokenError> {
+        let Some(endpoint) = &metadata.userinfo_endpoint else {
+            return Ok(None);
+        };
+        let response = self
+            .http
+            .get(endpoint.clone())
+            .bearer_auth(access_token.secret())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| TokenError::from_transport(&e))?;
+        let status = response.status();
+        let body = read_limited(response).await?;
+        if !status.is_success() {
+            return Err(error_from_answer(status, &body));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|_| TokenError::InvalidResponse("userinfo is not a JSON object".into()))
+    }
+}
+
+/// Turns a non-success answer into an error.
+fn error_from_answer(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return TokenError::ProviderUnavailable(format!("provider answered {}", status.as_u16()));
+    }
+    match serde_json::from_slice::<OAuthErrorBody>(body) {
+        Ok(err) => TokenError::Provider {
+            error: truncate(&err.error, 64),
+            description: err.error_description.map(|d| truncate(&d, 256)),
+        },
+        Err(_) => TokenError::Provider {
+            error: format!("http_{}", status.as_u16()),
+            description: None,
+        },
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Reads a response body, refusing anything larger than [`MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(TokenError::InvalidResponse("provider answer too large".into()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TokenError::from_transport(&e))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(TokenError::InvalidResponse("provider answer too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn form_urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Builds the HTTP client used for every call to the provider: connect and
+/// total timeouts from the configuration, no redirects (a token endpoint that
+/// redirects is misconfigured or hostile), no cookies.
+pub fn http_client(config: &OidcConfig) -> Result<reqwest::Client, TokenError> {
+    http_client_with_timeouts(config.connect_timeout, config.request_timeout)
+}
+
+pub(crate) fn http_client_with_timeouts(
+    connect: Duration,
+    total: Duration,
+) -> Result<reqwest::Client, TokenError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(total)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| TokenError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_token_responses() {
+        let r = TokenResponse::from_json(
+            br#"{"access_token":"a","token_type":"bearer","expires_in":"300","refresh_token":"r"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.expires_in, Some(300));
+        assert_eq!(r.refresh_token.unwrap().secret(), "r");
+        assert!(TokenResponse::from_json(br#"{"access_token":"a","token_type":"mac"}"#).is_err());
+        assert!(TokenResponse::from_json(br#"{"access_token":"","token_type":"Bearer"}"#).is_err());
+        assert!(TokenResponse::from_json(b"<html>").is_err());
+        let r = TokenResponse::from_json(br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#);
+        assert!(r.is_ok_and(|r| r.expires_in.is_none()));
+    }
+
+    #[test]
+    fn maps_error_answers() {
+        let e = error_from_answer(
+            reqwest::StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_grant","error_description":"used"}"#,
+        );
+        assert!(matches!(e, TokenError::Provider { ref error, .. } if error == "invalid_grant"));
+        let e = error_from_answer(reqwest::StatusCode::BAD_GATEWAY, b"");
+        assert!(e.is_transient());
+        let e = error_from_answer(reqwest::StatusCode::UNAUTHORIZED, b"nope");
+        assert!(e.is_unauthorized());
+    }
+}

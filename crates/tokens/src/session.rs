@@ -1,0 +1,128 @@
+//! What a server-side session holds.
+//!
+//! A [`SessionRecord`] is created at sign-in and lives in a
+//! [`SessionStore`](crate::store::SessionStore) under a random [`SessionId`];
+//! the browser only ever holds that id, in an HttpOnly cookie.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{AccessToken, IdToken, RefreshToken};
+
+/// The random id of a server-side session: 256 bits, base64url-encoded.
+///
+/// Its `Debug` output is redacted, as for any bearer secret.
+///
+/// ```
+/// use oidc_bff_tokens::SessionId;
+///
+/// let id = SessionId::generate();
+/// assert_eq!(id.as_str().len(), 43);
+/// assert_eq!(SessionId::parse(id.as_str()), Some(id.clone()));
+/// assert_eq!(SessionId::parse("not a session id"), None);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The length of an encoded id.
+    pub const LEN: usize = 43;
+
+    /// A fresh random id from a cryptographically secure generator.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        // The thread-local generator is a CSPRNG seeded (and reseeded) from the OS.
+        rand::rng().fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// Parses an id from untrusted input (a cookie); anything that is not
+    /// exactly 43 base64url characters is refused.
+    pub fn parse(raw: &str) -> Option<Self> {
+        (raw.len() == Self::LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(raw.to_owned()))
+    }
+
+    /// The encoded id (goes in the cookie). Treat it as a secret.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId([redacted])")
+    }
+}
+
+/// A random, URL-safe value of 256 bits (state, nonce, PKCE verifier).
+pub(crate) fn random_token() -> String {
+    SessionId::generate().0
+}
+
+/// The user's tokens as held in the session.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserTokens {
+    /// The current access token.
+    pub access_token: AccessToken,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: u64,
+    /// The token type, normally `Bearer`.
+    pub token_type: String,
+    /// The current refresh token, if the provider issued one.
+    pub refresh_token: Option<RefreshToken>,
+    /// The latest id_token (for `id_token_hint` at logout).
+    pub id_token: Option<IdToken>,
+    /// Scopes granted, as reported by the provider.
+    pub scope: Option<String>,
+    /// When the tokens were last renewed with the refresh token (Unix seconds).
+    pub refreshed_at: Option<u64>,
+    /// How many refreshes this session has seen.
+    pub refresh_count: u64,
+}
+
+/// An access token obtained for a specific resource and/or scope.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResourceToken {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// When it expires (Unix seconds).
+    pub expires_at: u64,
+    /// The token type, normally `Bearer`.
+    pub token_type: String,
+}
+
+/// Everything a server-side session holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionRecord {
+    /// The user's subject identifier at the provider.
+    pub sub: String,
+    /// The provider's session id (`sid` claim), used by back-channel logout.
+    pub sid: Option<String>,
+    /// The id_token's claims (merged with userinfo when configured).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The user's tokens.
+    pub tokens: UserTokens,
+    /// Tokens for specific resources/scopes, keyed by [`TokenKey`](crate::user_token::UserTokenRequest).
+    #[serde(default)]
+    pub resource_tokens: BTreeMap<String, ResourceToken>,
+    /// When the session was created (Unix seconds).
+    pub created_at: u64,
+    /// When the session ends regardless of activity (Unix seconds).
+    pub expires_at: u64,
+}
+
+impl SessionRecord {
+    /// `true` once the session's absolute lifetime has passed.
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires_at
+    }
+}

@@ -1,0 +1,101 @@
+//! Where sessions live: the [`SessionStore`] trait and its implementations.
+//!
+//! The trait is built for **versioned writes**: every record carries a version
+//! number, and [`SessionStore::update`] only succeeds when the caller saw the
+//! latest version. A slow writer can therefore never overwrite tokens that
+//! another request (or another instance) stored in the meantime — the write
+//! comes back as [`UpdateOutcome::Conflict`] and the caller re-reads.
+//!
+//! Besides sessions, a store keeps short-lived one-time values
+//! ([`put_transient`](SessionStore::put_transient) /
+//! [`take_transient`](SessionStore::take_transient)): pending sign-ins and
+//! replay caches, which must also be shared between instances.
+//!
+//! [`MemoryStore`] is the default, for a single process.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryStore;
+
+use crate::session::{SessionId, SessionRecord};
+
+/// A session record with the version it was read at.
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    /// The version of the record in the store.
+    pub version: u64,
+    /// The record.
+    pub record: Arc<SessionRecord>,
+}
+
+/// Result of a versioned [`SessionStore::update`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Written; the record now has this version.
+    Updated(u64),
+    /// The record changed since it was read; nothing was written.
+    Conflict,
+    /// The session no longer exists; nothing was written.
+    Missing,
+}
+
+/// Errors of a session store. Always transient from the user's point of view:
+/// the request gets 503 and the session is kept.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend took too long.
+    #[error("store timed out")]
+    Timeout,
+    /// A stored value could not be decoded (corrupt, or written with an unknown key).
+    #[error("stored value could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+/// Storage of server-side sessions.
+///
+/// Implementations must be safe to share between many tasks (and, for the
+/// persistent stores, many processes). Expired sessions (by
+/// [`SessionRecord::expires_at`]) must not be returned by [`load`](Self::load).
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Loads a session with its version; `None` when absent or expired.
+    async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError>;
+
+    /// Stores a new session; returns its first version. Overwrites nothing:
+    /// ids are random 256-bit values, a collision is treated as an error.
+    async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError>;
+
+    /// Replaces a session if its version is still `expected_version`.
+    async fn update(
+        &self,
+        id: &SessionId,
+        record: SessionRecord,
+        expected_version: u64,
+    ) -> Result<UpdateOutcome, StoreError>;
+
+    /// Removes a session; returns the record it held, if any.
+    async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError>;
+
+    /// Ids of the live sessions of a subject (for back-channel logout).
+    async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Ids of the live sessions with a provider session id `sid`.
+    async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Stores a short-lived value under `key` for at most `ttl`.
+    async fn put_transient(&self, key: &str, value: String, ttl: Duration)
+    -> Result<(), StoreError>;
+
+    /// Removes and returns a short-lived value: a second take of the same key
+    /// returns `None` (one-time use).
+    async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
