@@ -1,1 +1,57 @@
-//! oidc-bff (in progress)
+//! # oidc-bff
+//!
+//! A Backend-for-Frontend for [axum]: the browser signs in at the BFF
+//! (OpenID Connect authorization code + PKCE) and only ever holds an HttpOnly
+//! session cookie; access, refresh and id tokens stay server-side. Server code
+//! gets the current user's valid access token in one call — refreshed first
+//! when it is about to expire, with concurrent requests sharing one refresh.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use oidc_bff::{Bff, OidcConfig, UserAccessToken};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let bff = Bff::builder(
+//!     OidcConfig::builder("https://login.example.com", "bff")
+//!         .client_secret("secret")
+//!         .build()?,
+//! )
+//! .public_url("http://127.0.0.1:8080")
+//! .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/api/token-length", get(|UserAccessToken(t): UserAccessToken| async move {
+//!         t.secret().len().to_string()
+//!     }).layer(bff.csrf_layer()))
+//!     .merge(bff.routes()) // /bff/login, /bff/callback, /bff/logout, /bff/user
+//!     .layer(bff.layer());
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Modules
+//! - [`config`]: the [`Bff`] handle and its builder.
+//! - [`session`]: the [`BffSession`] and [`UserAccessToken`] extractors.
+//! - [`endpoints`]: login, callback, logout and user endpoints.
+//! - [`csrf`]: the anti-forgery header layer.
+//! - [`error`]: [`BffError`] and its HTTP statuses.
+//!
+//! The token engine itself is the framework-agnostic `oidc-bff-tokens`
+//! crate, re-exported as [`tokens`].
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+mod cookies;
+pub mod csrf;
+pub mod endpoints;
+pub mod error;
+pub mod session;
+
+pub use config::{Bff, BffBuilder, BffSettings};
+pub use csrf::CsrfLayer;
+pub use error::BffError;
+pub use oidc_bff_tokens as tokens;
+pub use oidc_bff_tokens::{AccessToken, OidcConfig, TokenError, UserTokenRequest};
+pub use session::{BffSession, UserAccessToken};

@@ -87,8 +87,15 @@ pub struct DevIdpBuilder {
 impl Default for DevIdpBuilder {
     fn default() -> Self {
         let mut clients = BTreeMap::new();
-        clients.insert("bff".to_owned(), Client { secret: "secret".into(), ..Client::default() });
-        let claims = json!({"name": "Alice Example", "email": "alice@example.com", "email_verified": true});
+        clients.insert(
+            "bff".to_owned(),
+            Client {
+                secret: "secret".into(),
+                ..Client::default()
+            },
+        );
+        let claims =
+            json!({"name": "Alice Example", "email": "alice@example.com", "email_verified": true});
         Self {
             config: Config {
                 clients,
@@ -139,7 +146,9 @@ impl DevIdpBuilder {
     /// redirect URIs accepts any `http://127.0.0.1:*/…` or
     /// `http://localhost:*/…` URI; otherwise the match is exact.
     pub fn redirect_uri(mut self, client_id: &str, uri: &str) -> Self {
-        self.client_mut(client_id).redirect_uris.push(uri.to_owned());
+        self.client_mut(client_id)
+            .redirect_uris
+            .push(uri.to_owned());
         self
     }
 
@@ -147,7 +156,9 @@ impl DevIdpBuilder {
     /// [`redirect_uri`](Self::redirect_uri): exact match once any is registered,
     /// any loopback URI otherwise).
     pub fn post_logout_redirect_uri(mut self, client_id: &str, uri: &str) -> Self {
-        self.client_mut(client_id).post_logout_redirect_uris.push(uri.to_owned());
+        self.client_mut(client_id)
+            .post_logout_redirect_uris
+            .push(uri.to_owned());
         self
     }
 

@@ -31,7 +31,11 @@ pub(crate) fn at_hash(access_token: &str) -> String {
 }
 
 /// Signs id token `claims`, corrupted according to `fault`.
-pub(crate) fn id_token(key: &SigningKey, mut claims: Map<String, Value>, fault: Option<IdTokenFault>) -> String {
+pub(crate) fn id_token(
+    key: &SigningKey,
+    mut claims: Map<String, Value>,
+    fault: Option<IdTokenFault>,
+) -> String {
     use IdTokenFault as F;
     let now = crate::now();
     match fault {
@@ -86,13 +90,23 @@ pub(crate) fn id_token(key: &SigningKey, mut claims: Map<String, Value>, fault: 
         Some(F::UnknownKid) => header.kid = Some("unknown-kid".into()),
         Some(F::AlgNone) => {
             let header = json!({"alg": "none", "typ": "JWT"});
-            return format!("{}.{}.", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+            return format!(
+                "{}.{}.",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
         }
         Some(F::Hs256WithPublicKey) => {
             header.alg = Algorithm::HS256;
-            return encode(&header, &claims, &EncodingKey::from_secret(key.public_pem().as_bytes()));
+            return encode(
+                &header,
+                &claims,
+                &EncodingKey::from_secret(key.public_pem().as_bytes()),
+            );
         }
-        Some(F::BadSignature) => return corrupt_signature(&encode(&header, &claims, key.encoding_key())),
+        Some(F::BadSignature) => {
+            return corrupt_signature(&encode(&header, &claims, key.encoding_key()));
+        }
         _ => {}
     }
     encode(&header, &claims, key.encoding_key())
@@ -101,7 +115,9 @@ pub(crate) fn id_token(key: &SigningKey, mut claims: Map<String, Value>, fault: 
 fn corrupt_signature(token: &str) -> String {
     use base64::Engine;
     let (signing_input, sig) = token.rsplit_once('.').unwrap_or((token, ""));
-    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap_or_default();
+    let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap_or_default();
     if let Some(b) = sig.first_mut() {
         *b ^= 0x01;
     }
@@ -109,7 +125,13 @@ fn corrupt_signature(token: &str) -> String {
 }
 
 /// An OIDC back-channel logout token (`typ: logout+jwt`, valid 2 minutes).
-pub(crate) fn logout_token(key: &SigningKey, issuer: &str, sub: Option<&str>, sid: Option<&str>, audience: &str) -> String {
+pub(crate) fn logout_token(
+    key: &SigningKey,
+    issuer: &str,
+    sub: Option<&str>,
+    sid: Option<&str>,
+    audience: &str,
+) -> String {
     let now = crate::now();
     let mut claims = json!({
         "iss": issuer,

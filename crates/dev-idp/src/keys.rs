@@ -39,7 +39,11 @@ pub(crate) struct SigningKey {
 
 impl SigningKey {
     fn new(alg: SigningAlg, material: Arc<Material>) -> Self {
-        Self { kid: format!("{}-{}", alg.as_str().to_lowercase(), crate::random_token(9)), alg, material }
+        Self {
+            kid: format!("{}-{}", alg.as_str().to_lowercase(), crate::random_token(9)),
+            alg,
+            material,
+        }
     }
 
     pub(crate) fn encoding_key(&self) -> &EncodingKey {
@@ -79,7 +83,12 @@ pub(crate) struct KeyRing {
 impl KeyRing {
     pub(crate) fn new(alg: SigningAlg) -> Self {
         let current = Arc::new(SigningKey::new(alg, cached_material(alg)));
-        Self { alg, current: current.clone(), previous: None, history: vec![current] }
+        Self {
+            alg,
+            current: current.clone(),
+            previous: None,
+            history: vec![current],
+        }
     }
 
     pub(crate) fn current(&self) -> Arc<SigningKey> {
@@ -96,7 +105,10 @@ impl KeyRing {
 
     /// The public JWKs to publish: current key first, then the previous one.
     pub(crate) fn published(&self) -> Vec<Value> {
-        std::iter::once(&self.current).chain(self.previous.as_ref()).map(|k| k.public_jwk()).collect()
+        std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .map(|k| k.public_jwk())
+            .collect()
     }
 
     /// Finds any key this instance ever signed with.
@@ -112,7 +124,10 @@ fn cached_material(alg: SigningAlg) -> Arc<Material> {
         SigningAlg::Rs256 => &RSA,
         SigningAlg::Es256 => &EC,
     };
-    let mut slot = cell.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = cell
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     slot.get_or_insert_with(|| Arc::new(generate(alg))).clone()
 }
 
@@ -122,24 +137,40 @@ fn generate(alg: SigningAlg) -> Material {
             let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
             let pkcs8 = pair.as_der().expect("RSA PKCS#8 encoding");
             let private_pem = pem("PRIVATE KEY", pkcs8.as_ref());
-            let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("RSA key import");
+            let encoding =
+                EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("RSA key import");
             let spki = pair.public_key().as_der().expect("RSA public key encoding");
             let public_pem = pem("PUBLIC KEY", spki.as_ref());
-            let decoding = DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("RSA public key import");
+            let decoding =
+                DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("RSA public key import");
             let jwk = jwk_of(&encoding, Algorithm::RS256);
-            Material { encoding, public_pem, jwk, decoding }
+            Material {
+                encoding,
+                public_pem,
+                jwk,
+                decoding,
+            }
         }
         SigningAlg::Es256 => {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .expect("EC key generation");
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .expect("EC key generation");
             let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
                 .expect("EC key import");
             let spki = pair.public_key().as_der().expect("EC public key encoding");
             let public_pem = pem("PUBLIC KEY", spki.as_ref());
             let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-            let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes()).expect("EC public key import");
+            let decoding =
+                DecodingKey::from_ec_pem(public_pem.as_bytes()).expect("EC public key import");
             let jwk = jwk_of(&encoding, Algorithm::ES256);
-            Material { encoding, public_pem, jwk, decoding }
+            Material {
+                encoding,
+                public_pem,
+                jwk,
+                decoding,
+            }
         }
     }
 }
@@ -163,4 +194,26 @@ fn pem(label: &str, der: &[u8]) -> String {
 /// base64url without padding, as used all over JOSE.
 pub(crate) fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_makes_new_material_and_kid() {
+        for alg in [SigningAlg::Rs256, SigningAlg::Es256] {
+            let mut ring = KeyRing::new(alg);
+            let first = ring.current();
+            ring.rotate(true);
+            let second = ring.current();
+            assert_ne!(first.kid, second.kid);
+            assert_ne!(first.material.jwk, second.material.jwk);
+            assert_eq!(ring.published().len(), 2);
+            assert!(ring.find(&first.kid).is_some());
+            ring.rotate(false);
+            assert_eq!(ring.published().len(), 1);
+            assert!(ring.find(&first.kid).is_some(), "history keeps old keys");
+        }
+    }
 }

@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::counters::{CounterCells, Counters};
 use crate::endpoints;
 use crate::faults::Faults;
+use crate::jwt;
 use crate::keys::{KeyRing, SigningKey};
 use crate::store::Store;
-use crate::jwt;
 
 /// State shared by all handlers of one IdP.
 pub(crate) struct Idp {
@@ -63,7 +63,9 @@ struct Inner {
 
 impl std::fmt::Debug for RunningIdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningIdp").field("issuer", &self.inner.idp.issuer).finish_non_exhaustive()
+        f.debug_struct("RunningIdp")
+            .field("issuer", &self.inner.idp.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,9 @@ pub(crate) async fn start(config: Config, addr: SocketAddr) -> std::io::Result<R
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let alg = config.signing_alg;
-    let keys = tokio::task::spawn_blocking(move || KeyRing::new(alg)).await.map_err(std::io::Error::other)?;
+    let keys = tokio::task::spawn_blocking(move || KeyRing::new(alg))
+        .await
+        .map_err(std::io::Error::other)?;
     let idp = Arc::new(Idp {
         config,
         issuer: format!("http://{addr}"),
@@ -92,21 +96,35 @@ pub(crate) async fn start(config: Config, addr: SocketAddr) -> std::io::Result<R
     });
     tracing::debug!(issuer = %idp.issuer, "dev IdP started");
     Ok(RunningIdp {
-        inner: Arc::new(Inner { idp, addr, stop: Mutex::new(Some(stop_tx)), task: Mutex::new(Some(task)) }),
+        inner: Arc::new(Inner {
+            idp,
+            addr,
+            stop: Mutex::new(Some(stop_tx)),
+            task: Mutex::new(Some(task)),
+        }),
     })
 }
 
 fn router(idp: Arc<Idp>) -> Router {
     use endpoints::*;
     Router::new()
-        .route("/.well-known/openid-configuration", get(discovery::discovery))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::discovery),
+        )
         .route("/jwks", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize))
         .route("/token", post(token::token))
-        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
+        .route(
+            "/userinfo",
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
         .route("/revoke", post(revoke::revoke))
         .route("/introspect", post(introspect::introspect))
-        .route("/endsession", get(end_session::end_session).post(end_session::end_session))
+        .route(
+            "/endsession",
+            get(end_session::end_session).post(end_session::end_session),
+        )
         .with_state(idp)
 }
 
@@ -155,8 +173,19 @@ impl RunningIdp {
 
     /// A valid OIDC back-channel logout token for `audience` (a client id),
     /// with `sub` and/or `sid`, signed with the current key.
-    pub fn sign_logout_token(&self, sub: Option<&str>, sid: Option<&str>, audience: &str) -> String {
-        jwt::logout_token(&self.idp().current_key(), &self.idp().issuer, sub, sid, audience)
+    pub fn sign_logout_token(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+        audience: &str,
+    ) -> String {
+        jwt::logout_token(
+            &self.idp().current_key(),
+            &self.idp().issuer,
+            sub,
+            sid,
+            audience,
+        )
     }
 
     /// Signs arbitrary claims with the current key (header `alg`, `kid`,
@@ -168,15 +197,28 @@ impl RunningIdp {
     /// Stops serving: in-flight requests finish (for at most 5 s), then the
     /// listener is closed and further connections are refused.
     pub async fn shutdown(self) {
-        let stop = self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let task = self.inner.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let stop = self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
         if let Some(mut task) = task
-            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-                task.abort();
-                let _ = task.await;
-            }
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }

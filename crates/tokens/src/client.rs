@@ -396,6 +396,7 @@ impl OidcClient {
             resource_tokens: Default::default(),
             created_at: now,
             expires_at: now + self.inner.config.session_lifetime.as_secs(),
+            logout_id: random_token(),
         };
         let session_id = SessionId::generate();
         self.inner.store.create(&session_id, record.clone()).await?;

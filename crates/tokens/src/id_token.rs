@@ -14,7 +14,9 @@
 //!    understood).
 //! 3. **Signature.** Verified with a key from the provider's JWKS
 //!    ([`JwksCache::keys_for`]), selected by `kid` and compatible with `alg`
-//!    (key type and curve), before any claim is looked at.
+//!    (key type and curve), before any claim is looked at. Keys carried by
+//!    the token itself (`jwk`, `jku`, `x5u`, `x5c` header parameters) are
+//!    never used.
 //! 4. **`iss`** equals the provider's issuer exactly.
 //! 5. **`aud`** (a string or an array of strings) contains our `client_id`;
 //!    every other audience must be one of the configured trusted audiences.
@@ -223,7 +225,8 @@ impl IdTokenValidator {
         }
 
         // Algorithm and header.
-        let header_json = decode_json_object(header_b64).ok_or_else(|| invalid("malformed header"))?;
+        let header_json =
+            decode_json_object(header_b64).ok_or_else(|| invalid("malformed header"))?;
         let alg = self.check_alg(&header_json)?;
         if header_json.contains_key("crit") {
             return Err(invalid("unsupported critical header parameters"));
@@ -320,7 +323,7 @@ impl IdTokenValidator {
             return Err(invalid("issuer mismatch"));
         }
 
-        if !claims.aud.iter().any(|aud| *aud == self.client_id) {
+        if !claims.aud.contains(&self.client_id) {
             return Err(invalid("aud does not contain our client_id"));
         }
         if claims
@@ -443,7 +446,8 @@ fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<Str
 }
 
 fn required_string(claims: &Map<String, Value>, name: &str) -> Result<String, TokenError> {
-    optional_string(claims, name)?.ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
+    optional_string(claims, name)?
+        .ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
 }
 
 /// Extracts the registered claims, checking their JSON types.
@@ -523,7 +527,7 @@ mod tests {
                 validator,
                 jwks,
                 key,
-                server: server,
+                server,
             }
         }
 
@@ -573,7 +577,10 @@ mod tests {
         }
 
         /// Validates the default claims modified by `edit`.
-        async fn validate_edited(&self, edit: impl FnOnce(&mut Value)) -> Result<IdTokenClaims, TokenError> {
+        async fn validate_edited(
+            &self,
+            edit: impl FnOnce(&mut Value),
+        ) -> Result<IdTokenClaims, TokenError> {
             let mut claims = Self::claims();
             edit(&mut claims);
             self.validate(&self.sign(&claims)).await
@@ -727,10 +734,17 @@ mod tests {
         let f = Fixture::new().await;
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("rsa-1".into());
-        for secret in [rsa_public_der(), f.key.jwk["n"].as_str().unwrap().as_bytes().to_vec()] {
+        for secret in [
+            rsa_public_der(),
+            f.key.jwk["n"].as_str().unwrap().as_bytes().to_vec(),
+        ] {
             let token = IdToken::new(
-                jsonwebtoken::encode(&header, &Fixture::claims(), &EncodingKey::from_secret(&secret))
-                    .unwrap(),
+                jsonwebtoken::encode(
+                    &header,
+                    &Fixture::claims(),
+                    &EncodingKey::from_secret(&secret),
+                )
+                .unwrap(),
             );
             assert_invalid(f.validate(&token).await, "symmetric");
             // Even when a careless configuration lists HS256.
@@ -749,7 +763,10 @@ mod tests {
     async fn alg_outside_the_allowed_list_is_rejected() {
         let f = Fixture::with_keys(ec_key("ec-1"), &[]).await;
         let token = f.sign(&Fixture::claims());
-        let strict = f.validator.clone().with_allowed_algs(vec![Algorithm::RS256]);
+        let strict = f
+            .validator
+            .clone()
+            .with_allowed_algs(vec![Algorithm::RS256]);
         assert_invalid(
             f.validate_with(&strict, &token, Fixture::expect()).await,
             "not allowed",
@@ -783,13 +800,12 @@ mod tests {
             json!({ "alg": "RS256", "kid": 7 }),
             json!({ "alg": "RS256", "crit": ["exp"] }),
         ] {
-            let token = IdToken::new(format!(
-                "{}.{}.AAAA",
-                b64(&header),
-                b64(&Fixture::claims())
-            ));
+            let token = IdToken::new(format!("{}.{}.AAAA", b64(&header), b64(&Fixture::claims())));
             let err = f.validate(&token).await.unwrap_err();
-            assert!(matches!(err, TokenError::InvalidIdToken(_)), "{header}: {err:?}");
+            assert!(
+                matches!(err, TokenError::InvalidIdToken(_)),
+                "{header}: {err:?}"
+            );
         }
     }
 
@@ -814,12 +830,20 @@ mod tests {
             format!("{header}.{}.!!!", parts[1]),
             format!("{}.{}.{}", b64(&json!([1, 2])), parts[1], parts[2]),
             format!("{}=.{}.{}", header, parts[1], parts[2]),
-            format!("{}.{}.{}", URL_SAFE_NO_PAD.encode([0xff, 0xfe]), parts[1], parts[2]),
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
+                parts[1],
+                parts[2]
+            ),
             "x".repeat(MAX_TOKEN_BYTES + 1),
         ];
         for input in inputs {
             let err = f.validate(&IdToken::new(input.clone())).await.unwrap_err();
-            assert!(matches!(err, TokenError::InvalidIdToken(_)), "{input:.40}: {err:?}");
+            assert!(
+                matches!(err, TokenError::InvalidIdToken(_)),
+                "{input:.40}: {err:?}"
+            );
             assert!(
                 input.len() < 8 || !err.to_string().contains(&input),
                 "error message leaks the token"
@@ -932,7 +956,8 @@ mod tests {
     async fn wrong_or_missing_aud_is_rejected() {
         let f = Fixture::new().await;
         assert_invalid(
-            f.validate_edited(|c| c["aud"] = "someone-else".into()).await,
+            f.validate_edited(|c| c["aud"] = "someone-else".into())
+                .await,
             "client_id",
         );
         assert_invalid(
@@ -1013,7 +1038,8 @@ mod tests {
     async fn azp_must_be_our_client() {
         let f = Fixture::new().await;
         assert_invalid(
-            f.validate_edited(|c| c["azp"] = "other-client".into()).await,
+            f.validate_edited(|c| c["azp"] = "other-client".into())
+                .await,
             "azp mismatch",
         );
         let claims = f
@@ -1123,7 +1149,8 @@ mod tests {
             "nonce mismatch",
         );
         assert_invalid(
-            f.validate_edited(|c| c["nonce"] = "n-0S6_WzA2M".into()).await,
+            f.validate_edited(|c| c["nonce"] = "n-0S6_WzA2M".into())
+                .await,
             "nonce mismatch",
         );
         assert_invalid(
@@ -1150,7 +1177,11 @@ mod tests {
         // OIDC Core A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
         // signed with RS256 has at_hash "77QmUPtjPfzWtF2AnpK9RQ".
         assert_eq!(
-            token_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", Algorithm::RS256).unwrap(),
+            token_hash(
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y",
+                Algorithm::RS256
+            )
+            .unwrap(),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
         assert_eq!(token_hash("x", Algorithm::ES384).unwrap().len(), 32);
@@ -1254,22 +1285,24 @@ mod tests {
 
     #[test]
     fn refreshed_token_with_the_same_identity_is_accepted() {
-        let validator =
-            IdTokenValidator::new(ISSUER, CLIENT, Arc::new(ManualClock::new(NOW)));
+        let validator = IdTokenValidator::new(ISSUER, CLIENT, Arc::new(ManualClock::new(NOW)));
         let mut refreshed = original();
         refreshed.aud = vec!["api".into(), CLIENT.into()];
         refreshed.iat = NOW + 1000;
         refreshed.exp = NOW + 1300;
         refreshed.nonce = None;
-        validator.validate_refreshed(&refreshed, &original()).unwrap();
+        validator
+            .validate_refreshed(&refreshed, &original())
+            .unwrap();
         refreshed.auth_time = None;
-        validator.validate_refreshed(&refreshed, &original()).unwrap();
+        validator
+            .validate_refreshed(&refreshed, &original())
+            .unwrap();
     }
 
     #[test]
     fn refreshed_token_with_another_identity_is_rejected() {
-        let validator =
-            IdTokenValidator::new(ISSUER, CLIENT, Arc::new(ManualClock::new(NOW)));
+        let validator = IdTokenValidator::new(ISSUER, CLIENT, Arc::new(ManualClock::new(NOW)));
         type Edit = fn(&mut IdTokenClaims);
         let cases: [(&str, Edit); 7] = [
             ("iss", |c| c.iss = "https://other.example.com".into()),
@@ -1305,10 +1338,12 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(many.aud, vec![CLIENT.to_owned(), "b".to_owned()]);
-        assert!(serde_json::from_value::<IdTokenClaims>(json!({
-            "iss": ISSUER, "sub": "u", "aud": 5, "exp": 2, "iat": 1
-        }))
-        .is_err());
+        assert!(
+            serde_json::from_value::<IdTokenClaims>(json!({
+                "iss": ISSUER, "sub": "u", "aud": 5, "exp": 2, "iat": 1
+            }))
+            .is_err()
+        );
 
         // Round trip.
         let original = original();

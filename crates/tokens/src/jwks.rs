@@ -152,7 +152,9 @@ impl KeySet {
             keys: Vec<serde_json::Value>,
         }
         let document: Document = serde_json::from_slice(body).map_err(|_| {
-            TokenError::InvalidResponse("jwks document is not a JSON object with a keys array".into())
+            TokenError::InvalidResponse(
+                "jwks document is not a JSON object with a keys array".into(),
+            )
         })?;
         let keys = document
             .keys
@@ -203,7 +205,8 @@ fn parse_key(value: serde_json::Value) -> Result<CachedKey, (Option<String>, &'s
     let alg = match jwk.common.key_algorithm {
         None => None,
         Some(key_alg) => Some(
-            Algorithm::try_from(key_alg).map_err(|_| fail("alg is not a JWS signature algorithm"))?,
+            Algorithm::try_from(key_alg)
+                .map_err(|_| fail("alg is not a JWS signature algorithm"))?,
         ),
     };
 
@@ -278,8 +281,8 @@ impl JwksCache {
         clock: SharedClock,
         min_refetch_interval: Duration,
     ) -> Self {
-        let min_refetch_secs = min_refetch_interval.as_secs()
-            + u64::from(min_refetch_interval.subsec_nanos() > 0);
+        let min_refetch_secs =
+            min_refetch_interval.as_secs() + u64::from(min_refetch_interval.subsec_nanos() > 0);
         Self {
             jwks_uri,
             http,
@@ -466,11 +469,8 @@ pub(crate) mod test_support {
     impl JwksServer {
         pub(crate) async fn start(body: impl Into<String>) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = Url::parse(&format!(
-                "http://{}/jwks",
-                listener.local_addr().unwrap()
-            ))
-            .unwrap();
+            let url =
+                Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
             let requests = Arc::new(AtomicU64::new(0));
             let reply = Arc::new(Mutex::new(Reply {
                 status: 200,
@@ -590,8 +590,8 @@ pub(crate) mod test_support {
             let generate = || {
                 let pair =
                     aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-                let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'static>>::as_der(&pair)
-                    .unwrap();
+                let pkcs8 =
+                    AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'static>>::as_der(&pair).unwrap();
                 pkcs1_from_pkcs8(pkcs8.as_ref()).to_vec()
             };
             [generate(), generate()]
@@ -661,11 +661,7 @@ pub(crate) mod test_support {
                 .fold(0usize, |acc, b| (acc << 8) | *b as usize);
             (len, 2 + n)
         };
-        (
-            tag,
-            &input[header..header + len],
-            &input[header + len..],
-        )
+        (tag, &input[header..header + len], &input[header + len..])
     }
 
     /// The RSAPrivateKey (PKCS#1) inside a PKCS#8 PrivateKeyInfo.
@@ -726,12 +722,18 @@ mod tests {
         let jwks = cache(&server, &clock);
         assert_eq!(jwks.fetch_count(), 0, "nothing is fetched before first use");
 
-        let keys = jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        let keys = jwks
+            .keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(jwks.fetch_count(), 1);
 
         for _ in 0..10 {
-            let again = jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+            let again = jwks
+                .keys_for(&header(Algorithm::RS256, Some("k1")))
+                .await
+                .unwrap();
             assert!(Arc::ptr_eq(&again[0], &keys[0]));
         }
         assert_eq!(jwks.fetch_count(), 1);
@@ -746,17 +748,26 @@ mod tests {
         let clock = ManualClock::new(1_700_000_000);
         let jwks = cache(&server, &clock);
 
-        jwks.keys_for(&header(Algorithm::RS256, Some("old"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("old")))
+            .await
+            .unwrap();
         assert_eq!(jwks.fetch_count(), 1);
 
         server.set_body(jwks_json(&[&old, &new]));
-        let keys = jwks.keys_for(&header(Algorithm::RS256, Some("new"))).await.unwrap();
+        let keys = jwks
+            .keys_for(&header(Algorithm::RS256, Some("new")))
+            .await
+            .unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(jwks.fetch_count(), 2);
 
         // Both keys are now cached.
-        jwks.keys_for(&header(Algorithm::RS256, Some("old"))).await.unwrap();
-        jwks.keys_for(&header(Algorithm::RS256, Some("new"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("old")))
+            .await
+            .unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("new")))
+            .await
+            .unwrap();
         assert_eq!(jwks.fetch_count(), 2);
     }
 
@@ -767,7 +778,9 @@ mod tests {
         let clock = ManualClock::new(1_700_000_000);
         let jwks = cache(&server, &clock);
 
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
         let err = jwks
             .keys_for(&header(Algorithm::RS256, Some("nope")))
             .await
@@ -782,7 +795,9 @@ mod tests {
         let server = JwksServer::start(jwks_json(&[&key])).await;
         let clock = ManualClock::new(1_700_000_000);
         let jwks = cache(&server, &clock);
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
         assert_eq!(jwks.fetch_count(), 1);
 
         for i in 0..1000 {
@@ -814,7 +829,9 @@ mod tests {
         assert_eq!(server.requests(), 3);
 
         // Known keys keep working throughout.
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -824,7 +841,9 @@ mod tests {
         let server = JwksServer::start(jwks_json(&[&old])).await;
         let clock = ManualClock::new(1_700_000_000);
         let jwks = cache(&server, &clock);
-        jwks.keys_for(&header(Algorithm::RS256, Some("old"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("old")))
+            .await
+            .unwrap();
         // A bogus kid spends the refetch budget.
         jwks.keys_for(&header(Algorithm::RS256, Some("bogus")))
             .await
@@ -836,7 +855,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(jwks.fetch_count(), 2);
         clock.advance(INTERVAL);
-        jwks.keys_for(&header(Algorithm::RS256, Some("new"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("new")))
+            .await
+            .unwrap();
         assert_eq!(jwks.fetch_count(), 3);
     }
 
@@ -850,9 +871,7 @@ mod tests {
 
         let lookups = (0..50).map(|_| {
             let jwks = Arc::clone(&jwks);
-            tokio::spawn(async move {
-                jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await
-            })
+            tokio::spawn(async move { jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await })
         });
         for result in futures_util::future::join_all(lookups).await {
             assert_eq!(result.unwrap().unwrap().len(), 1);
@@ -867,7 +886,9 @@ mod tests {
         let server = JwksServer::start(jwks_json(&[&key])).await;
         let clock = ManualClock::new(1_700_000_000);
         let jwks = Arc::new(cache(&server, &clock));
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
         server.set_delay(Duration::from_millis(200));
 
         let lookups = (0..50).map(|i| {
@@ -893,9 +914,7 @@ mod tests {
 
         let lookups = (0..20).map(|_| {
             let jwks = Arc::clone(&jwks);
-            tokio::spawn(async move {
-                jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await
-            })
+            tokio::spawn(async move { jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await })
         });
         for result in futures_util::future::join_all(lookups).await {
             let err = result.unwrap().unwrap_err();
@@ -1004,9 +1023,7 @@ mod tests {
         // Several keys: only those fitting the alg are candidates.
         let mut rsa_no_alg = other_rsa_key("rsa2").jwk;
         rsa_no_alg.as_object_mut().unwrap().remove("alg");
-        server.set_body(
-            serde_json::json!({ "keys": [rsa.jwk, ec.jwk, rsa_no_alg] }).to_string(),
-        );
+        server.set_body(serde_json::json!({ "keys": [rsa.jwk, ec.jwk, rsa_no_alg] }).to_string());
         clock.advance(INTERVAL);
         assert_eq!(
             jwks.keys_for(&header(Algorithm::ES256, None))
@@ -1048,7 +1065,9 @@ mod tests {
             let err = jwks.keys_for(&header(alg, Some("k"))).await.unwrap_err();
             assert!(is_no_matching_key(&err), "{alg:?}: {err:?}");
         }
-        jwks.keys_for(&header(Algorithm::ES256, Some("k"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::ES256, Some("k")))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1084,7 +1103,9 @@ mod tests {
         // The next lookup tries again (nothing cached, no rate limit).
         server.set_status(200);
         server.set_body(jwks_json(&[&key]));
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
         assert_eq!(jwks.fetch_count(), 2);
     }
 
@@ -1119,7 +1140,10 @@ mod tests {
                 .keys_for(&header(Algorithm::RS256, Some("k1")))
                 .await
                 .unwrap_err();
-            assert!(matches!(err, TokenError::InvalidResponse(_)), "{body}: {err:?}");
+            assert!(
+                matches!(err, TokenError::InvalidResponse(_)),
+                "{body}: {err:?}"
+            );
         }
     }
 
@@ -1129,7 +1153,9 @@ mod tests {
         let server = JwksServer::start(jwks_json(&[&key])).await;
         let clock = ManualClock::new(1_700_000_000);
         let jwks = cache(&server, &clock);
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
 
         server.set_status(503);
         let err = jwks
@@ -1147,7 +1173,9 @@ mod tests {
         assert!(is_no_matching_key(&err), "{err:?}");
         assert_eq!(jwks.fetch_count(), 3);
 
-        jwks.keys_for(&header(Algorithm::RS256, Some("k1"))).await.unwrap();
+        jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -118,6 +118,10 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// When the session ends regardless of activity (Unix seconds).
     pub expires_at: u64,
+    /// A random, non-secret value that a logout request must present, so a
+    /// cross-site request cannot sign the user out. Never the session id.
+    #[serde(default)]
+    pub logout_id: String,
 }
 
 impl SessionRecord {

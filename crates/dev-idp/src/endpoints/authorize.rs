@@ -21,7 +21,13 @@ const CODE_LIFETIME_SECS: u64 = 60;
 
 pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQuery) -> Response {
     idp.counters.bump(Counter::Authorize);
-    let bad = |msg: &str| html_page(StatusCode::BAD_REQUEST, "Invalid authorization request", msg);
+    let bad = |msg: &str| {
+        html_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            msg,
+        )
+    };
 
     // Until client_id and redirect_uri are validated, errors are shown here,
     // never redirected.
@@ -39,7 +45,9 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
         return bad("missing redirect_uri");
     };
     if !Config::uri_allowed(&client.redirect_uris, redirect_uri) {
-        return bad(&format!("redirect_uri '{redirect_uri}' is not registered for client '{client_id}'"));
+        return bad(&format!(
+            "redirect_uri '{redirect_uri}' is not registered for client '{client_id}'"
+        ));
     }
     let Ok(redirect_url) = url::Url::parse(redirect_uri) else {
         return bad("redirect_uri is not a valid URL");
@@ -69,13 +77,18 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
         }
         redirect(url.as_str())
     };
-    let error = |error: &str, description: &str| respond(&[("error", error), ("error_description", description)]);
+    let error = |error: &str, description: &str| {
+        respond(&[("error", error), ("error_description", description)])
+    };
 
     if params.get("request").is_some() || params.get("request_uri").is_some() {
         return error("request_not_supported", "request objects are not supported");
     }
     if params.get("response_type") != Some("code") {
-        return error("unsupported_response_type", "only response_type=code is supported");
+        return error(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
     }
     let scope = params.get("scope").unwrap_or("");
     if !has_scope(scope, "openid") {
@@ -87,8 +100,15 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
     if params.get("code_challenge_method") != Some("S256") {
         return error("invalid_request", "code_challenge_method must be S256");
     }
-    if challenge.len() != 43 || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return error("invalid_request", "code_challenge must be a base64url SHA-256 hash");
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return error(
+            "invalid_request",
+            "code_challenge must be a base64url SHA-256 hash",
+        );
     }
     if let Some((e, d)) = &faults.authorize_error {
         return error(e, d);
@@ -101,7 +121,13 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
         let mut store = idp.store();
         store.purge(now);
         let family = store.new_family();
-        store.sessions.insert(sid.clone(), Session { sub: idp.config.sub.clone(), ..Session::default() });
+        store.sessions.insert(
+            sid.clone(),
+            Session {
+                sub: idp.config.sub.clone(),
+                ..Session::default()
+            },
+        );
         store.codes.insert(
             code.clone(),
             CodeEntry {

@@ -39,16 +39,32 @@ pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "frontchannel_logout_supported": false,
     });
     if faults.no_revocation_endpoint
-        && let Value::Object(map) = &mut doc {
-            map.remove("revocation_endpoint");
-            map.remove("revocation_endpoint_auth_methods_supported");
-        }
+        && let Value::Object(map) = &mut doc
+    {
+        map.remove("revocation_endpoint");
+        map.remove("revocation_endpoint_auth_methods_supported");
+    }
     Json(doc)
 }
 
 fn claims_supported(idp: &Idp) -> Vec<String> {
-    let standard = ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "azp", "at_hash"];
-    standard.iter().map(|s| (*s).to_owned()).chain(idp.config.claims.keys().cloned()).collect()
+    let standard = [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "sid",
+        "azp",
+        "at_hash",
+    ];
+    standard
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(idp.config.claims.keys().cloned())
+        .collect()
 }
 
 /// The JSON Web Key Set: the current key, the previous one after a rotation,

@@ -27,7 +27,11 @@ pub(crate) async fn end_session(
 ) -> Response {
     idp.counters.bump(Counter::EndSession);
     let bad = |msg: &str| html_page(StatusCode::BAD_REQUEST, "Invalid logout request", msg);
-    let raw: &[u8] = if method == Method::POST { &body } else { query.as_deref().unwrap_or("").as_bytes() };
+    let raw: &[u8] = if method == Method::POST {
+        &body
+    } else {
+        query.as_deref().unwrap_or("").as_bytes()
+    };
     let params = match Params::parse(raw) {
         Ok(p) => p,
         Err(e) => return bad(&e),
@@ -39,10 +43,14 @@ pub(crate) async fn end_session(
     };
     let hint_client = hint.as_ref().and_then(|c| {
         let aud = c.get("aud")?;
-        aud.as_str().or_else(|| aud.get(0)?.as_str()).map(str::to_owned)
+        aud.as_str()
+            .or_else(|| aud.get(0)?.as_str())
+            .map(str::to_owned)
     });
     let client_id = match (params.get("client_id"), hint_client) {
-        (Some(given), Some(hinted)) if given != hinted => return bad("client_id does not match the id_token_hint"),
+        (Some(given), Some(hinted)) if given != hinted => {
+            return bad("client_id does not match the id_token_hint");
+        }
         (Some(given), _) => Some(given.to_owned()),
         (None, hinted) => hinted,
     };
@@ -50,10 +58,14 @@ pub(crate) async fn end_session(
         None => None,
         Some(uri) => {
             let Some(client) = client_id.as_deref().and_then(|id| idp.config.client(id)) else {
-                return bad("post_logout_redirect_uri needs an id_token_hint or client_id of a known client");
+                return bad(
+                    "post_logout_redirect_uri needs an id_token_hint or client_id of a known client",
+                );
             };
             if !Config::uri_allowed(&client.post_logout_redirect_uris, uri) {
-                return bad(&format!("post_logout_redirect_uri '{uri}' is not registered"));
+                return bad(&format!(
+                    "post_logout_redirect_uri '{uri}' is not registered"
+                ));
             }
             match url::Url::parse(uri) {
                 Ok(url) => Some(url),
@@ -62,7 +74,11 @@ pub(crate) async fn end_session(
         }
     };
 
-    if let Some(sid) = hint.as_ref().and_then(|c| c.get("sid")).and_then(Value::as_str) {
+    if let Some(sid) = hint
+        .as_ref()
+        .and_then(|c| c.get("sid"))
+        .and_then(Value::as_str)
+    {
         end_idp_session(&idp, sid);
     }
 
@@ -73,7 +89,11 @@ pub(crate) async fn end_session(
             }
             redirect(url.as_str())
         }
-        None => html_page(StatusCode::OK, "Signed out", "You have been signed out of the development IdP."),
+        None => html_page(
+            StatusCode::OK,
+            "Signed out",
+            "You have been signed out of the development IdP.",
+        ),
     }
 }
 
@@ -81,13 +101,19 @@ pub(crate) async fn end_session(
 /// used); it may be expired.
 fn verify_hint(idp: &Idp, token: &str) -> Result<Value, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    let key = header.kid.as_deref().and_then(|kid| idp.keys().find(kid)).ok_or("unknown signing key")?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| idp.keys().find(kid))
+        .ok_or("unknown signing key")?;
     let mut validation = Validation::new(key.alg.jwt_alg());
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.set_required_spec_claims::<&str>(&[]);
     validation.set_issuer(&[&idp.issuer]);
-    jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation).map(|d| d.claims).map_err(|e| e.to_string())
+    jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
 }
 
 /// Marks the session ended and notifies its clients' back-channel logout URIs.
@@ -104,14 +130,31 @@ fn end_idp_session(idp: &Idp, sid: &str) {
         (session.sub.clone(), session.clients.clone())
     };
     for client_id in clients {
-        let Some(uri) = idp.config.client(&client_id).and_then(|c| c.backchannel_logout_uri.clone()) else {
+        let Some(uri) = idp
+            .config
+            .client(&client_id)
+            .and_then(|c| c.backchannel_logout_uri.clone())
+        else {
             continue;
         };
-        let token = jwt::logout_token(&idp.current_key(), &idp.issuer, Some(&sub), Some(sid), &client_id);
+        let token = jwt::logout_token(
+            &idp.current_key(),
+            &idp.issuer,
+            Some(&sub),
+            Some(sid),
+            &client_id,
+        );
         tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build();
             let sent = match client {
-                Ok(client) => client.post(&uri).form(&[("logout_token", token)]).send().await.map(|_| ()),
+                Ok(client) => client
+                    .post(&uri)
+                    .form(&[("logout_token", token)])
+                    .send()
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
             if let Err(e) = sent {

@@ -15,7 +15,11 @@ use super::{Params, authenticate_client, invalid_request, no_store};
 use crate::counters::Counter;
 use crate::server::Idp;
 
-pub(crate) async fn introspect(State(idp): State<Arc<Idp>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn introspect(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     idp.counters.bump(Counter::Introspections);
     let params = match Params::parse(&body) {
         Ok(p) => p,

@@ -40,7 +40,11 @@ impl Params {
             }
             if k == "resource" {
                 params.resources.push(v.into_owned());
-            } else if params.map.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            } else if params
+                .map
+                .insert(k.clone().into_owned(), v.into_owned())
+                .is_some()
+            {
                 return Err(format!("parameter '{k}' repeated"));
             }
         }
@@ -77,14 +81,22 @@ pub(crate) fn invalid_request(description: &str) -> Response {
 /// Authenticates the client with `client_secret_basic` or
 /// `client_secret_post`. Returns the client id, or the error answer.
 #[allow(clippy::result_large_err)] // the error is the finished HTTP answer
-pub(crate) fn authenticate_client(idp: &Idp, headers: &HeaderMap, params: &Params) -> Result<String, Response> {
+pub(crate) fn authenticate_client(
+    idp: &Idp,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<String, Response> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(value) => Some(parse_basic(value).ok_or_else(|| unauthorized_client(true))?),
         None => None,
     };
     let posted_secret = params.get("client_secret");
     let (client_id, secret, used_basic) = match (basic, posted_secret) {
-        (Some(_), Some(_)) => return Err(invalid_request("more than one client authentication method used")),
+        (Some(_), Some(_)) => {
+            return Err(invalid_request(
+                "more than one client authentication method used",
+            ));
+        }
         (Some((id, secret)), None) => {
             if params.get("client_id").is_some_and(|posted| posted != id) {
                 return Err(unauthorized_client(true));
@@ -98,15 +110,26 @@ pub(crate) fn authenticate_client(idp: &Idp, headers: &HeaderMap, params: &Param
         (None, None) => return Err(unauthorized_client(false)),
     };
     match idp.config.client(&client_id) {
-        Some(client) if verify_slices_are_equal(client.secret.as_bytes(), secret.as_bytes()).is_ok() => Ok(client_id),
+        Some(client)
+            if verify_slices_are_equal(client.secret.as_bytes(), secret.as_bytes()).is_ok() =>
+        {
+            Ok(client_id)
+        }
         _ => Err(unauthorized_client(used_basic)),
     }
 }
 
 fn unauthorized_client(basic: bool) -> Response {
-    let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+    let mut response = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client authentication failed",
+    );
     if basic {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"dev-idp\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"dev-idp\""),
+        );
     }
     response
 }
@@ -124,14 +147,20 @@ fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
 }
 
 fn form_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// Extracts the bearer token of an `Authorization` header.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 /// Whether the space-separated `scope` contains `wanted`.
@@ -170,7 +199,11 @@ pub(crate) fn html_escape(s: &str) -> String {
 pub(crate) fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(value) => no_store((StatusCode::FOUND, [(header::LOCATION, value)]).into_response()),
-        Err(_) => html_page(StatusCode::BAD_REQUEST, "Bad request", "invalid redirect location"),
+        Err(_) => html_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "invalid redirect location",
+        ),
     }
 }
 
@@ -189,13 +222,23 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_form_decoded() {
-        let header = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("my%3Aclient:s+e%26cret"))).unwrap();
-        assert_eq!(parse_basic(&header), Some(("my:client".into(), "s e&cret".into())));
+        let header = HeaderValue::from_str(&format!(
+            "Basic {}",
+            STANDARD.encode("my%3Aclient:s+e%26cret")
+        ))
+        .unwrap();
+        assert_eq!(
+            parse_basic(&header),
+            Some(("my:client".into(), "s e&cret".into()))
+        );
         assert_eq!(parse_basic(&HeaderValue::from_static("Basic !!!")), None);
     }
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -12,7 +12,11 @@ use super::{Params, authenticate_client, invalid_request, no_store, oauth_error}
 use crate::counters::Counter;
 use crate::server::Idp;
 
-pub(crate) async fn revoke(State(idp): State<Arc<Idp>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn revoke(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     idp.counters.bump(Counter::Revocations);
     if let Some(status) = idp.faults.snapshot().revocation_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -39,8 +43,9 @@ pub(crate) async fn revoke(State(idp): State<Arc<Idp>>, headers: HeaderMap, body
             store.revoke_family(family);
         }
     } else if let Some(entry) = store.access.get_mut(token)
-        && entry.claims.get("client_id").and_then(|c| c.as_str()) == Some(client_id.as_str()) {
-            entry.revoked = true;
-        }
+        && entry.claims.get("client_id").and_then(|c| c.as_str()) == Some(client_id.as_str())
+    {
+        entry.revoked = true;
+    }
     no_store(StatusCode::OK.into_response())
 }

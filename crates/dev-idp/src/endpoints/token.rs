@@ -21,7 +21,11 @@ use crate::server::Idp;
 use crate::store::{AccessEntry, FamilyId, RefreshEntry};
 use crate::{jwt, now};
 
-pub(crate) async fn token(State(idp): State<Arc<Idp>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn token(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let response = handle(&idp, &headers, &body).await;
     if !response.status().is_success() {
         idp.counters.bump(Counter::TokenErrors);
@@ -35,7 +39,10 @@ fn invalid_grant(description: &str) -> Response {
 
 async fn handle(idp: &Idp, headers: &HeaderMap, body: &[u8]) -> Response {
     let params = Params::parse(body);
-    if params.as_ref().is_ok_and(|p| p.get("grant_type") == Some("refresh_token")) {
+    if params
+        .as_ref()
+        .is_ok_and(|p| p.get("grant_type") == Some("refresh_token"))
+    {
         idp.counters.bump(Counter::RefreshAttempts);
     }
     let faults = idp.faults.snapshot();
@@ -49,7 +56,10 @@ async fn handle(idp: &Idp, headers: &HeaderMap, body: &[u8]) -> Response {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim_start().starts_with("application/x-www-form-urlencoded"));
+        .is_none_or(|v| {
+            v.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !form_type {
         return invalid_request("the body must be application/x-www-form-urlencoded");
     }
@@ -114,7 +124,9 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
             return invalid_grant("missing code_verifier");
         };
         let verifier_ok = (43..=128).contains(&verifier.len())
-            && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            && verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
         if !verifier_ok || b64url(&Sha256::digest(verifier.as_bytes())) != entry.code_challenge {
             return invalid_grant("PKCE verification failed");
         }
@@ -137,7 +149,16 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
         RefreshTokenPolicy::Never => false,
     };
     idp.counters.bump(Counter::CodeGrants);
-    user_tokens(idp, &grant, &entry.scope, &params.resources, entry.nonce.as_deref(), issue_refresh, true, faults)
+    user_tokens(
+        idp,
+        &grant,
+        &entry.scope,
+        &params.resources,
+        entry.nonce.as_deref(),
+        issue_refresh,
+        true,
+        faults,
+    )
 }
 
 fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) -> Response {
@@ -169,15 +190,18 @@ fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultStat
         }
         let scope = match params.get("scope") {
             Some(requested) if !requested.split(' ').all(|s| has_scope(&entry.scope, s)) => {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "scope exceeds the original grant");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "scope exceeds the original grant",
+                );
             }
             Some(requested) => requested.to_owned(),
             None => entry.scope.clone(),
         };
-        if rotate
-            && let Some(e) = store.refresh.get_mut(token) {
-                e.used = true;
-            }
+        if rotate && let Some(e) = store.refresh.get_mut(token) {
+            e.used = true;
+        }
         (entry, scope)
     };
     let grant = UserGrant {
@@ -190,7 +214,16 @@ fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultStat
     };
     idp.counters.bump(Counter::RefreshGrants);
     let with_id_token = !faults.refresh_omits_id_token;
-    user_tokens(idp, &grant, &scope, &params.resources, None, rotate, with_id_token, faults)
+    user_tokens(
+        idp,
+        &grant,
+        &scope,
+        &params.resources,
+        None,
+        rotate,
+        with_id_token,
+        faults,
+    )
 }
 
 /// Issues the answer of a user grant: access token, id token (if `openid` was
@@ -210,7 +243,15 @@ fn user_tokens(
     let now = now();
     let key = idp.current_key();
     let extra = json!({"sid": grant.sid, "auth_time": grant.auth_time});
-    let access_token = access_token(idp, &grant.client_id, &grant.sub, scope, resources, Some(grant.family), extra);
+    let access_token = access_token(
+        idp,
+        &grant.client_id,
+        &grant.sub,
+        scope,
+        resources,
+        Some(grant.family),
+        extra,
+    );
     let mut answer = token_answer(idp, &access_token, scope, faults);
     if with_id_token && has_scope(scope, "openid") {
         let mut claims: Map<String, Value> = idp.config.claims.clone();
@@ -252,9 +293,22 @@ fn user_tokens(
     Json(answer).into_response()
 }
 
-fn client_credentials_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) -> Response {
+fn client_credentials_grant(
+    idp: &Idp,
+    client_id: &str,
+    params: &Params,
+    faults: &FaultState,
+) -> Response {
     let scope = params.get("scope").unwrap_or("");
-    let token = access_token(idp, client_id, client_id, scope, &params.resources, None, json!({}));
+    let token = access_token(
+        idp,
+        client_id,
+        client_id,
+        scope,
+        &params.resources,
+        None,
+        json!({}),
+    );
     idp.counters.bump(Counter::ClientCredentialsGrants);
     Json(token_answer(idp, &token, scope, faults)).into_response()
 }
@@ -303,6 +357,14 @@ fn access_token(
         claims.extend(extra);
     }
     let token = jwt::sign(&idp.current_key(), "at+jwt", &claims);
-    idp.store().access.insert(token.clone(), AccessEntry { family, exp, revoked: false, claims });
+    idp.store().access.insert(
+        token.clone(),
+        AccessEntry {
+            family,
+            exp,
+            revoked: false,
+            claims,
+        },
+    );
     token
 }

@@ -29,16 +29,26 @@ pub(crate) async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) ->
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
     // Client-credentials tokens have no user behind them.
     if !has_scope(scope, "openid") || sub != idp.config.sub {
-        return challenge(StatusCode::FORBIDDEN, "Bearer realm=\"dev-idp\", error=\"insufficient_scope\", scope=\"openid\"");
+        return challenge(
+            StatusCode::FORBIDDEN,
+            "Bearer realm=\"dev-idp\", error=\"insufficient_scope\", scope=\"openid\"",
+        );
     }
     let mut info = idp.config.claims.clone();
-    let sub = idp.faults.snapshot().userinfo_sub.unwrap_or_else(|| idp.config.sub.clone());
+    let sub = idp
+        .faults
+        .snapshot()
+        .userinfo_sub
+        .unwrap_or_else(|| idp.config.sub.clone());
     info.insert("sub".into(), sub.into());
     no_store(Json(Value::Object(info)).into_response())
 }
 
 fn challenge(status: StatusCode, www_authenticate: &'static str) -> Response {
     let mut response = no_store(status.into_response());
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(www_authenticate));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(www_authenticate),
+    );
     response
 }

@@ -170,7 +170,7 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let puts = self.inner.puts.fetch_add(1, Ordering::Relaxed);
-        if puts % 1024 == 0 || self.inner.transient.len() >= MAX_TRANSIENT {
+        if puts.is_multiple_of(1024) || self.inner.transient.len() >= MAX_TRANSIENT {
             let now = Instant::now();
             self.inner.transient.retain(|_, (_, until)| *until > now);
             if self.inner.transient.len() >= MAX_TRANSIENT {

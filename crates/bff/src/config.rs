@@ -1,0 +1,208 @@
+//! Settings of the BFF's endpoints and cookies, and the [`Bff`] handle.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), oidc_bff::BffError> {
+//! use oidc_bff::{Bff, OidcConfig};
+//!
+//! let bff = Bff::builder(
+//!     OidcConfig::builder("https://login.example.com", "bff")
+//!         .client_secret("secret")
+//!         .build()?,
+//! )
+//! .public_url("https://app.example.com")
+//! .build()?;
+//! # let _ = bff; Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use oidc_bff_tokens::{OidcClient, OidcClientBuilder, OidcConfig, SessionStore, SharedClock};
+use url::Url;
+
+use crate::error::BffError;
+
+/// The default name of the session cookie.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-bff";
+
+/// Settings of the BFF's HTTP surface.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BffSettings {
+    /// The URL the browser uses to reach the BFF; redirect URIs are built
+    /// from it, never from request headers.
+    pub public_url: Url,
+    /// Base path of the management endpoints (default `/bff`).
+    pub base_path: String,
+    /// Name of the session cookie (default `__Host-bff`).
+    pub cookie_name: String,
+    /// Name of the sign-in transaction cookie (default: session cookie name + `-login`).
+    pub login_cookie_name: String,
+    /// Anti-forgery header name and value (default `X-CSRF: 1`).
+    pub csrf_header: (http::HeaderName, String),
+    /// Where the provider sends the browser after logout (default: the public URL's root).
+    pub post_logout_redirect_uri: Option<String>,
+}
+
+impl BffSettings {
+    /// The redirect URI registered at the provider: public URL + base path + `/callback`.
+    pub fn redirect_uri(&self) -> String {
+        self.public_path("callback")
+    }
+
+    /// An absolute URL under the public URL and base path.
+    pub(crate) fn public_path(&self, endpoint: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.public_url.as_str().trim_end_matches('/'),
+            self.base_path,
+            endpoint
+        )
+    }
+
+    /// The post-logout redirect URI sent to the provider.
+    pub fn post_logout_redirect_uri(&self) -> String {
+        self.post_logout_redirect_uri
+            .clone()
+            .unwrap_or_else(|| format!("{}/", self.public_url.as_str().trim_end_matches('/')))
+    }
+}
+
+/// The BFF: token engine plus HTTP settings. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bff {
+    pub(crate) inner: Arc<BffInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BffInner {
+    pub(crate) client: OidcClient,
+    pub(crate) settings: BffSettings,
+}
+
+impl Bff {
+    /// Starts a builder for the provider in `config`.
+    pub fn builder(config: OidcConfig) -> BffBuilder {
+        BffBuilder {
+            client: OidcClient::builder(config),
+            public_url: None,
+            base_path: "/bff".into(),
+            cookie_name: DEFAULT_COOKIE_NAME.into(),
+            csrf_header: ("x-csrf".into(), "1".into()),
+            post_logout_redirect_uri: None,
+        }
+    }
+
+    /// The token engine.
+    pub fn client(&self) -> &OidcClient {
+        &self.inner.client
+    }
+
+    /// The HTTP settings.
+    pub fn settings(&self) -> &BffSettings {
+        &self.inner.settings
+    }
+}
+
+/// Builder of [`Bff`].
+#[derive(Debug)]
+#[must_use]
+pub struct BffBuilder {
+    client: OidcClientBuilder,
+    public_url: Option<String>,
+    base_path: String,
+    cookie_name: String,
+    csrf_header: (String, String),
+    post_logout_redirect_uri: Option<String>,
+}
+
+impl BffBuilder {
+    /// The URL the browser uses to reach the BFF (required), e.g.
+    /// `https://app.example.com`. The redirect URI is
+    /// `{public_url}{base_path}/callback`.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// Base path of the management endpoints (default `/bff`).
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.base_path = path.into();
+        self
+    }
+
+    /// Name of the session cookie (default `__Host-bff`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Anti-forgery header name and value (default `X-CSRF: 1`).
+    pub fn csrf_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.csrf_header = (name.into(), value.into());
+        self
+    }
+
+    /// Where the provider sends the browser after logout.
+    pub fn post_logout_redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.post_logout_redirect_uri = Some(uri.into());
+        self
+    }
+
+    /// The session store (default: in memory).
+    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.client = self.client.store(store);
+        self
+    }
+
+    /// The clock (tests).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.client = self.client.clock(clock);
+        self
+    }
+
+    /// The HTTP client used to call the provider.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.client = self.client.http_client(http);
+        self
+    }
+
+    /// Validates the settings and builds the BFF.
+    pub fn build(self) -> Result<Bff, BffError> {
+        let raw = self
+            .public_url
+            .ok_or_else(|| BffError::Config("public_url is required".into()))?;
+        let public_url = Url::parse(&raw)
+            .map_err(|e| BffError::Config(format!("public_url is not a valid URL: {e}")))?;
+        if !matches!(public_url.scheme(), "http" | "https") || public_url.host().is_none() {
+            return Err(BffError::Config("public_url must be an http(s) URL".into()));
+        }
+        let base_path = format!("/{}", self.base_path.trim_matches('/'));
+        if base_path == "/" || base_path.contains(['?', '#', ' ']) {
+            return Err(BffError::Config("base_path must be a path like /bff".into()));
+        }
+        if self.cookie_name.is_empty()
+            || !self
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(BffError::Config(
+                "cookie_name may only hold letters, digits, '-', '_' and '.'".into(),
+            ));
+        }
+        let csrf_name = http::HeaderName::from_bytes(self.csrf_header.0.as_bytes())
+            .map_err(|_| BffError::Config("csrf header name is not a valid header name".into()))?;
+        let settings = BffSettings {
+            public_url,
+            base_path,
+            login_cookie_name: format!("{}-login", self.cookie_name),
+            cookie_name: self.cookie_name,
+            csrf_header: (csrf_name, self.csrf_header.1),
+            post_logout_redirect_uri: self.post_logout_redirect_uri,
+        };
+        let client = self.client.build()?;
+        Ok(Bff {
+            inner: Arc::new(BffInner { client, settings }),
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The management endpoints: `login`, `callback`, `logout`, `user`.
+//!
+//! Mounted under the base path (default `/bff`) by [`Bff::routes`]:
+//!
+//! | endpoint | what it does |
+//! |---|---|
+//! | `GET /bff/login?returnUrl=/path` | starts sign-in (code + PKCE, state, nonce); `returnUrl` must be a local path |
+//! | `GET /bff/callback` | completes sign-in, creates the server-side session, sets the session cookie |
+//! | `GET /bff/logout?sid=...` | ends the session, revokes the refresh token, redirects to the provider's logout |
+//! | `GET /bff/user` | the user's claims, logout URL and session expiry as JSON (requires `X-CSRF: 1`); 401 when anonymous |
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use cookie::SameSite;
+use http::{HeaderMap, HeaderValue, header};
+use oidc_bff_tokens::SessionId;
+use oidc_bff_tokens::login::CallbackParams;
+use serde::Deserialize;
+
+use crate::config::Bff;
+use crate::cookies;
+use crate::csrf::has_header;
+use crate::error::BffError;
+use crate::session::BffSession;
+
+impl Bff {
+    /// The management endpoints under the base path, ready to merge into an app.
+    ///
+    /// ```
+    /// # fn demo(bff: oidc_bff::Bff) {
+    /// let app: axum::Router = axum::Router::new()
+    ///     .merge(bff.routes())
+    ///     .layer(bff.layer());
+    /// # }
+    /// ```
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let base = &self.settings().base_path;
+        Router::new()
+            .route(&format!("{base}/login"), get(login))
+            .route(&format!("{base}/callback"), get(callback))
+            .route(&format!("{base}/logout"), get(logout))
+            .route(&format!("{base}/user"), get(user))
+            .with_state(self.clone())
+    }
+
+    /// The layer that makes the BFF's extractors work in every route of an app.
+    pub fn layer(&self) -> axum::Extension<Bff> {
+        axum::Extension(self.clone())
+    }
+}
+
+/// Query parameters are read leniently: duplicates keep the first value.
+fn first(query: &HashMap<String, String>, key: &str) -> Option<String> {
+    query.get(key).cloned()
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    #[serde(rename = "returnUrl")]
+    return_url: Option<String>,
+}
+
+async fn login(State(bff): State<Bff>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let query = LoginQuery {
+        return_url: first(&query, "returnUrl"),
+    };
+    let settings = bff.settings();
+    match bff
+        .client()
+        .begin_login(&settings.redirect_uri(), query.return_url.as_deref())
+        .await
+    {
+        Ok(start) => {
+            let mut response = redirect(start.authorization_url.as_str());
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                cookies::set(
+                    &settings.login_cookie_name,
+                    &start.state,
+                    bff.client().config().login_timeout,
+                    SameSite::Lax,
+                ),
+            );
+            response
+        }
+        Err(err) => BffError::from(err).into_response(),
+    }
+}
+
+async fn callback(State(bff): State<Bff>, headers: HeaderMap, raw: axum::extract::RawQuery) -> Response {
+    let settings = bff.settings();
+    // Duplicated parameters are refused outright: a callback is machine-made.
+    let params = match parse_callback(raw.0.as_deref().unwrap_or_default()) {
+        Ok(params) => params,
+        Err(err) => return with_cleared_login(err.into_response(), &bff),
+    };
+    let bound_state = cookies::read(&headers, &settings.login_cookie_name).unwrap_or_default();
+    let signed_in = match bff.client().complete_login(bound_state, &params).await {
+        Ok(signed_in) => signed_in,
+        Err(err) => return with_cleared_login(BffError::from(err).into_response(), &bff),
+    };
+    // A sign-in always gets a new session id; the previous session ends.
+    if let Some(old) = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse) {
+        if let Err(err) = bff.client().store().delete(&old).await {
+            tracing::warn!(error = %err, "could not remove the previous session");
+        }
+    }
+    let lifetime = std::time::Duration::from_secs(
+        signed_in
+            .session
+            .expires_at
+            .saturating_sub(signed_in.session.created_at),
+    );
+    let mut response = redirect(&signed_in.return_url);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookies::set(
+            &settings.cookie_name,
+            signed_in.session_id.as_str(),
+            lifetime,
+            SameSite::Strict,
+        ),
+    );
+    with_cleared_login(response, &bff)
+}
+
+fn parse_callback(raw: &str) -> Result<CallbackParams, BffError> {
+    let mut params = CallbackParams::default();
+    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let slot = match key.as_ref() {
+            "code" => &mut params.code,
+            "state" => &mut params.state,
+            "iss" => &mut params.iss,
+            "error" => &mut params.error,
+            "error_description" => &mut params.error_description,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(BffError::BadRequest(format!("duplicated parameter {key:?}")));
+        }
+        *slot = Some(value.into_owned());
+    }
+    Ok(params)
+}
+
+fn with_cleared_login(mut response: Response, bff: &Bff) -> Response {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookies::clear(&bff.settings().login_cookie_name, SameSite::Lax),
+    );
+    response
+}
+
+async fn logout(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let settings = bff.settings();
+    let id = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse);
+    let session = match id {
+        Some(id) => match BffSession::load(&bff, id).await {
+            Ok(session) => session,
+            Err(err) => return BffError::from(err).into_response(),
+        },
+        None => None,
+    };
+    let Some(session) = session else {
+        // Nobody to sign out: go home, clearing any stale cookie.
+        return with_cleared_session(redirect(&settings.post_logout_redirect_uri()), &bff);
+    };
+    // Only a page that could read /bff/user knows the logout id: a cross-site
+    // request cannot end the session.
+    let presented = first(&query, "sid").unwrap_or_default();
+    if session.record().logout_id.is_empty()
+        || !constant_time_eq(presented.as_bytes(), session.record().logout_id.as_bytes())
+    {
+        return BffError::BadRequest("logout requires the session's sid parameter".into())
+            .into_response();
+    }
+    let post_logout = settings.post_logout_redirect_uri();
+    match bff.client().logout(session.id(), Some(&post_logout)).await {
+        Ok(done) => {
+            let target = done
+                .end_session_url
+                .map(|u| u.to_string())
+                .unwrap_or(post_logout);
+            with_cleared_session(redirect(&target), &bff)
+        }
+        Err(err) => BffError::from(err).into_response(),
+    }
+}
+
+fn with_cleared_session(mut response: Response, bff: &Bff) -> Response {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookies::clear(&bff.settings().cookie_name, SameSite::Strict),
+    );
+    response
+}
+
+async fn user(State(bff): State<Bff>, headers: HeaderMap, session: Option<BffSession>) -> Response {
+    let settings = bff.settings();
+    if !has_header(&headers, &settings.csrf_header.0, &settings.csrf_header.1) {
+        return BffError::MissingCsrfHeader.into_response();
+    }
+    let Some(session) = session else {
+        return BffError::from(oidc_bff_tokens::TokenError::NotAuthenticated).into_response();
+    };
+    let record = session.record();
+    let now = bff.client().clock().now_unix();
+    let logout_url = format!(
+        "{}/logout?sid={}",
+        settings.base_path,
+        url::form_urlencoded::byte_serialize(record.logout_id.as_bytes()).collect::<String>()
+    );
+    let body = serde_json::json!({
+        "sub": record.sub,
+        "claims": record.claims,
+        "logoutUrl": logout_url,
+        "sessionExpiresAt": record.expires_at,
+        "sessionExpiresIn": record.expires_at.saturating_sub(now),
+        "accessTokenExpiresAt": record.tokens.expires_at,
+        "tokensRefreshedAt": record.tokens.refreshed_at,
+        "refreshCount": record.tokens.refresh_count,
+    });
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn redirect(to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,138 @@
+//! The one error type of the axum integration, and how it becomes a response.
+//!
+//! | error | status |
+//! |---|---|
+//! | not signed in, no refresh token, refresh rejected, missing anti-forgery header | 401 |
+//! | provider or store temporarily unavailable | 503 with `Retry-After` |
+//! | bad sign-in callback, bad logout request | 400 |
+//! | the BFF is misconfigured (e.g. its layer is missing) | 500 |
+//!
+//! Bodies are small JSON documents (`{"error": "...", "message": "..."}`)
+//! that never contain a token, code, secret or session id. Handlers can
+//! return `Result<_, BffError>` and use `?` on every token call: a
+//! [`TokenError`] converts into the right status.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use oidc_bff_tokens::{ErrorKind, TokenError};
+
+/// Errors of the BFF's axum integration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BffError {
+    /// A token engine error (sign-in, token retrieval, refresh).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+
+    /// The request lacks the anti-forgery header.
+    #[error("the anti-forgery header is missing")]
+    MissingCsrfHeader,
+
+    /// A request to a management endpoint was malformed or not allowed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    /// An outgoing API call failed below HTTP (connect error, timeout).
+    #[error("upstream call failed: {0}")]
+    Upstream(String),
+
+    /// The BFF is used without its layer or with bad settings.
+    #[error("BFF misconfigured: {0}")]
+    Config(String),
+}
+
+impl BffError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BffError::Token(err) => match err.kind() {
+                ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+                ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            BffError::MissingCsrfHeader => StatusCode::UNAUTHORIZED,
+            BffError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            BffError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            BffError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            BffError::Token(TokenError::NotAuthenticated) => "unauthenticated",
+            BffError::Token(TokenError::InvalidCallback(_)) => "invalid_callback",
+            BffError::Token(TokenError::InvalidIdToken(_)) => "invalid_id_token",
+            BffError::Token(err) => match err.kind() {
+                ErrorKind::Unauthorized => "unauthorized",
+                ErrorKind::Unavailable => "temporarily_unavailable",
+                ErrorKind::Invalid => "invalid_response",
+                ErrorKind::Config => "server_error",
+            },
+            BffError::MissingCsrfHeader => "csrf_header_missing",
+            BffError::BadRequest(_) => "invalid_request",
+            BffError::Upstream(_) => "bad_gateway",
+            BffError::Config(_) => "server_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BffError::Token(err) => err.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for BffError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Some(after) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_errors_map_to_statuses() {
+        let cases = [
+            (TokenError::NotAuthenticated, 401),
+            (TokenError::NoRefreshToken, 401),
+            (
+                TokenError::RefreshRejected {
+                    error: "invalid_grant".into(),
+                },
+                401,
+            ),
+            (TokenError::ProviderUnavailable("timed out".into()), 503),
+            (TokenError::InvalidCallback("state".into()), 400),
+        ];
+        for (err, status) in cases {
+            let response = BffError::from(err).into_response();
+            assert_eq!(response.status().as_u16(), status);
+        }
+        let response = BffError::from(TokenError::ProviderUnavailable("x".into())).into_response();
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+}
