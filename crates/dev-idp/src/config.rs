@@ -70,6 +70,17 @@ pub(crate) struct Config {
     pub(crate) refresh_reuse_detection: bool,
     pub(crate) signing_alg: SigningAlg,
     pub(crate) refresh_policy: RefreshTokenPolicy,
+    pub(crate) clock: Clock,
+}
+
+/// The IdP's time source, in Unix seconds.
+#[derive(Clone)]
+pub(crate) struct Clock(pub(crate) std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 /// Builder for a [`RunningIdp`]; obtained from [`crate::DevIdp::builder`].
@@ -107,6 +118,7 @@ impl Default for DevIdpBuilder {
                 refresh_reuse_detection: true,
                 signing_alg: SigningAlg::Rs256,
                 refresh_policy: RefreshTokenPolicy::OfflineAccessOnly,
+                clock: Clock(std::sync::Arc::new(crate::now)),
             },
             clients_customised: false,
         }
@@ -177,6 +189,14 @@ impl DevIdpBuilder {
         self.config.sub = sub.to_owned();
         self.config.claims = object(claims);
         self.config.claims.remove("sub");
+        self
+    }
+
+    /// The IdP's time source in Unix seconds (default: the system clock).
+    /// Tests share one controllable clock between the IdP and the BFF, so
+    /// that moving time forward expires tokens on both sides alike.
+    pub fn clock(mut self, now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.config.clock = Clock(std::sync::Arc::new(now));
         self
     }
 

@@ -35,9 +35,9 @@ pub(crate) fn id_token(
     key: &SigningKey,
     mut claims: Map<String, Value>,
     fault: Option<IdTokenFault>,
+    now: u64,
 ) -> String {
     use IdTokenFault as F;
-    let now = crate::now();
     match fault {
         Some(F::WrongIssuer) => {
             claims.insert("iss".into(), WRONG_ISSUER.into());
@@ -131,8 +131,8 @@ pub(crate) fn logout_token(
     sub: Option<&str>,
     sid: Option<&str>,
     audience: &str,
+    now: u64,
 ) -> String {
-    let now = crate::now();
     let mut claims = json!({
         "iss": issuer,
         "aud": audience,

@@ -29,6 +29,11 @@ pub(crate) struct Idp {
 }
 
 impl Idp {
+    /// The current time by the IdP's clock (Unix seconds).
+    pub(crate) fn now(&self) -> u64 {
+        (self.config.clock.0)()
+    }
+
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -185,6 +190,7 @@ impl RunningIdp {
             sub,
             sid,
             audience,
+            self.idp().now(),
         )
     }
 

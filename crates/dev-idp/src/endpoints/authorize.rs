@@ -114,7 +114,7 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
         return error(e, d);
     }
 
-    let now = crate::now();
+    let now = idp.now();
     let code = crate::random_token(32);
     let sid = crate::random_token(16);
     {

@@ -143,6 +143,7 @@ fn end_idp_session(idp: &Idp, sid: &str) {
             Some(&sub),
             Some(sid),
             &client_id,
+            idp.now(),
         );
         tokio::spawn(async move {
             let client = reqwest::Client::builder()

@@ -32,7 +32,7 @@ pub(crate) async fn introspect(
         return invalid_request("missing token");
     };
     let store = idp.store();
-    let answer = if let Some(claims) = store.active_access(token, crate::now()) {
+    let answer = if let Some(claims) = store.active_access(token, idp.now()) {
         let mut answer = claims.clone();
         answer["active"] = true.into();
         answer["token_type"] = "Bearer".into();

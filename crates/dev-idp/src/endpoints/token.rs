@@ -19,7 +19,7 @@ use crate::faults::FaultState;
 use crate::keys::b64url;
 use crate::server::Idp;
 use crate::store::{AccessEntry, FamilyId, RefreshEntry};
-use crate::{jwt, now};
+use crate::jwt;
 
 pub(crate) async fn token(
     State(idp): State<Arc<Idp>>,
@@ -114,7 +114,7 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
         }
         entry.redeemed = true;
         let entry = entry.clone();
-        if entry.expires_at <= now() {
+        if entry.expires_at <= idp.now() {
             return invalid_grant("authorization code expired");
         }
         if params.get("redirect_uri") != Some(entry.redirect_uri.as_str()) {
@@ -240,7 +240,7 @@ fn user_tokens(
     with_id_token: bool,
     faults: &FaultState,
 ) -> Response {
-    let now = now();
+    let now = idp.now();
     let key = idp.current_key();
     let extra = json!({"sid": grant.sid, "auth_time": grant.auth_time});
     let access_token = access_token(
@@ -272,7 +272,7 @@ fn user_tokens(
         if let Some(nonce) = nonce {
             claims.insert("nonce".into(), nonce.into());
         }
-        answer["id_token"] = jwt::id_token(&key, claims, faults.id_token_fault).into();
+        answer["id_token"] = jwt::id_token(&key, claims, faults.id_token_fault, idp.now()).into();
     }
     if new_refresh {
         let refresh_token = crate::random_token(32);
@@ -336,7 +336,7 @@ fn access_token(
     family: Option<FamilyId>,
     extra: Value,
 ) -> String {
-    let now = now();
+    let now = idp.now();
     let exp = now + idp.config.access_token_lifetime.as_secs();
     let aud = match resources {
         [] => Value::from(client_id),

@@ -18,7 +18,7 @@ pub(crate) async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) ->
     let Some(token) = bearer_token(&headers) else {
         return challenge(StatusCode::UNAUTHORIZED, "Bearer realm=\"dev-idp\"");
     };
-    let claims = idp.store().active_access(&token, crate::now()).cloned();
+    let claims = idp.store().active_access(&token, idp.now()).cloned();
     let Some(claims) = claims else {
         return challenge(
             StatusCode::UNAUTHORIZED,

@@ -1,0 +1,305 @@
+//! The user's access token in one call: retrieval, refresh ahead of expiry,
+//! rotation, one refresh for many concurrent requests, and the failure
+//! statuses — over real HTTP against the dev IdP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::harness::{self, Options};
+use oidc_bff_dev_idp::{DevIdp, IdTokenFault};
+
+#[tokio::test]
+async fn the_token_is_served_without_calling_the_provider() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let stored = t.session_of(&browser).await.unwrap();
+    let before = t.idp.counters();
+
+    for _ in 0..3 {
+        let response = browser.api("/api/token").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            stored.record.tokens.access_token.secret()
+        );
+    }
+    assert_eq!(t.idp.counters(), before, "a valid token needs no provider call");
+}
+
+#[tokio::test]
+async fn anonymous_callers_get_401() {
+    let t = harness::start().await;
+    let response = t.browser().api("/api/token").await;
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_first_and_rotation_is_stored() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let original = t.session_of(&browser).await.unwrap().record;
+
+    // 250 s later the 300 s token expires within the 60 s margin.
+    t.advance(250);
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 200);
+    let served = response.text().await.unwrap();
+    assert_ne!(served, original.tokens.access_token.secret());
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+
+    let refreshed = t.session_of(&browser).await.unwrap().record;
+    assert_eq!(served, refreshed.tokens.access_token.secret());
+    assert_ne!(
+        refreshed.tokens.refresh_token, original.tokens.refresh_token,
+        "the rotated refresh token is stored back"
+    );
+    assert_eq!(refreshed.tokens.refresh_count, 1);
+    assert!(refreshed.tokens.refreshed_at.is_some());
+
+    // The next refresh uses the rotated token: no reuse at the provider.
+    t.advance(250);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    let counters = t.idp.counters();
+    assert_eq!(counters.refresh_grants, 2);
+    assert_eq!(counters.refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_requests_share_one_refresh() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    // Slow the token endpoint so that every request arrives during the refresh.
+    t.idp.faults().set_token_delay(Some(Duration::from_millis(300)));
+    t.advance(400); // expired outright
+
+    let requests = (0..200).map(|_| {
+        let browser = browser.clone();
+        tokio::spawn(async move {
+            let response = browser.api("/api/token").await;
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    });
+    let results = futures_util::future::join_all(requests).await;
+    let tokens: std::collections::HashSet<String> = results
+        .into_iter()
+        .map(|r| {
+            let (status, body) = r.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "everyone got the one new token");
+    let counters = t.idp.counters();
+    assert_eq!(counters.refresh_attempts, 1, "exactly one refresh grant");
+    assert_eq!(counters.refresh_reuse_detected, 0);
+
+    // Requests arriving after the refresh use its result.
+    t.idp.faults().set_token_delay(None);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    assert_eq!(t.idp.counters().refresh_attempts, 1);
+}
+
+#[tokio::test]
+async fn invalid_grant_gives_401_and_ends_the_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    t.idp.faults().set_refresh_error(Some("invalid_grant"));
+    t.advance(400);
+
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 401);
+    assert!(t.session_of(&browser).await.is_none(), "the dead session ended");
+    assert_eq!(browser.api("/bff/user").await.status(), 401);
+}
+
+#[tokio::test]
+async fn provider_down_with_a_still_valid_token_serves_that_token() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let stored = t.session_of(&browser).await.unwrap().record;
+    t.idp.clone().shutdown().await;
+
+    t.advance(250); // within the margin, not yet expired
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        stored.tokens.access_token.secret()
+    );
+}
+
+#[tokio::test]
+async fn provider_failing_with_an_expired_token_gives_503_and_keeps_the_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    t.idp.faults().set_token_status(Some(503));
+    t.advance(400);
+
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(t.session_of(&browser).await.is_some(), "the session is kept");
+
+    // Once the provider is back, the same session refreshes.
+    t.idp.faults().set_token_status(None);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn provider_down_with_an_expired_token_gives_503() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    t.idp.clone().shutdown().await;
+    t.advance(400);
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 503);
+    assert!(t.session_of(&browser).await.is_some());
+}
+
+#[tokio::test]
+async fn a_hanging_token_endpoint_times_out_into_503() {
+    let t = harness::start_with(Options {
+        request_timeout: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    t.idp.faults().set_token_delay(Some(Duration::from_secs(10)));
+    t.advance(400);
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 503, "a bounded wait, then 503");
+    assert!(t.session_of(&browser).await.is_some());
+}
+
+#[tokio::test]
+async fn without_a_refresh_token_an_expired_session_gets_401() {
+    let t = harness::start_with(Options {
+        scopes: vec!["openid", "profile"], // no offline_access: no refresh token
+        ..Options::default()
+    })
+    .await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    assert!(
+        t.session_of(&browser)
+            .await
+            .unwrap()
+            .record
+            .tokens
+            .refresh_token
+            .is_none()
+    );
+    // Within the margin the still-valid token is served.
+    t.advance(250);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    t.advance(100);
+    assert_eq!(browser.api("/api/token").await.status(), 401);
+    assert!(t.session_of(&browser).await.is_none());
+}
+
+#[tokio::test]
+async fn forced_renewal_refreshes_a_valid_token() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let before = t.session_of(&browser).await.unwrap().record;
+    let response = browser.api("/api/token/forced").await;
+    assert_eq!(response.status(), 200);
+    assert_ne!(
+        response.text().await.unwrap(),
+        before.tokens.access_token.secret()
+    );
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn resource_tokens_are_kept_apart_and_share_the_rotated_refresh_token() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let default_token = browser.api("/api/token").await.text().await.unwrap();
+    let resource_token = browser.api("/api/token/resource").await.text().await.unwrap();
+    assert_ne!(default_token, resource_token);
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+    // Cached: asking again costs nothing.
+    assert_eq!(
+        browser.api("/api/token/resource").await.text().await.unwrap(),
+        resource_token
+    );
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+    // The default token still refreshes with the rotated refresh token.
+    t.advance(400);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    assert_eq!(t.idp.counters().refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_for_another_user_ends_the_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    t.idp
+        .faults()
+        .set_id_token_fault(Some(IdTokenFault::DifferentSub));
+    t.advance(400);
+    assert_eq!(browser.api("/api/token").await.status(), 401);
+    assert!(t.session_of(&browser).await.is_none());
+}
+
+#[tokio::test]
+async fn a_response_without_rotation_or_expiry_keeps_old_values_and_uses_defaults() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let before = t.session_of(&browser).await.unwrap().record;
+    t.idp.faults().set_refresh_omits_refresh_token(true);
+    t.idp.faults().set_refresh_omits_id_token(true);
+    t.idp.faults().set_omit_expires_in(true);
+    t.advance(400);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    let after = t.session_of(&browser).await.unwrap().record;
+    assert_eq!(after.tokens.refresh_token, before.tokens.refresh_token);
+    assert_eq!(after.tokens.id_token, before.tokens.id_token);
+    let now = t.bff.client().clock().now_unix();
+    assert_eq!(
+        after.tokens.expires_at,
+        now + t.bff.client().config().default_token_lifetime.as_secs()
+    );
+}
+
+#[tokio::test]
+async fn one_time_refresh_tokens_with_reuse_detection_survive_a_storm() {
+    // The dev IdP revokes the whole grant on reuse: spending the old refresh
+    // token twice would log the user out. Run several storms in a row.
+    let idp = DevIdp::builder()
+        .access_token_lifetime(Duration::from_secs(300))
+        .refresh_token_rotation(true)
+        .refresh_reuse_detection(true);
+    let t = harness::start_against(idp, Options::default()).await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    for round in 1..=3u64 {
+        t.advance(400);
+        let requests = (0..100).map(|_| {
+            let browser = browser.clone();
+            tokio::spawn(async move { browser.api("/api/token").await.status().as_u16() })
+        });
+        for status in futures_util::future::join_all(requests).await {
+            assert_eq!(status.unwrap(), 200, "round {round}");
+        }
+        assert_eq!(t.idp.counters().refresh_attempts, round);
+    }
+    assert_eq!(t.idp.counters().refresh_reuse_detected, 0);
+}
