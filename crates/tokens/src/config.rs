@@ -63,6 +63,10 @@ pub struct OidcConfig {
     /// Total timeout of every call to the provider.
     #[serde(default = "default_request_timeout", with = "secs")]
     pub request_timeout: Duration,
+    /// Initial time-to-live of a session's refresh lease (renewed while the
+    /// refresh runs); bounds how long a crashed instance blocks others.
+    #[serde(default = "default_refresh_lease", with = "secs")]
+    pub refresh_lease: Duration,
     /// Absolute lifetime of a session.
     #[serde(default = "default_session_lifetime", with = "secs")]
     pub session_lifetime: Duration,
@@ -104,6 +108,9 @@ fn default_connect_timeout() -> Duration {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(15)
 }
+fn default_refresh_lease() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_session_lifetime() -> Duration {
     Duration::from_secs(8 * 3600)
 }
@@ -141,6 +148,7 @@ impl OidcConfig {
                 jwks_min_refetch: default_jwks_refetch(),
                 connect_timeout: default_connect_timeout(),
                 request_timeout: default_request_timeout(),
+                refresh_lease: default_refresh_lease(),
                 session_lifetime: default_session_lifetime(),
                 login_timeout: default_login_timeout(),
                 load_userinfo: false,
@@ -165,6 +173,9 @@ impl OidcConfig {
         }
         if !self.scopes.iter().any(|s| s == "openid") {
             return Err(TokenError::Config("scopes must include \"openid\"".into()));
+        }
+        if self.refresh_lease.as_millis() < 300 {
+            return Err(TokenError::Config("refresh_lease must be at least 300 ms".into()));
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(TokenError::Config("timeouts must be greater than zero".into()));
@@ -254,6 +265,13 @@ impl OidcConfigBuilder {
     pub fn timeouts(mut self, connect: Duration, total: Duration) -> Self {
         self.config.connect_timeout = connect;
         self.config.request_timeout = total;
+        self
+    }
+
+    /// Initial time-to-live of the refresh lease (default 5 s); it is renewed
+    /// while a refresh runs, so it only bounds recovery after a crash.
+    pub fn refresh_lease(mut self, ttl: Duration) -> Self {
+        self.config.refresh_lease = ttl;
         self
     }
 

@@ -121,6 +121,20 @@ impl std::fmt::Debug for FlightHandle {
     }
 }
 
+/// What to do with a session's token.
+enum Decision {
+    /// Use this token.
+    Use(AccessToken),
+    /// Renew; `fallback` is still valid if renewal fails transiently.
+    Refresh { fallback: Option<AccessToken> },
+}
+
+/// How long a waiter sleeps before looking at the store again (20–40 ms).
+fn poll_interval() -> std::time::Duration {
+    use rand::Rng as _;
+    std::time::Duration::from_millis(rand::rng().random_range(20..40))
+}
+
 /// What a token lookup in a session found.
 enum Lookup {
     /// Valid beyond the refresh margin.
@@ -255,7 +269,7 @@ impl OidcClient {
             .clone();
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(session_id, request, seen).await
+            self.refresh_leased(session_id, request, seen.as_ref()).await
         };
         drop(lock);
         self.inner
@@ -265,31 +279,105 @@ impl OidcClient {
         result
     }
 
+    /// Takes the session's refresh lease in the store (so that one instance
+    /// of many refreshes), waiting for another holder to finish first.
+    async fn refresh_leased(
+        &self,
+        session_id: &SessionId,
+        request: &UserTokenRequest,
+        seen: Option<&AccessToken>,
+    ) -> Result<AccessToken, TokenError> {
+        let store = &self.inner.store;
+        let ttl = self.inner.config.refresh_lease;
+        let owner = crate::session::random_token();
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout + ttl * 2;
+        while !store.try_lease(session_id, &owner, ttl).await? {
+            // Another instance is refreshing: wait, then see whether it is done.
+            let current = self
+                .load_session(session_id)
+                .await?
+                .ok_or(TokenError::NotAuthenticated)?;
+            let fallback = match self.decide(&current.record, request, seen) {
+                Decision::Use(token) => return Ok(token),
+                Decision::Refresh { fallback } => fallback,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return fallback.ok_or_else(|| {
+                    TokenError::ProviderUnavailable("another instance is still refreshing".into())
+                });
+            }
+            tokio::time::sleep(poll_interval()).await;
+        }
+        // Keep the lease alive for as long as the refresh takes.
+        let renewer = {
+            let store = store.clone();
+            let id = session_id.clone();
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store.renew_lease(&id, &owner, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("refresh lease lost while refreshing");
+                            break;
+                        }
+                        Err(err) => tracing::warn!(error = %err, "refresh lease renewal failed"),
+                    }
+                }
+            })
+        };
+        let result = self.refresh_locked(session_id, request, seen).await;
+        renewer.abort();
+        if let Err(err) = store.release_lease(session_id, &owner).await {
+            tracing::warn!(error = %err, "could not release the refresh lease; it will expire");
+        }
+        result
+    }
+
+    /// Whether the session's token can be used as is, or must be renewed.
+    fn decide(
+        &self,
+        record: &SessionRecord,
+        request: &UserTokenRequest,
+        seen: Option<&AccessToken>,
+    ) -> Decision {
+        let now = self.inner.clock.now_unix();
+        let margin = self.inner.config.refresh_margin.as_secs();
+        match lookup(record, request.token_key().as_deref(), now, margin) {
+            Lookup::Fresh(token) => {
+                // A forced renewal is satisfied by any token other than the one
+                // the caller saw (someone renewed in the meantime).
+                if !request.force_renewal || seen != Some(&token) {
+                    Decision::Use(token)
+                } else {
+                    Decision::Refresh {
+                        fallback: Some(token),
+                    }
+                }
+            }
+            Lookup::Expiring(token) => Decision::Refresh {
+                fallback: Some(token),
+            },
+            Lookup::Stale => Decision::Refresh { fallback: None },
+        }
+    }
+
     async fn refresh_locked(
         &self,
         session_id: &SessionId,
         request: &UserTokenRequest,
-        seen: Option<AccessToken>,
+        seen: Option<&AccessToken>,
     ) -> Result<AccessToken, TokenError> {
-        let key = request.token_key();
-        let margin = self.inner.config.refresh_margin.as_secs();
-
-        // Re-read: an earlier flight (or another request) may have renewed.
+        // Re-read: an earlier flight, or another instance, may have renewed.
         let current = self
             .load_session(session_id)
             .await?
             .ok_or(TokenError::NotAuthenticated)?;
         let now = self.inner.clock.now_unix();
-        let fallback = match lookup(&current.record, key.as_deref(), now, margin) {
-            Lookup::Fresh(token) => {
-                let renewed_since = seen.as_ref() != Some(&token);
-                if !request.force_renewal || renewed_since {
-                    return Ok(token);
-                }
-                Some(token)
-            }
-            Lookup::Expiring(token) => Some(token),
-            Lookup::Stale => None,
+        let fallback = match self.decide(&current.record, request, seen) {
+            Decision::Use(token) => return Ok(token),
+            Decision::Refresh { fallback } => fallback,
         };
 
         let Some(refresh_token) = current.record.tokens.refresh_token.clone() else {
@@ -319,13 +407,18 @@ impl OidcClient {
         let response = match self.inner.provider.token_request(&metadata, form).await {
             Ok(response) => response,
             Err(TokenError::Provider { error, .. }) if is_dead_grant(&error) => {
+                // Another instance may have rotated the token meanwhile (a lost
+                // lease): believe the store before ending the session.
+                if let Some(latest) = self.load_session(session_id).await? {
+                    if latest.record.tokens.refresh_token.as_ref() != Some(&refresh_token) {
+                        if let Decision::Use(token) = self.decide(&latest.record, request, None) {
+                            return Ok(token);
+                        }
+                    }
+                }
                 tracing::info!(sub = %current.record.sub, %error, "refresh token rejected; ending the session");
                 self.end_session(session_id, "refresh rejected").await;
                 return Err(TokenError::RefreshRejected { error });
-            }
-            Err(err) if err.is_transient() => {
-                tracing::warn!(error = %err, "token refresh failed");
-                return fallback.ok_or(err);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "token refresh failed");
@@ -362,7 +455,7 @@ impl OidcClient {
         }
 
         let token = response.access_token.clone();
-        self.store_refreshed(session_id, current, key, response, now)
+        self.store_refreshed(session_id, current, request.token_key(), response, now)
             .await?;
         Ok(token)
     }
@@ -413,12 +506,20 @@ impl OidcClient {
                 }
                 UpdateOutcome::Missing => return Err(TokenError::NotAuthenticated),
                 UpdateOutcome::Conflict => {
-                    current = self
+                    let latest = self
                         .inner
                         .store
                         .load(session_id)
                         .await?
                         .ok_or(TokenError::NotAuthenticated)?;
+                    if latest.record.tokens.refresh_token != current.record.tokens.refresh_token {
+                        // Someone stored newer tokens: never overwrite them
+                        // with ours. Our access token is still valid to use.
+                        tracing::warn!("tokens changed during the refresh; kept the newer ones");
+                        return Ok(());
+                    }
+                    // Something else changed (not the tokens): merge and retry.
+                    current = latest;
                 }
             }
         }

@@ -43,6 +43,7 @@ pub struct MemoryStore {
 struct Inner {
     sessions: DashMap<SessionId, Versioned>,
     transient: DashMap<String, (String, Instant)>,
+    leases: DashMap<SessionId, (String, Instant)>,
     puts: AtomicU64,
     clock: SharedClock,
 }
@@ -65,6 +66,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 sessions: DashMap::new(),
                 transient: DashMap::new(),
+                leases: DashMap::new(),
                 puts: AtomicU64::new(0),
                 clock,
             }),
@@ -182,6 +184,48 @@ impl SessionStore for MemoryStore {
         self.inner
             .transient
             .insert(key.to_owned(), (value, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn try_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        use dashmap::mapref::entry::Entry;
+        let now = Instant::now();
+        match self.inner.leases.entry(id.clone()) {
+            Entry::Occupied(mut held) if held.get().1 <= now => {
+                held.insert((owner.to_owned(), now + ttl));
+                Ok(true)
+            }
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(free) => {
+                free.insert((owner.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        Ok(match self.inner.leases.get_mut(id) {
+            Some(mut held) if held.0 == owner && held.1 > now => {
+                held.1 = now + ttl;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
+        self.inner.leases.remove_if(id, |_, held| held.0 == owner);
         Ok(())
     }
 

@@ -98,4 +98,24 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes and returns a short-lived value: a second take of the same key
     /// returns `None` (one-time use).
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Takes the refresh lease of a session for `ttl` if nobody holds it.
+    ///
+    /// The lease makes one instance the only user of a session's refresh
+    /// token. `owner` is a random value naming the holder; only it can renew
+    /// or release the lease. A holder that dies loses the lease when `ttl`
+    /// runs out. Returns `false` when another owner holds it.
+    async fn try_lease(&self, id: &SessionId, owner: &str, ttl: Duration)
+    -> Result<bool, StoreError>;
+
+    /// Extends a lease this owner still holds; `false` if it was lost.
+    async fn renew_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases a lease if this owner still holds it (compare-and-delete).
+    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError>;
 }
