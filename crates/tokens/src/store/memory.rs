@@ -229,6 +229,27 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_transient_if_absent(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        use dashmap::mapref::entry::Entry;
+        let now = Instant::now();
+        match self.inner.transient.entry(key.to_owned()) {
+            Entry::Occupied(mut held) if held.get().1 <= now => {
+                held.insert((value, now + ttl));
+                Ok(true)
+            }
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(free) => {
+                free.insert((value, now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .inner

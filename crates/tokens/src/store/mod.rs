@@ -95,6 +95,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn put_transient(&self, key: &str, value: String, ttl: Duration)
     -> Result<(), StoreError>;
 
+    /// Stores a short-lived value only if `key` holds none (atomically);
+    /// `false` when it already exists. Replay caches (`jti`) use it.
+    async fn put_transient_if_absent(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
     /// Removes and returns a short-lived value: a second take of the same key
     /// returns `None` (one-time use).
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError>;
