@@ -33,25 +33,38 @@
 //!
 //! ## Modules
 //! - [`config`]: the [`Bff`] handle and its builder.
+//! - [`client`]: HTTP clients that send the right access token themselves
+//!   (named, typed, client credentials).
 //! - [`session`]: the [`BffSession`] and [`UserAccessToken`] extractors.
 //! - [`endpoints`]: login, callback, logout and user endpoints.
 //! - [`csrf`]: the anti-forgery header layer.
+//! - [`proxy`]: remote APIs mounted under a local path, tokens attached.
 //! - [`error`]: [`BffError`] and its HTTP statuses.
 //!
 //! The token engine itself is the framework-agnostic `oidc-bff-tokens`
 //! crate, re-exported as [`tokens`].
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
 pub mod config;
 mod cookies;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+pub mod proxy;
 pub mod session;
 
 pub use config::{Bff, BffBuilder, BffSettings};
 pub use csrf::CsrfLayer;
 pub use error::BffError;
 pub use oidc_bff_tokens as tokens;
-pub use oidc_bff_tokens::{AccessToken, OidcConfig, TokenError, UserTokenRequest};
+pub use oidc_bff_tokens::{
+    AccessToken, ClientCredentialsRequest, OidcConfig, TokenError, UserTokenRequest,
+};
+pub use proxy::{RemoteApi, TokenRequirement};
 pub use session::{BffSession, UserAccessToken};
+
+/// The README's code compiles (doctest only).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme_doctests {}
