@@ -115,6 +115,24 @@ pub(crate) struct Flights {
 
 struct FlightHandle(Flight);
 
+/// Removes a flight from the map when its task ends.
+struct Landed {
+    client: OidcClient,
+    key: (SessionId, Option<String>),
+}
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        self.client
+            .inner
+            .flights
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.key);
+    }
+}
+
 impl std::fmt::Debug for FlightHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Flight")
@@ -229,15 +247,13 @@ impl OidcClient {
                 let request = request.clone();
                 let task_key = flight_key.clone();
                 let handle = tokio::spawn(async move {
-                    let result = client.refresh_flight(&id, &request, seen).await;
-                    client
-                        .inner
-                        .flights
-                        .running
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&task_key);
-                    result
+                    // Leaves the map when the task ends, even by a panic, so a
+                    // failed flight is never served to later callers.
+                    let _landed = Landed {
+                        client: client.clone(),
+                        key: task_key,
+                    };
+                    client.refresh_flight(&id, &request, seen).await
                 });
                 let flight: Flight = async move {
                     handle.await.unwrap_or_else(|_| {
