@@ -5,6 +5,8 @@
 //! | not signed in, no refresh token, refresh rejected, missing anti-forgery header | 401 |
 //! | provider or store temporarily unavailable | 503 with `Retry-After` |
 //! | bad sign-in callback, bad logout request | 400 |
+//! | a proxied API could not be reached | 502 |
+//! | a proxied API did not answer in time | 504 |
 //! | the BFF is misconfigured (e.g. its layer is missing) | 500 |
 //!
 //! Bodies are small JSON documents (`{"error": "...", "message": "..."}`)
@@ -39,9 +41,18 @@ pub enum BffError {
     #[error("upstream call failed: {0}")]
     Upstream(String),
 
+    /// An outgoing API call timed out before the response headers arrived.
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+
     /// The BFF is used without its layer or with bad settings.
     #[error("BFF misconfigured: {0}")]
     Config(String),
+
+    /// No API client is registered under this name (or for this type): a
+    /// programming error.
+    #[error("no API client is registered as {0:?}")]
+    UnknownClient(String),
 }
 
 impl BffError {
@@ -57,7 +68,8 @@ impl BffError {
             BffError::MissingCsrfHeader => StatusCode::UNAUTHORIZED,
             BffError::BadRequest(_) => StatusCode::BAD_REQUEST,
             BffError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            BffError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BffError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            BffError::Config(_) | BffError::UnknownClient(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -75,7 +87,8 @@ impl BffError {
             BffError::MissingCsrfHeader => "csrf_header_missing",
             BffError::BadRequest(_) => "invalid_request",
             BffError::Upstream(_) => "bad_gateway",
-            BffError::Config(_) => "server_error",
+            BffError::UpstreamTimeout(_) => "gateway_timeout",
+            BffError::Config(_) | BffError::UnknownClient(_) => "server_error",
         }
     }
 
@@ -84,6 +97,47 @@ impl BffError {
             BffError::Token(err) => err.retry_after(),
             _ => None,
         }
+    }
+}
+
+/// An error of a [managed client](crate::client) request: a token failure
+/// keeps its meaning (401, 503), a refused URL is 400, and a transport
+/// failure is 502 (504 for a timeout) — so `?` in a handler answers correctly.
+impl From<reqwest_middleware::Error> for BffError {
+    fn from(err: reqwest_middleware::Error) -> Self {
+        match err {
+            reqwest_middleware::Error::Reqwest(err) => BffError::from(err),
+            reqwest_middleware::Error::Middleware(err) => match err.downcast::<BffError>() {
+                Ok(err) => err,
+                Err(err) => match err.downcast::<TokenError>() {
+                    Ok(err) => BffError::Token(err),
+                    // Another middleware's error: its text may hold anything, keep it out.
+                    Err(_) => BffError::Upstream("a client middleware failed".into()),
+                },
+            },
+        }
+    }
+}
+
+/// A failed outgoing call (or `error_for_status()`) becomes 502, a timeout
+/// 504. The URL, which may carry secrets, is left out.
+impl From<reqwest::Error> for BffError {
+    fn from(err: reqwest::Error) -> Self {
+        if err.is_timeout() {
+            return BffError::UpstreamTimeout("the API did not answer in time".into());
+        }
+        let what = if let Some(status) = err.status() {
+            format!("the API answered {}", status.as_u16())
+        } else if err.is_connect() {
+            "connection failed".to_owned()
+        } else if err.is_decode() || err.is_body() {
+            "response body unreadable".to_owned()
+        } else if err.is_builder() {
+            "the request could not be built".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        BffError::Upstream(what)
     }
 }
 

@@ -45,6 +45,7 @@
 //! crate, re-exported as [`tokens`].
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod backchannel;
 pub mod client;
 pub mod config;
 mod cookies;

@@ -1,0 +1,236 @@
+//! [`RemoteApi`]: one remote API mounted under a local path prefix, and the
+//! [`TokenRequirement`] of its route.
+//!
+//! ```
+//! use std::time::Duration;
+//! use oidc_bff::proxy::{RemoteApi, TokenRequirement};
+//! use oidc_bff::UserTokenRequest;
+//!
+//! let api = RemoteApi::new("/api", "https://api.example.com/v1/".parse().unwrap())
+//!     .token(TokenRequirement::UserOrClient)
+//!     .user_token_request(UserTokenRequest::default().resource("https://api.example.com"))
+//!     .client_token_request(Some("catalog.read".into()), None)
+//!     .timeout(Duration::from_secs(10))
+//!     .websockets(true);
+//! assert!(api.validate().is_ok());
+//! ```
+
+use std::time::Duration;
+
+use oidc_bff_tokens::UserTokenRequest;
+use oidc_bff_tokens::client_credentials::ClientCredentialsRequest;
+use url::Url;
+
+use crate::error::BffError;
+use crate::proxy::path;
+
+/// Which access token a proxied route sends upstream.
+///
+/// In configuration files: `"none"`, `"user"`, `"client"`,
+/// `"user-or-client"`, `"user-or-none"`.
+///
+/// ```
+/// use oidc_bff::proxy::TokenRequirement;
+///
+/// let t: TokenRequirement = serde_json::from_str("\"user-or-client\"").unwrap();
+/// assert_eq!(t, TokenRequirement::UserOrClient);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenRequirement {
+    /// No token: the request is forwarded without `Authorization`.
+    None,
+    /// The signed-in user's token; anonymous requests get 401.
+    #[default]
+    User,
+    /// The BFF's own client credentials token, whoever asks.
+    Client,
+    /// The user's token when signed in, else the client credentials token.
+    UserOrClient,
+    /// The user's token when signed in, else no token.
+    UserOrNone,
+}
+
+/// A remote API mounted under a local path prefix; see [`Bff::proxy`](crate::Bff::proxy).
+///
+/// `RemoteApi::new("/api", "https://remote/v1/")` forwards `/api/users?x=1`
+/// to `https://remote/v1/users?x=1` and `/api` to `https://remote/v1/`.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RemoteApi {
+    pub(crate) local_prefix: String,
+    pub(crate) upstream: Url,
+    pub(crate) token: TokenRequirement,
+    pub(crate) user_token_request: UserTokenRequest,
+    pub(crate) client_token_request: ClientCredentialsRequest,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) websockets: bool,
+}
+
+impl RemoteApi {
+    /// Mounts `upstream` (an `http` or `https` URL whose path is the base
+    /// path) under `local_prefix` (e.g. `/api`; `/` mounts at the root).
+    pub fn new(local_prefix: impl Into<String>, upstream: Url) -> Self {
+        RemoteApi {
+            local_prefix: local_prefix.into(),
+            upstream,
+            token: TokenRequirement::User,
+            user_token_request: UserTokenRequest::default(),
+            client_token_request: ClientCredentialsRequest::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            websockets: false,
+        }
+    }
+
+    /// The token the route sends upstream (default [`TokenRequirement::User`]).
+    pub fn token(mut self, t: TokenRequirement) -> Self {
+        self.token = t;
+        self
+    }
+
+    /// Resource and scope of the user token (default: the sign-in token).
+    pub fn user_token_request(mut self, r: UserTokenRequest) -> Self {
+        self.user_token_request = r;
+        self
+    }
+
+    /// Scope and resource of the client credentials token, for
+    /// [`TokenRequirement::Client`] and [`TokenRequirement::UserOrClient`].
+    pub fn client_token_request(mut self, scope: Option<String>, resource: Option<String>) -> Self {
+        let mut request = ClientCredentialsRequest::default();
+        if let Some(scope) = scope {
+            request = request.scope(scope);
+        }
+        if let Some(resource) = resource {
+            request = request.resource(resource);
+        }
+        self.client_token_request = request;
+        self
+    }
+
+    /// How long the upstream may take to answer with its response headers,
+    /// and the longest pause while the response body streams (default 30 s).
+    /// Answered with 504 when exceeded before the headers.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// How long connecting to the upstream may take (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Whether WebSocket handshakes are proxied (default `false`: the
+    /// `Upgrade` header is dropped like any hop-by-hop header).
+    pub fn websockets(mut self, on: bool) -> Self {
+        self.websockets = on;
+        self
+    }
+
+    /// The local prefix as mounted: `""` for the root, else `/a[/b...]`.
+    pub fn local_prefix(&self) -> String {
+        path::normalise_prefix(&self.local_prefix)
+    }
+
+    /// The upstream URL.
+    pub fn upstream(&self) -> &Url {
+        &self.upstream
+    }
+
+    /// Checks the settings; [`Bff::proxy`](crate::Bff::proxy) panics on the
+    /// errors reported here, so call it first when the settings come from a
+    /// configuration file.
+    pub fn validate(&self) -> Result<(), BffError> {
+        let bad = |m: &str| {
+            Err(BffError::Config(format!(
+                "remote API {:?}: {m}",
+                self.local_prefix
+            )))
+        };
+        let prefix = self.local_prefix();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()+,;=@/".contains(c);
+        if !prefix.chars().all(allowed) || path::check(&prefix).is_err() {
+            return bad("the local prefix must be a plain path like /api");
+        }
+        let u = &self.upstream;
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return bad("the upstream must be an http(s) URL");
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return bad("the upstream URL must not hold credentials");
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return bad("the upstream URL must not have a query or fragment");
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(prefix: &str, upstream: &str) -> RemoteApi {
+        RemoteApi::new(prefix, upstream.parse().unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let a = api("/api/", "http://127.0.0.1:7000/v1/");
+        assert_eq!(a.token, TokenRequirement::User);
+        assert_eq!(a.timeout, Duration::from_secs(30));
+        assert_eq!(a.connect_timeout, Duration::from_secs(5));
+        assert!(!a.websockets);
+        assert_eq!(a.local_prefix(), "/api");
+        assert!(a.validate().is_ok());
+        assert!(api("/", "https://remote/").validate().is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        for (prefix, upstream) in [
+            ("/{x}", "http://h/"),
+            ("/a/*rest", "http://h/"),
+            ("/a/../b", "http://h/"),
+            ("/a//b", "http://h/"),
+            ("/a%2fb", "http://h/"),
+            ("/api", "ftp://h/"),
+            ("/api", "http://user:pw@h/"),
+            ("/api", "http://h/?q=1"),
+            ("/api", "http://h/#f"),
+        ] {
+            assert!(
+                api(prefix, upstream).validate().is_err(),
+                "{prefix} {upstream}"
+            );
+        }
+        assert!(
+            api("/api", "http://h/")
+                .timeout(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn token_requirements_deserialize() {
+        for (raw, t) in [
+            ("none", TokenRequirement::None),
+            ("user", TokenRequirement::User),
+            ("client", TokenRequirement::Client),
+            ("user-or-client", TokenRequirement::UserOrClient),
+            ("user-or-none", TokenRequirement::UserOrNone),
+        ] {
+            let parsed: TokenRequirement = serde_json::from_str(&format!("\"{raw}\"")).unwrap();
+            assert_eq!(parsed, t);
+        }
+        assert!(serde_json::from_str::<TokenRequirement>("\"User\"").is_err());
+    }
+}
