@@ -19,6 +19,7 @@ use std::sync::Arc;
 use oidc_bff_tokens::{OidcClient, OidcClientBuilder, OidcConfig, SessionStore, SharedClock};
 use url::Url;
 
+use crate::client::{ClientRegistration, Registry, TypedClient, TypedRegistration};
 use crate::error::BffError;
 
 /// The default name of the session cookie.
@@ -77,6 +78,7 @@ pub struct Bff {
 pub(crate) struct BffInner {
     pub(crate) client: OidcClient,
     pub(crate) settings: BffSettings,
+    pub(crate) clients: Registry,
 }
 
 impl Bff {
@@ -89,6 +91,8 @@ impl Bff {
             cookie_name: DEFAULT_COOKIE_NAME.into(),
             csrf_header: ("x-csrf".into(), "1".into()),
             post_logout_redirect_uri: None,
+            api_clients: Vec::new(),
+            typed_clients: Vec::new(),
         }
     }
 
@@ -113,6 +117,8 @@ pub struct BffBuilder {
     cookie_name: String,
     csrf_header: (String, String),
     post_logout_redirect_uri: Option<String>,
+    api_clients: Vec<ClientRegistration>,
+    typed_clients: Vec<TypedRegistration>,
 }
 
 impl BffBuilder {
@@ -166,6 +172,33 @@ impl BffBuilder {
         self
     }
 
+    /// Registers a managed API client, obtained in handlers by name through
+    /// [`ApiClients`](crate::client::ApiClients). Names must be unique.
+    ///
+    /// ```
+    /// # fn demo(builder: oidc_bff::BffBuilder) -> oidc_bff::BffBuilder {
+    /// use oidc_bff::client::ClientRegistration;
+    ///
+    /// builder.api_client(
+    ///     ClientRegistration::user("apiClient", "https://api.example.com/")
+    ///         .configure(|http| http.timeout(std::time::Duration::from_secs(10))),
+    /// )
+    /// # }
+    /// ```
+    pub fn api_client(mut self, registration: ClientRegistration) -> Self {
+        self.api_clients.push(registration);
+        self
+    }
+
+    /// Registers the [typed client](crate::client::TypedClient) `T`, received
+    /// in handlers as [`Api<T>`](crate::client::Api). Its registration name
+    /// must be unique among all clients, and it can be had by name as well.
+    pub fn typed_client<T: TypedClient>(mut self, registration: ClientRegistration) -> Self {
+        self.typed_clients
+            .push(TypedRegistration::of::<T>(registration));
+        self
+    }
+
     /// Validates the settings and builds the BFF.
     pub fn build(self) -> Result<Bff, BffError> {
         let raw = self
@@ -178,7 +211,9 @@ impl BffBuilder {
         }
         let base_path = format!("/{}", self.base_path.trim_matches('/'));
         if base_path == "/" || base_path.contains(['?', '#', ' ']) {
-            return Err(BffError::Config("base_path must be a path like /bff".into()));
+            return Err(BffError::Config(
+                "base_path must be a path like /bff".into(),
+            ));
         }
         if self.cookie_name.is_empty()
             || !self
@@ -201,8 +236,13 @@ impl BffBuilder {
             post_logout_redirect_uri: self.post_logout_redirect_uri,
         };
         let client = self.client.build()?;
+        let clients = Registry::build(&client, self.api_clients, self.typed_clients)?;
         Ok(Bff {
-            inner: Arc::new(BffInner { client, settings }),
+            inner: Arc::new(BffInner {
+                client,
+                settings,
+                clients,
+            }),
         })
     }
 }

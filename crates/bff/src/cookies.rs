@@ -108,9 +108,21 @@ mod tests {
 
     #[test]
     fn writes_secure_cookies() {
-        let v = set("__Host-bff", "id", Duration::from_secs(60), SameSite::Strict);
+        let v = set(
+            "__Host-bff",
+            "id",
+            Duration::from_secs(60),
+            SameSite::Strict,
+        );
         let s = v.to_str().unwrap();
-        for part in ["__Host-bff=id", "HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=60"] {
+        for part in [
+            "__Host-bff=id",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=60",
+        ] {
             assert!(s.contains(part), "{s}");
         }
         assert!(!s.contains("Domain"));

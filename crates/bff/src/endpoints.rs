@@ -8,6 +8,7 @@
 //! | `GET /bff/callback` | completes sign-in, creates the server-side session, sets the session cookie |
 //! | `GET /bff/logout?sid=...` | ends the session, revokes the refresh token, redirects to the provider's logout |
 //! | `GET /bff/user` | the user's claims, logout URL and session expiry as JSON (requires `X-CSRF: 1`); 401 when anonymous |
+//! | `POST /bff/backchannel` | OpenID Connect back-channel logout: a valid `logout_token` ends the sessions it names (200); anything else is 400 |
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use cookie::SameSite;
 use http::{HeaderMap, HeaderValue, header};
 use oidc_bff_tokens::SessionId;
@@ -45,6 +46,7 @@ impl Bff {
             .route(&format!("{base}/callback"), get(callback))
             .route(&format!("{base}/logout"), get(logout))
             .route(&format!("{base}/user"), get(user))
+            .route(&format!("{base}/backchannel"), post(crate::backchannel::backchannel))
             .with_state(self.clone())
     }
 
@@ -92,7 +94,11 @@ async fn login(State(bff): State<Bff>, Query(query): Query<HashMap<String, Strin
     }
 }
 
-async fn callback(State(bff): State<Bff>, headers: HeaderMap, raw: axum::extract::RawQuery) -> Response {
+async fn callback(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    raw: axum::extract::RawQuery,
+) -> Response {
     let settings = bff.settings();
     // Duplicated parameters are refused outright: a callback is machine-made.
     let params = match parse_callback(raw.0.as_deref().unwrap_or_default()) {
@@ -141,7 +147,9 @@ fn parse_callback(raw: &str) -> Result<CallbackParams, BffError> {
             _ => continue,
         };
         if slot.is_some() {
-            return Err(BffError::BadRequest(format!("duplicated parameter {key:?}")));
+            return Err(BffError::BadRequest(format!(
+                "duplicated parameter {key:?}"
+            )));
         }
         *slot = Some(value.into_owned());
     }

@@ -75,7 +75,10 @@ impl BffSession {
     /// Use `?` in a handler returning `Result<_, BffError>`: a failure becomes
     /// 401 (no valid token can be had) or 503 (provider or store temporarily
     /// unavailable).
-    pub async fn access_token(&self, request: &UserTokenRequest) -> Result<AccessToken, TokenError> {
+    pub async fn access_token(
+        &self,
+        request: &UserTokenRequest,
+    ) -> Result<AccessToken, TokenError> {
         self.bff
             .client()
             .user_access_token(&self.id, Some(&self.current), request)
@@ -84,11 +87,15 @@ impl BffSession {
 
     /// Loads a session by id, outside of any request (background jobs).
     pub async fn load(bff: &Bff, id: SessionId) -> Result<Option<BffSession>, TokenError> {
-        Ok(bff.client().load_session(&id).await?.map(|current| BffSession {
-            bff: bff.clone(),
-            id,
-            current,
-        }))
+        Ok(bff
+            .client()
+            .load_session(&id)
+            .await?
+            .map(|current| BffSession {
+                bff: bff.clone(),
+                id,
+                current,
+            }))
     }
 
     /// Reads the session of a request (cached per request).
@@ -97,7 +104,8 @@ impl BffSession {
             return Ok(cached.clone());
         }
         let bff = Bff::from_parts(parts)?;
-        let id = cookies::read(&parts.headers, &bff.settings().cookie_name).and_then(SessionId::parse);
+        let id =
+            cookies::read(&parts.headers, &bff.settings().cookie_name).and_then(SessionId::parse);
         let session = match id {
             None => None,
             Some(id) => BffSession::load(&bff, id).await?,
@@ -111,7 +119,9 @@ impl Bff {
     /// The `Bff` placed in the request by [`Bff::layer`].
     pub(crate) fn from_parts(parts: &Parts) -> Result<Bff, BffError> {
         parts.extensions.get::<Bff>().cloned().ok_or_else(|| {
-            BffError::Config("the BFF layer is missing: add `.layer(bff.layer())` to the router".into())
+            BffError::Config(
+                "the BFF layer is missing: add `.layer(bff.layer())` to the router".into(),
+            )
         })
     }
 }

@@ -54,18 +54,34 @@ async fn no_secret_is_ever_logged() {
     assert_eq!(browser.api("/api/token").await.status(), 401);
 
     let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
-    assert!(log.contains("signed in"), "the capture works: {}", log.len());
+    assert!(
+        log.contains("signed in"),
+        "the capture works: {}",
+        log.len()
+    );
     // The client secret travels in HTTP Basic: look for its encoded form too.
     let basic = "YmZmOnNlY3JldA==".to_owned(); // base64("bff:secret")
     let mut secrets = vec![code, session_id, basic, "secret".to_owned()];
     for record in [&first, &second] {
         secrets.push(record.tokens.access_token.secret().to_owned());
-        secrets.push(record.tokens.refresh_token.as_ref().unwrap().secret().to_owned());
+        secrets.push(
+            record
+                .tokens
+                .refresh_token
+                .as_ref()
+                .unwrap()
+                .secret()
+                .to_owned(),
+        );
         secrets.push(record.tokens.id_token.as_ref().unwrap().secret().to_owned());
     }
     for secret in secrets {
         // "secret" (the client secret) is a common word: look for it as a value.
-        let needle = if secret == "secret" { "=secret".to_owned() } else { secret };
+        let needle = if secret == "secret" {
+            "=secret".to_owned()
+        } else {
+            secret
+        };
         assert!(!log.contains(&needle), "a secret reached the log");
     }
 }

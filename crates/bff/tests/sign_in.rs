@@ -49,19 +49,25 @@ async fn user_endpoint_returns_claims_and_never_tokens() {
 
     browser.sign_in("/").await;
     let without_csrf = browser.get("/bff/user").await;
-    assert_eq!(without_csrf.status(), 401, "the anti-forgery header is required");
+    assert_eq!(
+        without_csrf.status(),
+        401,
+        "the anti-forgery header is required"
+    );
 
     let response = browser.api("/bff/user").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers().get("cache-control").unwrap(),
-        "no-store"
-    );
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
     let body = response.text().await.unwrap();
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["sub"], "alice");
     assert_eq!(json["claims"]["name"], "Alice Example");
-    assert!(json["logoutUrl"].as_str().unwrap().starts_with("/bff/logout?sid="));
+    assert!(
+        json["logoutUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("/bff/logout?sid=")
+    );
     assert!(json["sessionExpiresIn"].as_u64().unwrap() > 0);
 
     let session = t.session_of(&browser).await.unwrap();
@@ -117,7 +123,11 @@ async fn callback_with_a_wrong_state_creates_no_session() {
     let response = browser.get(&tampered).await;
     assert_eq!(response.status(), 400);
     assert!(browser.cookie("__Host-bff").is_none());
-    assert_eq!(t.idp.counters().code_grants, 0, "no code exchange on a bad state");
+    assert_eq!(
+        t.idp.counters().code_grants,
+        0,
+        "no code exchange on a bad state"
+    );
 }
 
 #[tokio::test]
@@ -195,7 +205,9 @@ async fn wrong_or_missing_iss_in_the_callback_is_refused() {
 #[tokio::test]
 async fn discovery_issuer_mismatch_stops_the_sign_in() {
     let t = harness::start().await;
-    t.idp.faults().set_discovery_issuer(Some("https://impostor.example"));
+    t.idp
+        .faults()
+        .set_discovery_issuer(Some("https://impostor.example"));
     let browser = t.browser();
     let response = browser.get("/bff/login").await;
     assert!(response.status().is_server_error(), "{}", response.status());
@@ -226,7 +238,10 @@ async fn logout_revokes_and_redirects_to_the_provider() {
     );
     assert_eq!(params["post_logout_redirect_uri"], format!("{}/", t.url));
     assert!(browser.cookie("__Host-bff").is_none(), "cookie cleared");
-    assert!(t.bff.client().load_session(&id).await.unwrap().is_none(), "session ended");
+    assert!(
+        t.bff.client().load_session(&id).await.unwrap().is_none(),
+        "session ended"
+    );
     assert_eq!(browser.api("/bff/user").await.status(), 401);
     assert_eq!(t.idp.counters().revocations, 1);
 
@@ -262,7 +277,11 @@ async fn logout_works_when_revocation_fails_or_is_absent() {
         let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
         let response = browser.get(user["logoutUrl"].as_str().unwrap()).await;
         assert_eq!(response.status(), 303);
-        assert_eq!(browser.api("/bff/user").await.status(), 401, "signed out locally");
+        assert_eq!(
+            browser.api("/bff/user").await.status(),
+            401,
+            "signed out locally"
+        );
     }
 }
 
@@ -287,7 +306,9 @@ async fn garbage_cookies_are_anonymous_not_errors() {
         .await
         .unwrap();
     assert_eq!(raw.status(), 401);
-    let login = browser.get(&format!("/bff/login?returnUrl={}", urlencode("/"))).await;
+    let login = browser
+        .get(&format!("/bff/login?returnUrl={}", urlencode("/")))
+        .await;
     assert_eq!(login.status(), 303);
 }
 
@@ -296,27 +317,37 @@ fn replace_param(url: &str, name: &str, value: &str) -> String {
     let pairs: Vec<(String, String)> = parsed
         .query_pairs()
         .into_owned()
-        .map(|(k, v)| if k == name { (k, value.to_owned()) } else { (k, v) })
+        .map(|(k, v)| {
+            if k == name {
+                (k, value.to_owned())
+            } else {
+                (k, v)
+            }
+        })
         .collect();
     parsed.query_pairs_mut().clear().extend_pairs(pairs);
     parsed.to_string()
 }
 
 /// Presents a refresh token to the provider directly, as an attacker holding it would.
-async fn refresh_directly(idp: &oidc_bff_dev_idp::RunningIdp, refresh_token: &str) -> reqwest::Response {
-    let discovery: serde_json::Value = reqwest::get(format!(
-        "{}/.well-known/openid-configuration",
-        idp.issuer()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+async fn refresh_directly(
+    idp: &oidc_bff_dev_idp::RunningIdp,
+    refresh_token: &str,
+) -> reqwest::Response {
+    let discovery: serde_json::Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", idp.issuer()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     reqwest::Client::new()
         .post(discovery["token_endpoint"].as_str().unwrap())
         .basic_auth("bff", Some("secret"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
         .send()
         .await
         .unwrap()

@@ -25,7 +25,11 @@ async fn the_token_is_served_without_calling_the_provider() {
             stored.record.tokens.access_token.secret()
         );
     }
-    assert_eq!(t.idp.counters(), before, "a valid token needs no provider call");
+    assert_eq!(
+        t.idp.counters(),
+        before,
+        "a valid token needs no provider call"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +79,9 @@ async fn two_hundred_concurrent_requests_share_one_refresh() {
     let browser = t.browser();
     browser.sign_in("/").await;
     // Slow the token endpoint so that every request arrives during the refresh.
-    t.idp.faults().set_token_delay(Some(Duration::from_millis(300)));
+    t.idp
+        .faults()
+        .set_token_delay(Some(Duration::from_millis(300)));
     t.advance(400); // expired outright
 
     let requests = (0..200).map(|_| {
@@ -115,7 +121,10 @@ async fn invalid_grant_gives_401_and_ends_the_session() {
 
     let response = browser.api("/api/token").await;
     assert_eq!(response.status(), 401);
-    assert!(t.session_of(&browser).await.is_none(), "the dead session ended");
+    assert!(
+        t.session_of(&browser).await.is_none(),
+        "the dead session ended"
+    );
     assert_eq!(browser.api("/bff/user").await.status(), 401);
 }
 
@@ -147,7 +156,10 @@ async fn provider_failing_with_an_expired_token_gives_503_and_keeps_the_session(
     let response = browser.api("/api/token").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert!(t.session_of(&browser).await.is_some(), "the session is kept");
+    assert!(
+        t.session_of(&browser).await.is_some(),
+        "the session is kept"
+    );
 
     // Once the provider is back, the same session refreshes.
     t.idp.faults().set_token_status(None);
@@ -176,7 +188,9 @@ async fn a_hanging_token_endpoint_times_out_into_503() {
     .await;
     let browser = t.browser();
     browser.sign_in("/").await;
-    t.idp.faults().set_token_delay(Some(Duration::from_secs(10)));
+    t.idp
+        .faults()
+        .set_token_delay(Some(Duration::from_secs(10)));
     t.advance(400);
     let response = browser.api("/api/token").await;
     assert_eq!(response.status(), 503, "a bounded wait, then 503");
@@ -230,12 +244,22 @@ async fn resource_tokens_are_kept_apart_and_share_the_rotated_refresh_token() {
     let browser = t.browser();
     browser.sign_in("/").await;
     let default_token = browser.api("/api/token").await.text().await.unwrap();
-    let resource_token = browser.api("/api/token/resource").await.text().await.unwrap();
+    let resource_token = browser
+        .api("/api/token/resource")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert_ne!(default_token, resource_token);
     assert_eq!(t.idp.counters().refresh_grants, 1);
     // Cached: asking again costs nothing.
     assert_eq!(
-        browser.api("/api/token/resource").await.text().await.unwrap(),
+        browser
+            .api("/api/token/resource")
+            .await
+            .text()
+            .await
+            .unwrap(),
         resource_token
     );
     assert_eq!(t.idp.counters().refresh_grants, 1);

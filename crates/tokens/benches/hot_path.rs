@@ -36,6 +36,7 @@ fn record(now: u64) -> SessionRecord {
         resource_tokens: Default::default(),
         created_at: now,
         expires_at: now + 8 * 3600,
+        last_active: now,
         logout_id: "logout".into(),
     }
 }

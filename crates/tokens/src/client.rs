@@ -62,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) jwks: tokio::sync::OnceCell<(Url, Arc<JwksCache>)>,
     pub(crate) provider: ProviderClient,
     pub(crate) flights: Flights,
+    pub(crate) client_tokens: crate::client_credentials::ClientTokenCache,
 }
 
 /// Builder of [`OidcClient`].
@@ -117,6 +118,7 @@ impl OidcClientBuilder {
                 jwks: tokio::sync::OnceCell::new(),
                 provider,
                 flights: Flights::default(),
+                client_tokens: Default::default(),
             }),
         })
     }
@@ -396,6 +398,7 @@ impl OidcClient {
             resource_tokens: Default::default(),
             created_at: now,
             expires_at: now + self.inner.config.session_lifetime.as_secs(),
+            last_active: now,
             logout_id: random_token(),
         };
         let session_id = SessionId::generate();
@@ -436,14 +439,48 @@ impl OidcClient {
     }
 
     /// Loads a live session.
+    ///
+    /// With an [idle timeout](OidcConfig::idle_timeout), a session unused for
+    /// longer is ended here; otherwise its `last_active` is moved forward,
+    /// with a versioned write only when more than a quarter of the idle
+    /// timeout has passed since it was last written (so most requests do
+    /// not write).
     pub async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
         let now = self.inner.clock.now_unix();
-        Ok(self
+        let Some(loaded) = self
             .inner
             .store
             .load(id)
             .await?
-            .filter(|v| !v.record.is_expired(now)))
+            .filter(|v| !v.record.is_expired(now))
+        else {
+            return Ok(None);
+        };
+        let Some(idle) = self.inner.config.idle_timeout else {
+            return Ok(Some(loaded));
+        };
+        if loaded.record.is_idle(now, idle) {
+            self.end_session(id, "idle timeout").await;
+            return Ok(None);
+        }
+        let last = loaded.record.last_active.max(loaded.record.created_at);
+        if now.saturating_sub(last) <= idle.as_secs() / 4 {
+            return Ok(Some(loaded));
+        }
+        let mut record = SessionRecord::clone(&loaded.record);
+        record.last_active = now;
+        match self.inner.store.update(id, record.clone(), loaded.version).await {
+            Ok(crate::store::UpdateOutcome::Updated(version)) => Ok(Some(Versioned {
+                version,
+                record: Arc::new(record),
+            })),
+            // Someone else wrote meanwhile (and so touched the session): fine.
+            Ok(_) => Ok(Some(loaded)),
+            Err(err) => {
+                tracing::debug!(error = %err, "could not record session activity");
+                Ok(Some(loaded))
+            }
+        }
     }
 
     /// Ends a session: removes it from the store, revokes its refresh token

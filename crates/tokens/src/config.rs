@@ -70,6 +70,10 @@ pub struct OidcConfig {
     /// Absolute lifetime of a session.
     #[serde(default = "default_session_lifetime", with = "secs")]
     pub session_lifetime: Duration,
+    /// Idle (sliding) lifetime: a session unused for this long ends, even
+    /// before its absolute lifetime. `None` (the default) disables it.
+    #[serde(default, with = "opt_secs")]
+    pub idle_timeout: Option<Duration>,
     /// How long a started sign-in may take before its callback is refused.
     #[serde(default = "default_login_timeout", with = "secs")]
     pub login_timeout: Duration,
@@ -79,6 +83,11 @@ pub struct OidcConfig {
     /// Revoke the refresh token at the provider when the user signs out.
     #[serde(default = "yes")]
     pub revoke_on_logout: bool,
+    /// Back-channel logout ends every session of the token's `sub`, not only
+    /// the one with its `sid` (default off). A token without `sid` always
+    /// ends all of the subject's sessions.
+    #[serde(default)]
+    pub backchannel_logout_all_sessions: bool,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -131,6 +140,16 @@ mod secs {
     }
 }
 
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|s| s.map(Duration::from_secs))
+    }
+}
+
 impl OidcConfig {
     /// Starts a builder with the two required settings.
     pub fn builder(authority: impl AsRef<str>, client_id: impl Into<String>) -> OidcConfigBuilder {
@@ -150,9 +169,11 @@ impl OidcConfig {
                 request_timeout: default_request_timeout(),
                 refresh_lease: default_refresh_lease(),
                 session_lifetime: default_session_lifetime(),
+                idle_timeout: None,
                 login_timeout: default_login_timeout(),
                 load_userinfo: false,
                 revoke_on_logout: true,
+                backchannel_logout_all_sessions: false,
             },
         }
     }
@@ -176,6 +197,9 @@ impl OidcConfig {
         }
         if self.refresh_lease.as_millis() < 300 {
             return Err(TokenError::Config("refresh_lease must be at least 300 ms".into()));
+        }
+        if self.idle_timeout.is_some_and(|idle| idle.as_secs() < 4) {
+            return Err(TokenError::Config("idle_timeout must be at least 4 seconds".into()));
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(TokenError::Config("timeouts must be greater than zero".into()));
@@ -281,6 +305,12 @@ impl OidcConfigBuilder {
         self
     }
 
+    /// End sessions unused for `idle` (sliding lifetime; default: none).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = Some(idle);
+        self
+    }
+
     /// Call the userinfo endpoint at sign-in and merge its claims (default off).
     pub fn load_userinfo(mut self, on: bool) -> Self {
         self.config.load_userinfo = on;
@@ -290,6 +320,13 @@ impl OidcConfigBuilder {
     /// Revoke the refresh token when the user signs out (default on).
     pub fn revoke_on_logout(mut self, on: bool) -> Self {
         self.config.revoke_on_logout = on;
+        self
+    }
+
+    /// Make back-channel logout end every session of the user, not only the
+    /// provider session named by the logout token's `sid` (default off).
+    pub fn backchannel_logout_all_sessions(mut self, on: bool) -> Self {
+        self.config.backchannel_logout_all_sessions = on;
         self
     }
 

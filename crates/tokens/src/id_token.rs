@@ -137,6 +137,21 @@ pub struct IdTokenValidator {
     trusted_audiences: Vec<String>,
 }
 
+/// The asymmetric signature algorithms accepted by default.
+pub(crate) fn default_algs() -> Vec<Algorithm> {
+    vec![
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ]
+}
+
 fn invalid(reason: &str) -> TokenError {
     TokenError::InvalidIdToken(reason.to_owned())
 }
@@ -158,17 +173,7 @@ impl IdTokenValidator {
             client_id: client_id.into(),
             clock,
             leeway: DEFAULT_LEEWAY,
-            allowed_algs: vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-                Algorithm::ES256,
-                Algorithm::ES384,
-                Algorithm::EdDSA,
-            ],
+            allowed_algs: default_algs(),
             trusted_audiences: Vec::new(),
         }
     }
@@ -210,47 +215,11 @@ impl IdTokenValidator {
         jwks: &JwksCache,
         expected: IdTokenExpectations<'_>,
     ) -> Result<IdTokenClaims, TokenError> {
-        let token = token.secret();
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(invalid("token is too large"));
-        }
-        let parts: Vec<&str> = token.split('.').collect();
-        let (header_b64, payload_b64, signature_b64) = match parts.as_slice() {
-            [header, payload, signature] => (*header, *payload, *signature),
-            [_, _, _, _, _] => return Err(invalid("encrypted id_tokens are not supported")),
-            _ => return Err(invalid("not a JWS in compact serialization")),
-        };
-        if signature_b64.is_empty() {
-            return Err(invalid("unsigned token"));
-        }
-
-        // Algorithm and header.
-        let header_json =
-            decode_json_object(header_b64).ok_or_else(|| invalid("malformed header"))?;
-        let alg = self.check_alg(&header_json)?;
-        if header_json.contains_key("crit") {
-            return Err(invalid("unsupported critical header parameters"));
-        }
-        let header: Header = serde_json::from_value(Value::Object(header_json))
-            .map_err(|_| invalid("malformed header"))?;
-        debug_assert_eq!(header.alg, alg);
-
-        // Signature.
-        let keys = jwks.keys_for(&header).await?;
-        let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let verified = keys.iter().any(|key| {
-            matches!(
-                jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, alg),
-                Ok(true)
-            )
-        });
-        if !verified {
-            return Err(invalid("signature verification failed"));
-        }
+        let verified = verify_jws(token.secret(), jwks, &self.allowed_algs).await?;
+        let alg = verified.alg;
 
         // Claims.
-        let all = decode_json_object(payload_b64).ok_or_else(|| invalid("malformed payload"))?;
-        let claims = parse_claims(all)?;
+        let claims = parse_claims(verified.payload)?;
         self.check_claims(&claims, alg, expected)?;
         Ok(claims)
     }
@@ -289,28 +258,6 @@ impl IdTokenValidator {
             return Err(invalid("refreshed id_token has a different auth_time"));
         }
         Ok(())
-    }
-
-    /// The header's `alg`, if it is acceptable.
-    fn check_alg(&self, header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
-        let name = match header.get("alg") {
-            Some(Value::String(name)) => name.as_str(),
-            Some(_) => return Err(invalid("malformed alg")),
-            None => return Err(invalid("missing alg")),
-        };
-        if name.eq_ignore_ascii_case("none") {
-            return Err(invalid("alg none is not allowed"));
-        }
-        let alg = Algorithm::from_str(name).map_err(|_| invalid("unsupported alg"))?;
-        if is_symmetric(alg) {
-            return Err(invalid("symmetric algs are not allowed"));
-        }
-        if !self.allowed_algs.contains(&alg) {
-            return Err(TokenError::InvalidIdToken(format!(
-                "alg {alg:?} is not allowed"
-            )));
-        }
-        Ok(alg)
     }
 
     fn check_claims(
@@ -380,6 +327,94 @@ impl IdTokenValidator {
     }
 }
 
+/// A compact JWS whose signature verified with one of the provider's keys.
+pub(crate) struct VerifiedJws {
+    /// The verified signature algorithm.
+    pub(crate) alg: Algorithm,
+    /// The protected header.
+    pub(crate) header: Header,
+    /// The payload, a JSON object (not yet checked in any way).
+    pub(crate) payload: Map<String, Value>,
+}
+
+/// Steps 1–3 of the [module documentation](self), shared by id_tokens and
+/// back-channel logout tokens: shape, algorithm (never `none` or `HS*`, and
+/// one of `allowed_algs`), no `crit`, and the signature, verified with a key
+/// of the provider's JWKS before the payload is even decoded.
+pub(crate) async fn verify_jws(
+    token: &str,
+    jwks: &JwksCache,
+    allowed_algs: &[Algorithm],
+) -> Result<VerifiedJws, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token is too large"));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let (header_b64, payload_b64, signature_b64) = match parts.as_slice() {
+        [header, payload, signature] => (*header, *payload, *signature),
+        [_, _, _, _, _] => return Err(invalid("encrypted id_tokens are not supported")),
+        _ => return Err(invalid("not a JWS in compact serialization")),
+    };
+    if signature_b64.is_empty() {
+        return Err(invalid("unsigned token"));
+    }
+
+    // Algorithm and header.
+    let header_json = decode_json_object(header_b64).ok_or_else(|| invalid("malformed header"))?;
+    let alg = check_alg(&header_json, allowed_algs)?;
+    if header_json.contains_key("crit") {
+        return Err(invalid("unsupported critical header parameters"));
+    }
+    let header: Header = serde_json::from_value(Value::Object(header_json))
+        .map_err(|_| invalid("malformed header"))?;
+    debug_assert_eq!(header.alg, alg);
+
+    // Signature.
+    let keys = jwks.keys_for(&header).await?;
+    let message = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let verified = keys.iter().any(|key| {
+        matches!(
+            jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, alg),
+            Ok(true)
+        )
+    });
+    if !verified {
+        return Err(invalid("signature verification failed"));
+    }
+
+    let payload = decode_json_object(payload_b64).ok_or_else(|| invalid("malformed payload"))?;
+    Ok(VerifiedJws {
+        alg,
+        header,
+        payload,
+    })
+}
+
+/// The header's `alg`, if it is acceptable.
+fn check_alg(
+    header: &Map<String, Value>,
+    allowed_algs: &[Algorithm],
+) -> Result<Algorithm, TokenError> {
+    let name = match header.get("alg") {
+        Some(Value::String(name)) => name.as_str(),
+        Some(_) => return Err(invalid("malformed alg")),
+        None => return Err(invalid("missing alg")),
+    };
+    if name.eq_ignore_ascii_case("none") {
+        return Err(invalid("alg none is not allowed"));
+    }
+    let alg = Algorithm::from_str(name).map_err(|_| invalid("unsupported alg"))?;
+    if is_symmetric(alg) {
+        return Err(invalid("symmetric algs are not allowed"));
+    }
+    if !allowed_algs.contains(&alg) {
+        return Err(TokenError::InvalidIdToken(format!(
+            "alg {alg:?} is not allowed"
+        )));
+    }
+    Ok(alg)
+}
+
 /// `base64url(left half of hash(value))` with the hash of the signature
 /// algorithm (OIDC Core §3.1.3.6 `at_hash`, §3.3.2.11 `c_hash`).
 fn token_hash(value: &str, alg: Algorithm) -> Result<String, TokenError> {
@@ -397,7 +432,7 @@ fn token_hash(value: &str, alg: Algorithm) -> Result<String, TokenError> {
 
 /// Compares two byte strings in time independent of their contents (the
 /// length may leak).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -415,7 +450,10 @@ fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
 }
 
 /// A NumericDate claim: a non-negative JSON number (fractions are truncated).
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<u64>, TokenError> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
@@ -433,11 +471,14 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
     }
 }
 
-fn required_date(claims: &Map<String, Value>, name: &str) -> Result<u64, TokenError> {
+pub(crate) fn required_date(claims: &Map<String, Value>, name: &str) -> Result<u64, TokenError> {
     numeric_date(claims, name)?.ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
 }
 
-fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, TokenError> {
+pub(crate) fn optional_string(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -445,7 +486,10 @@ fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<Str
     }
 }
 
-fn required_string(claims: &Map<String, Value>, name: &str) -> Result<String, TokenError> {
+pub(crate) fn required_string(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<String, TokenError> {
     optional_string(claims, name)?
         .ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
 }

@@ -30,12 +30,15 @@
 //! - [`discovery`]: the cached discovery document.
 //! - [`jwks`] and [`id_token`]: signing keys and id_token validation.
 //! - [`login`]: the authorization code flow with PKCE.
+//! - [`logout_token`]: back-channel logout tokens and the sessions they end.
 //! - [`user_token`]: the user's access token and the refresh state machine.
+//! - [`client_credentials`]: machine-to-machine tokens, cached.
 //! - [`session`] and [`store`]: what a session holds and where it lives.
 //! - [`provider`]: calls to the provider's endpoints.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
+pub mod client_credentials;
 pub mod clock;
 pub mod config;
 pub mod discovery;
@@ -43,6 +46,7 @@ pub mod error;
 pub mod id_token;
 pub mod jwks;
 pub mod login;
+pub mod logout_token;
 pub mod provider;
 pub mod secret;
 pub mod session;
@@ -50,9 +54,11 @@ pub mod store;
 pub mod user_token;
 
 pub use client::{LoggedOut, OidcClient, OidcClientBuilder, SignedIn};
+pub use client_credentials::ClientCredentialsRequest;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};
 pub use error::{ErrorKind, TokenError};
+pub use logout_token::{BackchannelLogout, LogoutTokenClaims};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken};
 pub use session::{SessionId, SessionRecord, UserTokens};
 pub use store::{MemoryStore, SessionStore, StoreError, UpdateOutcome, Versioned};

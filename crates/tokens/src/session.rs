@@ -118,6 +118,10 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// When the session ends regardless of activity (Unix seconds).
     pub expires_at: u64,
+    /// When the session was last used, to within a quarter of the idle
+    /// timeout (Unix seconds; 0 in records written before it existed).
+    #[serde(default)]
+    pub last_active: u64,
     /// A random, non-secret value that a logout request must present, so a
     /// cross-site request cannot sign the user out. Never the session id.
     #[serde(default)]
@@ -128,5 +132,11 @@ impl SessionRecord {
     /// `true` once the session's absolute lifetime has passed.
     pub fn is_expired(&self, now: u64) -> bool {
         now >= self.expires_at
+    }
+
+    /// `true` once the session has been unused for longer than `idle`.
+    pub fn is_idle(&self, now: u64, idle: std::time::Duration) -> bool {
+        let last = self.last_active.max(self.created_at);
+        now > last.saturating_add(idle.as_secs())
     }
 }

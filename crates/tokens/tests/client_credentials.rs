@@ -70,12 +70,18 @@ async fn one_token_request_for_100_concurrent_first_calls() {
         .map(|joined| joined.expect("task").expect("token"))
         .collect();
     assert_eq!(grants(&s.idp), 1, "exactly one token request");
-    assert!(tokens.iter().all(|t| t == &tokens[0]), "everyone got the same token");
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "everyone got the same token"
+    );
 
     // Later calls are served from the cache.
     s.idp.faults().clear();
     for _ in 0..10 {
-        assert_eq!(s.client.client_access_token(&request).await.unwrap(), tokens[0]);
+        assert_eq!(
+            s.client.client_access_token(&request).await.unwrap(),
+            tokens[0]
+        );
     }
     assert_eq!(grants(&s.idp), 1);
     let claims = claims(&tokens[0]);
@@ -98,7 +104,10 @@ async fn renewed_ahead_of_expiry_and_after_it() {
     let second = s.client.client_access_token(&request).await.unwrap();
     assert_ne!(second, first, "renewed within the margin");
     assert_eq!(grants(&s.idp), 2);
-    assert_eq!(s.client.client_access_token(&request).await.unwrap(), second);
+    assert_eq!(
+        s.client.client_access_token(&request).await.unwrap(),
+        second
+    );
     assert_eq!(grants(&s.idp), 2);
 
     // Long after expiry: a new token again.
@@ -176,7 +185,11 @@ async fn a_refused_grant_is_unauthorized_and_never_leaks_the_secret() {
         .await
         .unwrap_err();
     assert!(matches!(err, TokenError::Config(_)), "{err:?}");
-    assert_eq!(s.idp.counters().token_errors, 1, "the public client sent nothing");
+    assert_eq!(
+        s.idp.counters().token_errors,
+        1,
+        "the public client sent nothing"
+    );
 }
 
 #[tokio::test]
@@ -206,9 +219,11 @@ async fn a_caller_that_goes_away_does_not_cut_the_request() {
         .faults()
         .set_token_delay(Some(Duration::from_millis(300)));
     let request = ClientCredentialsRequest::default();
-    let gave_up =
-        tokio::time::timeout(Duration::from_millis(20), s.client.client_access_token(&request))
-            .await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        s.client.client_access_token(&request),
+    )
+    .await;
     assert!(gave_up.is_err(), "the caller went away mid-flight");
     // The next caller joins the request still running (or finds its result).
     let token = s.client.client_access_token(&request).await.unwrap();
@@ -247,7 +262,10 @@ async fn renewing_a_rejected_token_happens_once_for_all_callers() {
         .unwrap();
     assert_eq!(late, renewed[0]);
     assert_eq!(grants(&s.idp), 2);
-    assert_eq!(s.client.client_access_token(&request).await.unwrap(), renewed[0]);
+    assert_eq!(
+        s.client.client_access_token(&request).await.unwrap(),
+        renewed[0]
+    );
 }
 
 #[tokio::test]

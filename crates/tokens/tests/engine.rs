@@ -19,7 +19,8 @@ async fn three_instances_sharing_a_store_refresh_once() {
         .map(|_| common::client(&idp, store.clone(), &clock))
         .collect();
     let id = common::sign_in(&instances[0]).await;
-    idp.faults().set_token_delay(Some(Duration::from_millis(300)));
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(300)));
     clock.advance(Duration::from_secs(400));
 
     let calls = (0..300).map(|i| {
@@ -50,7 +51,8 @@ async fn a_refresh_finishes_even_when_every_caller_gives_up() {
     let client = common::client(&idp, store.clone(), &clock);
     let id = common::sign_in(&client).await;
     let before = client.load_session(&id).await.unwrap().unwrap();
-    idp.faults().set_token_delay(Some(Duration::from_millis(300)));
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(300)));
     clock.advance(Duration::from_secs(400));
 
     // Callers that are dropped mid-refresh (a browser that disconnected).
@@ -72,7 +74,10 @@ async fn a_refresh_finishes_even_when_every_caller_gives_up() {
     // The refresh ran to completion and stored its rotated tokens.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = client.load_session(&id).await.unwrap().unwrap();
-    assert_ne!(after.record.tokens.refresh_token, before.record.tokens.refresh_token);
+    assert_ne!(
+        after.record.tokens.refresh_token,
+        before.record.tokens.refresh_token
+    );
     assert_eq!(idp.counters().refresh_grants, 1);
 
     idp.faults().set_token_delay(None);
@@ -92,7 +97,12 @@ async fn an_instance_that_died_holding_the_lease_delays_but_does_not_block() {
     let client = common::client(&idp, store.clone(), &clock);
     let id = common::sign_in(&client).await;
     // A crashed instance's lease: never renewed, never released.
-    assert!(store.try_lease(&id, "dead-instance", Duration::from_millis(500)).await.unwrap());
+    assert!(
+        store
+            .try_lease(&id, "dead-instance", Duration::from_millis(500))
+            .await
+            .unwrap()
+    );
     clock.advance(Duration::from_secs(400));
     let token = client
         .user_access_token(&id, None, &UserTokenRequest::default())
@@ -128,7 +138,8 @@ async fn a_slow_refresh_keeps_its_lease_alive() {
         })
         .collect();
     let id = common::sign_in(&instances[0]).await;
-    idp.faults().set_token_delay(Some(Duration::from_millis(1500)));
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(1500)));
     clock.advance(Duration::from_secs(400));
     let calls = instances.iter().map(|client| {
         let client = client.clone();

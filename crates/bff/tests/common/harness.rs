@@ -230,7 +230,10 @@ impl Browser {
     }
 
     /// Follows redirects by hand, returning the last response (not a redirect).
-    pub async fn follow(&self, mut response: reqwest::Response) -> (reqwest::Response, Vec<String>) {
+    pub async fn follow(
+        &self,
+        mut response: reqwest::Response,
+    ) -> (reqwest::Response, Vec<String>) {
         let mut visited = Vec::new();
         for _ in 0..10 {
             if !response.status().is_redirection() {
@@ -252,15 +255,15 @@ impl Browser {
     /// Starts a sign-in and returns the URL of the callback the IdP redirected to.
     pub async fn start_sign_in(&self, return_url: &str) -> String {
         let login = self
-            .get(&format!(
-                "/bff/login?returnUrl={}",
-                urlencode(return_url)
-            ))
+            .get(&format!("/bff/login?returnUrl={}", urlencode(return_url)))
             .await;
         assert_eq!(login.status(), 303, "login must redirect to the provider");
         let authorize = location(&login);
         let at_idp = self.get(&authorize).await;
-        assert!(at_idp.status().is_redirection(), "the dev IdP signs in without a form");
+        assert!(
+            at_idp.status().is_redirection(),
+            "the dev IdP signs in without a form"
+        );
         location(&at_idp)
     }
 
@@ -268,7 +271,12 @@ impl Browser {
     pub async fn sign_in(&self, return_url: &str) -> String {
         let callback = self.start_sign_in(return_url).await;
         let done = self.get(&callback).await;
-        assert_eq!(done.status(), 303, "callback must redirect: {:?}", done.status());
+        assert_eq!(
+            done.status(),
+            303,
+            "callback must redirect: {:?}",
+            done.status()
+        );
         assert!(self.cookie("__Host-bff").is_some(), "session cookie set");
         location(&done)
     }

@@ -250,6 +250,11 @@ impl SessionStore for MemoryStore {
         }
     }
 
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.inner.leases.retain(|_, (_, until)| *until > Instant::now());
+        Ok(MemoryStore::purge_expired(self) as u64)
+    }
+
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .inner

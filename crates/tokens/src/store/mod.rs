@@ -11,16 +11,50 @@
 //! [`take_transient`](SessionStore::take_transient)): pending sign-ins and
 //! replay caches, which must also be shared between instances.
 //!
-//! [`MemoryStore`] is the default, for a single process.
+//! [`MemoryStore`] is the default, for a single process. For several
+//! instances, or sessions that survive a restart, enable a persistent store
+//! with a cargo feature:
+//!
+//! | feature    | store             | use |
+//! |------------|-------------------|-----|
+//! | `sqlite`   | `SqliteStore`     | one machine; survives restarts; instances on that machine share the file |
+//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster) |
+//! | `postgres` | `PostgresStore`   | many instances; PostgreSQL |
+//!
+//! All three keep sessions under the SHA-256 of their id, encrypt the record
+//! with a [`KeyRing`] (AES-256-GCM), bound every operation by a timeout
+//! ([`StoreError::Timeout`] → 503), create their schema idempotently at
+//! connect, and implement the refresh lease and versioned writes so that
+//! exactly one instance refreshes a session's tokens (see
+//! `docs/COORDINATION.md`). Connections are plain TCP or Unix sockets (no
+//! TLS yet): run the backend on loopback or a trusted private network.
+//!
+//! Run [`spawn_cleanup`] to purge expired sessions in the background.
 
+mod crypto;
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+mod persistent;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crypto::{KEY_LEN, KeyRing};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
 
 use crate::session::{SessionId, SessionRecord};
 
@@ -58,6 +92,10 @@ pub enum StoreError {
     /// A stored value could not be decoded (corrupt, or written with an unknown key).
     #[error("stored value could not be decoded: {0}")]
     Corrupt(String),
+    /// The store is misconfigured (bad URL, missing encryption key, ...);
+    /// returned when building a store, not by its operations.
+    #[error("store configuration error: {0}")]
+    Config(String),
 }
 
 /// Storage of server-side sessions.
@@ -127,4 +165,47 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Releases a lease if this owner still holds it (compare-and-delete).
     async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError>;
+
+    /// Removes expired sessions, transient values and leases; returns how
+    /// many sessions went. Run it periodically with [`spawn_cleanup`]. The
+    /// default does nothing (for stores whose backend expires entries itself).
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// Runs [`SessionStore::purge_expired`] every `every` (with up to 10 %
+/// jitter, so instances sharing a store spread out) until the returned
+/// handle is aborted or dropped with the runtime. Failures are logged and
+/// retried at the next tick.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use oidc_bff_tokens::store::{spawn_cleanup, MemoryStore, SessionStore};
+///
+/// let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+/// let cleanup = spawn_cleanup(store.clone(), Duration::from_secs(300));
+/// // ... at shutdown:
+/// cleanup.abort();
+/// # }
+/// ```
+pub fn spawn_cleanup(store: Arc<dyn SessionStore>, every: Duration) -> tokio::task::JoinHandle<()> {
+    let every = every.max(Duration::from_secs(1));
+    tokio::spawn(async move {
+        loop {
+            let jitter = {
+                use rand::Rng as _;
+                let max = u64::try_from(every.as_millis() / 10).unwrap_or(u64::MAX).max(1);
+                Duration::from_millis(rand::rng().random_range(0..max))
+            };
+            tokio::time::sleep(every + jitter).await;
+            match store.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(sessions = n, "purged expired sessions"),
+                Err(err) => tracing::warn!(error = %err, "purging expired sessions failed"),
+            }
+        }
+    })
 }

@@ -1,0 +1,206 @@
+//! The `reqwest-middleware` layer of managed clients: it puts the access
+//! token on every request and renews it once when the API answers 401.
+//!
+//! ```text
+//! send ──► URL refused? ──yes──► error 400, nothing sent
+//!            │ no
+//!            ▼
+//!          token for the binding (user / client / user-or-client)
+//!            │ none can be had ──► error 401 (503 if the provider is down)
+//!            ▼
+//!          clone the request if it can be replayed and retry is on
+//!            ▼
+//!          send with `Authorization: Bearer …` (sensitive header)
+//!            │ not 401 ──► response
+//!            ▼ 401
+//!          no replayable clone ──► the 401 response
+//!            ▼
+//!          renew the token that was refused (shared with concurrent callers)
+//!            │ renewal fails ──► error 401 / 503
+//!            │ same token again (nothing newer to be had) ──► the 401 response
+//!            ▼
+//!          send the clone once with the new token ──► whatever it answers
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::Extensions;
+use oidc_bff_tokens::{
+    AccessToken, ClientCredentialsRequest, OidcClient, SessionId, TokenError, UserTokenRequest,
+};
+use reqwest::{Request, Response, StatusCode};
+use reqwest_middleware::{Middleware, Next};
+
+use super::bearer::bearer_header;
+use super::managed::{Binding, BoundTo, Refused};
+use super::registry::TokenKind;
+use crate::error::BffError;
+
+/// Where a client's tokens come from.
+pub(crate) struct TokenSource {
+    pub(crate) oidc: OidcClient,
+    pub(crate) kind: TokenKind,
+    pub(crate) user_request: UserTokenRequest,
+    pub(crate) client_request: ClientCredentialsRequest,
+    pub(crate) client_token_on_user_failure: bool,
+}
+
+/// Which token a request carried.
+pub(crate) enum Used {
+    User(SessionId),
+    Client,
+}
+
+impl TokenSource {
+    /// The token for a request bound to `binding`.
+    pub(crate) async fn token(&self, binding: &Binding) -> Result<(AccessToken, Used), TokenError> {
+        match self.kind {
+            TokenKind::Client => self.client_token().await,
+            TokenKind::User => self
+                .user_token(binding)
+                .await
+                .unwrap_or(Err(TokenError::NotAuthenticated)),
+            TokenKind::UserOrClient => match self.user_token(binding).await {
+                None => self.client_token().await,
+                Some(Ok(found)) => Ok(found),
+                Some(Err(err)) if self.client_token_on_user_failure => {
+                    tracing::info!(error = %err, "no user token; sending the client token as configured");
+                    self.client_token().await
+                }
+                Some(Err(err)) => Err(err),
+            },
+        }
+    }
+
+    async fn client_token(&self) -> Result<(AccessToken, Used), TokenError> {
+        let token = self.oidc.client_access_token(&self.client_request).await?;
+        Ok((token, Used::Client))
+    }
+
+    /// The user's token; `None` when nobody is signed in.
+    async fn user_token(
+        &self,
+        binding: &Binding,
+    ) -> Option<Result<(AccessToken, Used), TokenError>> {
+        let (id, result) = match binding {
+            Binding::Anonymous => return None,
+            Binding::Request(session) => {
+                (session.id(), session.access_token(&self.user_request).await)
+            }
+            Binding::Session(id) => (
+                id,
+                self.oidc
+                    .user_access_token(id, None, &self.user_request)
+                    .await,
+            ),
+        };
+        Some(result.map(|token| (token, Used::User(id.clone()))))
+    }
+
+    /// A token to replace `sent`, which the API refused.
+    async fn renew(&self, used: &Used, sent: &AccessToken) -> Result<AccessToken, TokenError> {
+        match used {
+            Used::Client => {
+                self.oidc
+                    .renew_client_access_token(&self.client_request, sent)
+                    .await
+            }
+            Used::User(id) => {
+                // Another request may have renewed it meanwhile: read the store.
+                let current = self
+                    .oidc
+                    .user_access_token(id, None, &self.user_request)
+                    .await?;
+                if current != *sent {
+                    return Ok(current);
+                }
+                self.oidc
+                    .user_access_token(id, None, &self.user_request.clone().force_renewal())
+                    .await
+            }
+        }
+    }
+}
+
+/// Attaches the token and retries once on 401.
+pub(crate) struct TokenMiddleware {
+    pub(crate) source: Arc<TokenSource>,
+    pub(crate) retry_on_unauthorized: bool,
+}
+
+fn fail(err: impl Into<BffError>) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(err.into())
+}
+
+fn authorize(request: &mut Request, token: &AccessToken) -> Result<(), reqwest_middleware::Error> {
+    let value = bearer_header(token).ok_or_else(|| {
+        fail(TokenError::InvalidResponse(
+            "the access token cannot be sent in a header".into(),
+        ))
+    })?;
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, value);
+    Ok(())
+}
+
+// The trait is declared with `async_trait`; this is its expanded form.
+impl Middleware for TokenMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        request: Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.send(request, extensions, next))
+    }
+}
+
+impl TokenMiddleware {
+    async fn send(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if let Some(Refused(why)) = extensions.get::<Refused>() {
+            return Err(fail(BffError::BadRequest((*why).into())));
+        }
+        let binding = match extensions.get::<BoundTo>() {
+            Some(BoundTo(binding)) => binding.clone(),
+            None => Arc::new(Binding::Anonymous),
+        };
+        let (token, used) = self.source.token(&binding).await.map_err(fail)?;
+        // `None` for streamed bodies: those are never sent twice.
+        let replay = if self.retry_on_unauthorized {
+            request.try_clone()
+        } else {
+            None
+        };
+        authorize(&mut request, &token)?;
+        let response = next.clone().run(request, extensions).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(mut replay) = replay else {
+            return Ok(response);
+        };
+        let renewed = self.source.renew(&used, &token).await.map_err(fail)?;
+        if renewed == token {
+            // Nothing newer can be had: the API's answer stands.
+            return Ok(response);
+        }
+        drop(response);
+        tracing::debug!("the API refused the access token; retrying once with a renewed one");
+        authorize(&mut replay, &renewed)?;
+        next.run(replay, extensions).await
+    }
+}

@@ -1,0 +1,319 @@
+//! Conformance-style negative tests: the OpenID Foundation's Relying Party
+//! test behaviours, reproduced with the dev IdP's fault injection over real
+//! HTTP. Every bad answer of the provider must leave the browser without a
+//! session (no cookie, nothing in the store) and with a clean JSON error —
+//! never a panic, never a reflected script.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use common::harness::{self, Browser, Options, TestBff};
+use oidc_bff::{Bff, OidcConfig};
+use oidc_bff_dev_idp::{DevIdp, DevIdpBuilder, IdTokenFault, SigningAlg};
+use oidc_bff_tokens::{Clock, ManualClock};
+
+/// The sign-in of `browser` must fail at the callback without a session.
+async fn assert_sign_in_refused(t: &TestBff, browser: &Browser, case: &str) -> serde_json::Value {
+    let callback = browser.start_sign_in("/").await;
+    let response = browser.get(&callback).await;
+    let status = response.status();
+    assert!(
+        status.is_client_error() || status.is_server_error(),
+        "{case}: {status}"
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "{case}"
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "{case}"
+    );
+    let set_cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !set_cookies.iter().any(|c| c.starts_with("__Host-bff=")),
+        "{case}: a session cookie was set: {set_cookies:?}"
+    );
+    assert!(
+        set_cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-bff-login=;")),
+        "{case}: the login cookie must be cleared: {set_cookies:?}"
+    );
+    let body = response.text().await.unwrap();
+    assert!(!body.contains('<'), "{case}: markup in {body}");
+    assert!(browser.cookie("__Host-bff").is_none(), "{case}");
+    assert_no_session(t, case).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{case}: {e}: {body}"))
+}
+
+async fn assert_no_session(t: &TestBff, case: &str) {
+    let sessions = t.bff.client().store().find_by_sub("alice").await.unwrap();
+    assert!(sessions.is_empty(), "{case}: a session was created");
+}
+
+async fn start_with_alg(alg: SigningAlg) -> TestBff {
+    harness::start_against(
+        DevIdp::builder()
+            .signing_alg(alg)
+            .access_token_lifetime(Duration::from_secs(300)),
+        Options::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn bad_id_token_signatures_are_refused_for_rs256_and_es256() {
+    for alg in [SigningAlg::Rs256, SigningAlg::Es256] {
+        for fault in [
+            IdTokenFault::BadSignature,
+            IdTokenFault::AlgNone,
+            IdTokenFault::Hs256WithPublicKey,
+        ] {
+            let t = start_with_alg(alg).await;
+            t.idp.faults().set_id_token_fault(Some(fault));
+            let case = format!("{alg:?} {fault:?}");
+            let body = assert_sign_in_refused(&t, &t.browser(), &case).await;
+            assert_eq!(body["error"], "invalid_id_token", "{case}: {body}");
+            assert_eq!(t.idp.counters().code_grants, 1, "{case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn id_tokens_with_bad_claims_are_refused() {
+    let cases = [
+        (IdTokenFault::WrongIssuer, "issuer mismatch"),
+        (IdTokenFault::MissingIssuer, "missing iss"),
+        (IdTokenFault::WrongAudience, "client_id"),
+        (IdTokenFault::MissingAudience, "missing aud"),
+        (IdTokenFault::ExtraAudience, "untrusted audience"),
+        (IdTokenFault::WrongAzp, "azp mismatch"),
+        (IdTokenFault::MissingSub, "missing sub"),
+        (IdTokenFault::MissingIat, "missing iat"),
+        (IdTokenFault::Expired, "expired"),
+        (IdTokenFault::WrongNonce, "nonce mismatch"),
+        (IdTokenFault::MissingNonce, "missing nonce"),
+        (IdTokenFault::WrongAtHash, "at_hash mismatch"),
+        (IdTokenFault::UnknownKid, "no matching key"),
+    ];
+    for (fault, reason) in cases {
+        let t = harness::start().await;
+        t.idp.faults().set_id_token_fault(Some(fault));
+        let case = format!("{fault:?}");
+        let body = assert_sign_in_refused(&t, &t.browser(), &case).await;
+        assert_eq!(body["error"], "invalid_id_token", "{case}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{case}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_kid_is_fine_with_one_key_and_with_several() {
+    let t = harness::start().await;
+    t.idp.faults().set_id_token_fault(Some(IdTokenFault::NoKid));
+    t.browser().sign_in("/").await;
+
+    // Several keys published (the current and the previous one): the
+    // fitting keys are tried, the right one verifies.
+    t.idp.rotate_keys();
+    let jwks = t.idp.counters().jwks;
+    t.browser().sign_in("/").await;
+    assert!(t.idp.counters().jwks <= jwks + 1);
+    assert_eq!(
+        t.bff
+            .client()
+            .store()
+            .find_by_sub("alice")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn an_unparseable_key_in_the_jwks_is_skipped() {
+    let t = harness::start().await;
+    t.idp.faults().set_jwks_garbage_key(true);
+    t.browser().sign_in("/").await;
+    assert!(t.idp.counters().jwks >= 1);
+}
+
+#[tokio::test]
+async fn key_rotation_costs_one_jwks_refetch() {
+    let t = harness::start().await;
+    t.browser().sign_in("/").await;
+    assert_eq!(t.idp.counters().jwks, 1);
+    // The provider rotates and stops publishing the old key.
+    t.idp.rotate_keys_drop_old();
+    t.browser().sign_in("/").await;
+    assert_eq!(t.idp.counters().jwks, 2, "one refetch for the new kid");
+    t.browser().sign_in("/").await;
+    assert_eq!(t.idp.counters().jwks, 2, "the new key is cached");
+}
+
+#[tokio::test]
+async fn unknown_kids_cannot_cause_a_flood_of_jwks_fetches() {
+    let t = harness::start().await;
+    t.browser().sign_in("/").await;
+    let before = t.idp.counters().jwks;
+    t.idp
+        .faults()
+        .set_id_token_fault(Some(IdTokenFault::UnknownKid));
+    for i in 0..30 {
+        let browser = t.browser();
+        let callback = browser.start_sign_in("/").await;
+        let response = browser.get(&callback).await;
+        assert_eq!(response.status(), 400, "attempt {i}");
+    }
+    assert!(
+        t.idp.counters().jwks <= before + 1,
+        "{} JWKS fetches for 30 unknown kids",
+        t.idp.counters().jwks - before
+    );
+    // Once the rate limit's interval has passed, a genuine rotation is found.
+    t.idp.faults().clear();
+    t.idp.rotate_keys_drop_old();
+    t.advance(t.bff.client().config().jwks_min_refetch.as_secs());
+    t.browser().sign_in("/").await;
+}
+
+#[tokio::test]
+async fn a_userinfo_answer_about_another_subject_is_discarded() {
+    let t = start_custom(
+        DevIdp::builder().user(
+            "alice",
+            serde_json::json!({ "name": "Alice Example", "email": "alice@example.com" }),
+        ),
+        |c| c.load_userinfo(true),
+    )
+    .await;
+    t.idp.faults().set_userinfo_sub(Some("mallory"));
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    assert_eq!(t.idp.counters().userinfo, 1);
+    let session = t.session_of(&browser).await.unwrap();
+    assert_eq!(session.record.sub, "alice");
+    assert_eq!(session.record.claims["sub"], "alice");
+    let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
+    assert_eq!(user["sub"], "alice");
+    assert_eq!(user["claims"]["sub"], "alice");
+}
+
+#[tokio::test]
+async fn a_refreshed_id_token_about_another_identity_ends_the_session() {
+    for fault in [
+        IdTokenFault::WrongIssuer,
+        IdTokenFault::DifferentSub,
+        IdTokenFault::WrongAudience,
+        IdTokenFault::WrongAzp,
+        IdTokenFault::BadSignature,
+        IdTokenFault::AlgNone,
+    ] {
+        let t = harness::start().await;
+        let browser = t.browser();
+        browser.sign_in("/").await;
+        assert_eq!(browser.api("/api/token").await.status(), 200);
+        t.idp.faults().set_id_token_fault(Some(fault));
+        let response = browser.api("/api/token/forced").await;
+        assert_eq!(response.status(), 401, "{fault:?}");
+        assert_eq!(t.idp.counters().refresh_grants, 1, "{fault:?}");
+        assert!(t.session_of(&browser).await.is_none(), "{fault:?}");
+        assert_eq!(browser.api("/bff/user").await.status(), 401, "{fault:?}");
+        assert_no_session(&t, &format!("{fault:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn provider_errors_with_markup_are_never_reflected_raw() {
+    let payloads = [
+        ("access_denied", "<script>alert(1)</script>"),
+        ("<script>alert(1)</script>", "x"),
+        ("access_denied\"><img src=x onerror=alert(1)>", "<b>bold</b>"),
+        ("server_error", &"<".repeat(5000)),
+    ];
+    for (error, description) in payloads {
+        let t = harness::start().await;
+        t.idp
+            .faults()
+            .set_authorize_error(Some((error, description)));
+        let body = assert_sign_in_refused(&t, &t.browser(), error).await;
+        assert_eq!(body["error"], "invalid_callback");
+        assert_eq!(t.idp.counters().code_grants, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_discovery_issuer_mismatch_at_the_callback_creates_no_session() {
+    // Discovery is cached at login; a provider that starts lying afterwards is
+    // caught when discovery is fetched again.
+    let t = harness::start().await;
+    let browser = t.browser();
+    let callback = browser.start_sign_in("/").await;
+    t.idp
+        .faults()
+        .set_discovery_issuer(Some("https://impostor.example"));
+    t.advance(t.bff.client().config().discovery_refresh.as_secs() + 1);
+    let response = browser.get(&callback).await;
+    // Either the stale, verified document is used (and sign-in works) or the
+    // sign-in fails cleanly; an impostor's document is never used.
+    if response.status() == 303 {
+        assert!(browser.cookie("__Host-bff").is_some());
+    } else {
+        assert!(response.status().is_server_error() || response.status().is_client_error());
+        assert_no_session(&t, "discovery mismatch").await;
+    }
+    let metadata = t.bff.client().metadata().await;
+    if let Ok(metadata) = metadata {
+        assert_eq!(metadata.issuer, t.idp.issuer());
+    }
+}
+
+/// A BFF in front of a dev IdP built from `idp`, with extra engine settings.
+async fn start_custom(
+    idp: DevIdpBuilder,
+    configure: impl FnOnce(oidc_bff::tokens::OidcConfigBuilder) -> oidc_bff::tokens::OidcConfigBuilder,
+) -> TestBff {
+    let clock = ManualClock::starting_now();
+    let idp_clock = clock.clone();
+    let idp = idp.clock(move || idp_clock.now_unix()).start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = configure(
+        OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_secs(2), Duration::from_secs(5)),
+    )
+    .build()
+    .unwrap();
+    let bff = Bff::builder(config)
+        .public_url(&url)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let app = Router::new().merge(bff.routes()).layer(bff.layer());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TestBff {
+        idp,
+        bff,
+        url,
+        clock,
+    }
+}

@@ -1,0 +1,195 @@
+//! The command line: `oidc-bff serve | check | demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::GatewayError;
+use crate::config::{GatewayConfig, LogConfig, LogFormat};
+use crate::demo::{Demo, DemoOptions};
+use crate::serve::{Gateway, shutdown_signal};
+
+/// A Backend-for-Frontend gateway: OpenID Connect sign-in, server-side
+/// sessions and APIs proxied with the user's access token.
+#[derive(Debug, Parser)]
+#[command(name = "oidc-bff", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway from a TOML file (keys can be overridden by OIDC_BFF__SECTION__KEY variables).
+    Serve {
+        /// The configuration file.
+        #[arg(short, long, default_value = "bff.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the resolved settings, secrets redacted.
+    Check {
+        /// The configuration file.
+        #[arg(short, long, default_value = "bff.toml")]
+        config: PathBuf,
+    },
+    /// Start a dev IdP, a sample API and the gateway with a sample page, all on loopback.
+    Demo(DemoArgs),
+}
+
+/// Options of `oidc-bff demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The gateway's address [default: 127.0.0.1:8080, or a free port if taken].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The dev IdP's port on 127.0.0.1 [default: 9000, or a free port if taken].
+    #[arg(long)]
+    pub idp_port: Option<u16>,
+    /// The sample API's port on 127.0.0.1 [default: a free port].
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// Access token lifetime at the dev IdP, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub token_lifetime: u64,
+    /// Renew access tokens this many seconds before they expire.
+    #[arg(long, default_value_t = 10)]
+    pub refresh_margin: u64,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub json_logs: bool,
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => {
+            let config = match GatewayConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: invalid configuration in {}:\n{e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log);
+            run(serve(config))
+        }
+        Command::Demo(args) => {
+            let log = LogConfig {
+                format: if args.json_logs {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Human
+                },
+                ..LogConfig::default()
+            };
+            init_logging(&log);
+            run(demo(args))
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match GatewayConfig::load(path) {
+        Ok(config) => {
+            println!("# {}: OK\n", path.display());
+            print!("{config}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: invalid configuration in {}:\n{e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(job: impl std::future::Future<Output = Result<(), GatewayError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let gateway = Gateway::new(config)?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        public_url = %gateway.config().public_url,
+        apis = gateway.config().api.len(),
+        "oidc-bff gateway listening"
+    );
+    gateway.serve(listener, shutdown_signal()).await
+}
+
+async fn demo(args: DemoArgs) -> Result<(), GatewayError> {
+    let mut options = DemoOptions::default();
+    options.listen = args.listen;
+    options.idp_port = args.idp_port;
+    options.api_port = args.api_port;
+    options.token_lifetime = Duration::from_secs(args.token_lifetime.max(1));
+    options.refresh_margin = Duration::from_secs(args.refresh_margin);
+    if args.json_logs {
+        options.log_format = LogFormat::Json;
+    }
+    let demo = Demo::start(options).await?;
+    println!();
+    println!("  oidc-bff demo is running. Open:");
+    println!();
+    println!("      {}", demo.url());
+    println!();
+    println!(
+        "  dev IdP     {}  (signs in \"alice\" without a form)",
+        demo.idp().issuer()
+    );
+    println!(
+        "  sample API  {}  (reached through the gateway at /api)",
+        demo.api_url()
+    );
+    println!(
+        "  tokens live {} s and are renewed {} s before they expire",
+        args.token_lifetime.max(1),
+        args.refresh_margin
+    );
+    println!();
+    println!("  Press Ctrl-C to stop.");
+    println!();
+    shutdown_signal().await;
+    demo.shutdown().await;
+    Ok(())
+}
+
+/// Installs the global log subscriber: `RUST_LOG` if set, else `log.level`.
+pub fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}

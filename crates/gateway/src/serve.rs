@@ -1,0 +1,248 @@
+//! The gateway's HTTP server: management endpoints, proxied APIs, static
+//! files, health checks, request logging and graceful shutdown.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), oidc_bff_gateway::GatewayError> {
+//! use oidc_bff_gateway::{Gateway, GatewayConfig, serve::shutdown_signal};
+//!
+//! let config = GatewayConfig::load("bff.toml".as_ref())?;
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! Gateway::new(config)?.serve(listener, shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! | route | what |
+//! |---|---|
+//! | `/bff/login`, `/bff/callback`, `/bff/logout`, `/bff/user` | the BFF's management endpoints |
+//! | each `[[api]]` `path` | proxied to its upstream with the configured token |
+//! | `GET /healthz` | liveness: 200 while the process serves |
+//! | `GET /readyz` | readiness: 200 once provider discovery is loaded and the session store answers, else 503 |
+//! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
+
+use std::future::{Future, IntoFuture as _};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, Request, StatusCode, header};
+use oidc_bff::Bff;
+use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::GatewayError;
+use crate::config::{GatewayConfig, StoreKind};
+
+/// How long one readiness probe may wait for the provider or the store.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A configured gateway, ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Arc<GatewayConfig>,
+    bff: Bff,
+    site: Option<Router>,
+}
+
+impl Gateway {
+    /// Builds the BFF and the session store from the settings.
+    pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
+        let store: Arc<dyn SessionStore> = match config.session.store {
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+        };
+        let bff = Bff::builder(config.oidc.clone())
+            .public_url(config.public_url.as_str())
+            .cookie_name(config.session.cookie_name.clone())
+            .store(store)
+            .build()?;
+        for api in &config.api {
+            api.remote_api().validate()?;
+        }
+        Ok(Self {
+            config: Arc::new(config),
+            bff,
+            site: None,
+        })
+    }
+
+    /// Serves `site`'s routes next to the gateway's own (the demo page).
+    #[must_use]
+    pub fn with_site(mut self, site: Router) -> Self {
+        self.site = Some(site);
+        self
+    }
+
+    /// The BFF.
+    pub fn bff(&self) -> &Bff {
+        &self.bff
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The complete application.
+    pub fn router(&self) -> Router {
+        let timeout = TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            self.config.server.request_timeout,
+        );
+        let mut app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz).with_state(self.bff.clone()))
+            .merge(self.bff.routes());
+        if let Some(site) = &self.site {
+            app = app.merge(site.clone());
+        }
+        // Timeouts of proxied calls are the APIs' own; the server's request
+        // timeout covers everything else.
+        app = app.layer(timeout.clone());
+        for api in &self.config.api {
+            app = app.merge(self.bff.proxy(api.remote_api()));
+        }
+        if let Some(files) = &self.config.static_files {
+            let dir = ServeDir::new(&files.dir);
+            let timeout = tower::ServiceBuilder::new().layer(timeout);
+            app = if files.spa_fallback {
+                let index = ServeFile::new(files.dir.join("index.html"));
+                app.fallback_service(timeout.service(dir.fallback(index)))
+            } else {
+                app.fallback_service(timeout.service(dir))
+            };
+        }
+        app.layer(self.bff.layer()).layer(
+            TraceLayer::new_for_http()
+                // Method and path only: queries (codes, states) and headers
+                // (cookies, tokens) are never logged.
+                .make_span_with(|request: &Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+    }
+
+    /// Serves on `listener` until `shutdown` completes; requests in flight
+    /// then get up to `server.shutdown_timeout` to finish.
+    pub async fn serve<F>(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: F,
+    ) -> Result<(), GatewayError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self.router();
+        let grace = self.config.server.shutdown_timeout;
+        let bff = self.bff.clone();
+        tokio::spawn(async move {
+            // Load discovery early, so the first sign-in is fast and /readyz turns green.
+            if let Err(err) = bff.client().metadata().await {
+                tracing::warn!(error = %err, "provider discovery failed; will retry on demand");
+            }
+        });
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stopping_tx.send(());
+        };
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result?,
+            () = async {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(seconds = grace.as_secs(), "requests still in flight after the shutdown timeout; stopping anyway");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn healthz() -> Response {
+    no_store(
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ok" })),
+        )
+            .into_response(),
+    )
+}
+
+async fn readyz(State(bff): State<Bff>) -> Response {
+    let client = bff.client();
+    let discovery = client.is_discovery_loaded()
+        || matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, client.metadata()).await,
+            Ok(Ok(_))
+        );
+    // Loading an id that cannot exist exercises the store without side effects.
+    let store = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, client.store().load(&SessionId::generate())).await,
+        Ok(Ok(_))
+    );
+    let ready = discovery && store;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "discovery": discovery,
+        "store": store,
+    });
+    no_store((status, axum::Json(body)).into_response())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,223 @@
+//! `oidc-bff check` and `oidc-bff serve` on good and bad configuration files:
+//! every error names the key and the file line or environment variable.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{binary, check};
+
+const GOOD: &str = r#"listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+[oidc]
+authority = "http://127.0.0.1:9000"
+client_id = "bff"
+client_secret = "s3cr3t-value"
+scopes = ["openid", "profile", "offline_access"]
+[session]
+store = "memory"
+[[api]]
+path = "/api"
+upstream = "http://127.0.0.1:7000"
+token = "user"          # none | user | client | user-or-client | user-or-none
+"#;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("bff.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Checks `text` with `from` replaced by `to`; asserts failure and returns stderr.
+fn failing(from: &str, to: &str, env: &[(&str, &str)]) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, &GOOD.replace(from, to));
+    let (code, stdout, stderr) = check(&path, env);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        !stderr.contains("s3cr3t-value"),
+        "a secret in an error: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn a_good_file_is_printed_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, GOOD);
+    let (code, stdout, stderr) = check(&path, &[("OIDC_BFF__OIDC__REFRESH_MARGIN", "45")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("client_secret = \"[redacted]\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cr3t-value"), "{stdout}");
+    assert!(
+        stdout.contains("refresh_margin = 45  # from OIDC_BFF__OIDC__REFRESH_MARGIN"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upstream = \"http://127.0.0.1:7000/\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("token = \"user\""), "{stdout}");
+    assert!(
+        stdout.contains("http://127.0.0.1:8080/bff/callback"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let err = failing("client_id = \"bff\"", "client_idd = \"bff\"", &[]);
+    assert!(
+        err.contains("bff.toml:5: `oidc.client_idd`: unknown key"),
+        "{err}"
+    );
+
+    let err = failing("[session]\nstore", "[session]\nstores", &[]);
+    assert!(
+        err.contains("bff.toml:9: `session.stores`: unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_type_is_named_with_its_line() {
+    let err = failing("listen = \"127.0.0.1:8080\"", "listen = 8080", &[]);
+    assert!(err.contains("bff.toml:1: `listen`: invalid type"), "{err}");
+
+    let err = failing(
+        "scopes = [\"openid\", \"profile\", \"offline_access\"]",
+        "scopes = \"openid\"",
+        &[],
+    );
+    assert!(
+        err.contains("bff.toml:7: `oidc.scopes`: invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_url_is_named_with_its_line() {
+    let err = failing(
+        "upstream = \"http://127.0.0.1:7000\"",
+        "upstream = \"not a url\"",
+        &[],
+    );
+    assert!(err.contains("bff.toml:12: `api.0.upstream`"), "{err}");
+
+    let err = failing(
+        "authority = \"http://127.0.0.1:9000\"",
+        "authority = \"http://idp.example.com\"",
+        &[],
+    );
+    assert!(
+        err.contains("bff.toml:4: `oidc.authority`: must be an https URL"),
+        "{err}"
+    );
+
+    let err = failing("token = \"user\"", "token = \"usr\"", &[]);
+    assert!(
+        err.contains("bff.toml:13: `api.0.token`: unknown variant"),
+        "{err}"
+    );
+}
+
+#[test]
+fn other_session_stores_are_not_supported_yet() {
+    let err = failing("store = \"memory\"", "store = \"redis\"", &[]);
+    assert!(err.contains("bff.toml:9: `session.store`"), "{err}");
+    assert!(err.contains("not supported yet"), "{err}");
+}
+
+#[test]
+fn environment_overrides_are_named_by_variable() {
+    let err = failing("", "", &[("OIDC_BFF__OIDC__REFRESH_MARGIN", "soon")]);
+    assert!(
+        err.contains("environment variable OIDC_BFF__OIDC__REFRESH_MARGIN: `oidc.refresh_margin`"),
+        "{err}"
+    );
+    let err = failing("", "", &[("OIDC_BFF__API__0__UPSTREAM", "ftp://x")]);
+    assert!(
+        err.contains("environment variable OIDC_BFF__API__0__UPSTREAM: `api.0.upstream`"),
+        "{err}"
+    );
+    let err = failing("", "", &[("OIDC_BFF__LISTN", "x")]);
+    assert!(err.contains("`listn`: unknown key"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let err = failing("path = \"/api\"", "path = \"/bff/api\"", &[]);
+    assert!(err.contains("bff.toml:11: `api.0.path`"), "{err}");
+    let err = failing("token = \"user\"", "token = \"client\"\ntimeout = 0", &[]);
+    assert!(
+        err.contains("bff.toml:14: `api.0.timeout`: must be greater than zero"),
+        "{err}"
+    );
+    let err = failing(
+        "public_url = \"http://127.0.0.1:8080\"",
+        "public_url = \"http://app.example.com\"",
+        &[],
+    );
+    assert!(err.contains("bff.toml:2: `public_url`"), "{err}");
+}
+
+#[test]
+fn the_client_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "from-a-file\n").unwrap();
+    let text = GOOD.replace(
+        "client_secret = \"s3cr3t-value\"",
+        "client_secret_file = \"secret.txt\"",
+    );
+    let path = write(&dir, &text);
+    // Relative to the config file, not the working directory.
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("client_secret = \"[redacted]\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-a-file"));
+
+    let missing = write(&dir, &text.replace("secret.txt", "nope.txt"));
+    let (code, _, stderr) = check(&missing, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("`oidc.client_secret_file`: cannot read"),
+        "{stderr}"
+    );
+
+    let both = write(
+        &dir,
+        &GOOD.replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\nclient_secret_file = \"secret.txt\"",
+        ),
+    );
+    let (code, _, stderr) = check(&both, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("`oidc.client_secret_file`: give either"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_file_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, &GOOD.replace("client_id = \"bff\"", "client_id = 7"));
+    let out = Command::new(binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bff.toml:5: `oidc.client_id`"), "{stderr}");
+}

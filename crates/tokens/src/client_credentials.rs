@@ -1,0 +1,360 @@
+//! Machine-to-machine access tokens: the OAuth 2.0 client credentials grant
+//! (RFC 6749 §4.4), cached.
+//!
+//! ```no_run
+//! # async fn demo(client: oidc_bff_tokens::OidcClient) -> Result<(), oidc_bff_tokens::TokenError> {
+//! use oidc_bff_tokens::ClientCredentialsRequest;
+//!
+//! let request = ClientCredentialsRequest::default()
+//!     .scope("catalog.read")
+//!     .resource("https://catalog.example.com");
+//! // The first call asks the provider; later calls are answered from the cache
+//! // until the token comes within the refresh margin of its expiry.
+//! let token = client.client_access_token(&request).await?;
+//! # let _ = token; Ok(()) }
+//! ```
+//!
+//! # The cache
+//!
+//! * One entry per [`ClientCredentialsRequest`] (scope, resource, token
+//!   endpoint) of an [`OidcClient`] (one client id): a token is never handed
+//!   out for parameters it was not requested with.
+//! * A cached token is renewed once it expires within the configured
+//!   [`refresh_margin`](crate::OidcConfig::refresh_margin) (at most half its
+//!   lifetime, so a short-lived token is still used for a while).
+//! * On a miss, concurrent callers share one token request: it runs in a
+//!   spawned task, so a caller that goes away cannot cut it in half.
+//! * A failed request is not cached: the next caller tries again. While a
+//!   renewal fails, a cached token that has not yet expired is still served.
+//! * [`OidcClient::renew_client_access_token`] replaces a token an API
+//!   rejected; callers that saw the same rejected token share one renewal.
+//!
+//! Nothing here needs an HTTP request or a session, so background jobs can
+//! call it directly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use url::Url;
+
+use crate::client::OidcClient;
+use crate::error::TokenError;
+use crate::secret::AccessToken;
+
+/// Entries kept before expired ones are swept out.
+const SWEEP_ABOVE: usize = 1024;
+
+/// Parameters of a client credentials token: the cache key.
+///
+/// ```
+/// use oidc_bff_tokens::ClientCredentialsRequest;
+///
+/// let a = ClientCredentialsRequest::default().scope("read");
+/// let b = ClientCredentialsRequest::default().scope("read").resource("urn:api");
+/// assert_ne!(a, b); // different tokens
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ClientCredentialsRequest {
+    /// Ask for a token with these scopes (space separated); `None` lets the
+    /// provider choose.
+    pub scope: Option<String>,
+    /// Ask for a token for this resource (RFC 8707 `resource` parameter).
+    pub resource: Option<String>,
+    /// Send the grant to this token endpoint instead of the discovered one.
+    /// It receives the client secret, so it must be `https` (or `http` on
+    /// loopback).
+    pub token_endpoint: Option<Url>,
+}
+
+impl ClientCredentialsRequest {
+    /// A token with these scopes (space separated).
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// A token for this resource (RFC 8707).
+    #[must_use]
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Use this token endpoint instead of the one from discovery.
+    #[must_use]
+    pub fn token_endpoint(mut self, endpoint: Url) -> Self {
+        self.token_endpoint = Some(endpoint);
+        self
+    }
+}
+
+type FlightResult = Result<AccessToken, TokenError>;
+type Flight = Shared<BoxFuture<'static, FlightResult>>;
+
+/// The client credentials token cache of one [`OidcClient`].
+#[derive(Default)]
+pub(crate) struct ClientTokenCache {
+    slots: Mutex<HashMap<ClientCredentialsRequest, Slot>>,
+}
+
+impl std::fmt::Debug for ClientTokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.lock().len();
+        f.debug_struct("ClientTokenCache")
+            .field("entries", &entries)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<Cached>,
+    flight: Option<Flight>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    access_token: AccessToken,
+    /// When the token expires (Unix seconds).
+    expires_at: u64,
+    /// From when on it is renewed (Unix seconds).
+    renew_at: u64,
+}
+
+impl ClientTokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientCredentialsRequest, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl OidcClient {
+    /// A client credentials access token for `request`, from the cache when
+    /// it holds one that does not expire within the refresh margin.
+    ///
+    /// Cached per (client id, scope, resource, token endpoint); renewed ahead
+    /// of expiry; one token request for any number of concurrent callers on
+    /// a miss; failures are not cached. Needs a client secret.
+    ///
+    /// Errors: [`TokenError::Provider`] when the provider refuses the grant
+    /// (401: no token can be had), [`TokenError::ProviderUnavailable`] and
+    /// [`TokenError::Discovery`] when it cannot be reached (503),
+    /// [`TokenError::Config`] without a client secret or with a bad token
+    /// endpoint.
+    pub async fn client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+    ) -> Result<AccessToken, TokenError> {
+        let now = self.inner.clock.now_unix();
+        let flight = {
+            let mut slots = self.inner.client_tokens.lock();
+            // The hot path: no allocation, no await.
+            if let Some(Slot {
+                token: Some(cached),
+                ..
+            }) = slots.get(request)
+                && now < cached.renew_at
+            {
+                return Ok(cached.access_token.clone());
+            }
+            self.join_or_start(&mut slots, request)
+        };
+        flight.await
+    }
+
+    /// Replaces a client credentials token that an API rejected (answered
+    /// 401 to), and returns the new one.
+    ///
+    /// If the cache already holds a different, current token (another caller
+    /// renewed it meanwhile), that one is returned without a token request;
+    /// callers rejected with the same token share one renewal.
+    pub async fn renew_client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        let now = self.inner.clock.now_unix();
+        let flight = {
+            let mut slots = self.inner.client_tokens.lock();
+            if let Some(slot) = slots.get_mut(request) {
+                match &slot.token {
+                    Some(cached) if cached.access_token != *rejected && now < cached.renew_at => {
+                        return Ok(cached.access_token.clone());
+                    }
+                    // Never fall back to the token the API refused.
+                    Some(cached) if cached.access_token == *rejected => slot.token = None,
+                    _ => {}
+                }
+            }
+            self.join_or_start(&mut slots, request)
+        };
+        flight.await
+    }
+
+    /// Joins the running token request for `request`, or starts one.
+    /// Called with the cache locked.
+    fn join_or_start(
+        &self,
+        slots: &mut HashMap<ClientCredentialsRequest, Slot>,
+        request: &ClientCredentialsRequest,
+    ) -> Flight {
+        if !slots.contains_key(request) && slots.len() >= SWEEP_ABOVE {
+            let now = self.inner.clock.now_unix();
+            slots.retain(|_, slot| {
+                slot.flight.is_some() || slot.token.as_ref().is_some_and(|t| now < t.expires_at)
+            });
+        }
+        let slot = slots.entry(request.clone()).or_default();
+        if let Some(flight) = &slot.flight {
+            return flight.clone();
+        }
+        let client = self.clone();
+        let request = request.clone();
+        // The task can only finish after the flight is registered: it needs
+        // the lock this caller holds.
+        let handle = tokio::spawn(async move {
+            let result = client.fetch_client_token(&request).await;
+            let now = client.inner.clock.now_unix();
+            let mut slots = client.inner.client_tokens.lock();
+            let slot = slots.entry(request.clone()).or_default();
+            slot.flight = None;
+            match result {
+                Ok(fresh) => {
+                    let token = fresh.access_token.clone();
+                    slot.token = Some(fresh);
+                    Ok(token)
+                }
+                // A failed renewal: keep serving the old token while it lasts.
+                Err(err) => match slot.token.as_ref().filter(|old| now < old.expires_at) {
+                    Some(old) => {
+                        tracing::warn!(error = %err, "client credentials token renewal failed; using the current token");
+                        Ok(old.access_token.clone())
+                    }
+                    None => {
+                        tracing::warn!(error = %err, "client credentials token request failed");
+                        slots.remove(&request);
+                        Err(err)
+                    }
+                },
+            }
+        });
+        let flight: Flight = async move {
+            handle.await.unwrap_or_else(|_| {
+                Err(TokenError::ProviderUnavailable(
+                    "the token request task failed".into(),
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        slot.flight = Some(flight.clone());
+        flight
+    }
+
+    /// One client credentials grant at the provider.
+    async fn fetch_client_token(
+        &self,
+        request: &ClientCredentialsRequest,
+    ) -> Result<Cached, TokenError> {
+        if self.inner.config.client_secret.is_none() {
+            return Err(TokenError::Config(
+                "client credentials tokens need a client secret".into(),
+            ));
+        }
+        let discovered = self.metadata().await?;
+        let metadata = match &request.token_endpoint {
+            None => discovered,
+            Some(endpoint) => {
+                if !is_safe_endpoint(endpoint) {
+                    return Err(TokenError::Config(
+                        "the client credentials token endpoint must be https (http only on loopback)"
+                            .into(),
+                    ));
+                }
+                let mut metadata = crate::discovery::ProviderMetadata::clone(&discovered);
+                metadata.token_endpoint = endpoint.clone();
+                Arc::new(metadata)
+            }
+        };
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(scope) = &request.scope {
+            form.push(("scope", scope.clone()));
+        }
+        if let Some(resource) = &request.resource {
+            form.push(("resource", resource.clone()));
+        }
+        // Expiry counts from before the request: never later than the provider's.
+        let started = self.inner.clock.now_unix();
+        let response = self.inner.provider.token_request(&metadata, form).await?;
+        let lifetime = response
+            .expires_in
+            .unwrap_or(self.inner.config.default_token_lifetime.as_secs());
+        let margin = self.inner.config.refresh_margin.as_secs().min(lifetime / 2);
+        let expires_at = started.saturating_add(lifetime);
+        tracing::debug!(
+            scope = request.scope.as_deref(),
+            resource = request.resource.as_deref(),
+            lifetime,
+            "client credentials token issued"
+        );
+        Ok(Cached {
+            access_token: response.access_token,
+            expires_at,
+            renew_at: expires_at.saturating_sub(margin),
+        })
+    }
+}
+
+fn is_safe_endpoint(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_distinct_keys() {
+        let plain = ClientCredentialsRequest::default();
+        let scoped = ClientCredentialsRequest::default().scope("a");
+        let other_scope = ClientCredentialsRequest::default().scope("b");
+        let resource = ClientCredentialsRequest::default()
+            .scope("a")
+            .resource("urn:x");
+        let keys: std::collections::HashSet<_> =
+            [plain, scoped.clone(), other_scope, resource, scoped]
+                .into_iter()
+                .collect();
+        assert_eq!(keys.len(), 4);
+    }
+
+    #[test]
+    fn endpoint_must_be_https_or_loopback() {
+        assert!(is_safe_endpoint(
+            &Url::parse("https://idp.example.com/token").unwrap()
+        ));
+        assert!(is_safe_endpoint(
+            &Url::parse("http://127.0.0.1:8080/token").unwrap()
+        ));
+        assert!(!is_safe_endpoint(
+            &Url::parse("http://idp.example.com/token").unwrap()
+        ));
+        assert!(!is_safe_endpoint(
+            &Url::parse("ftp://127.0.0.1/token").unwrap()
+        ));
+    }
+}

@@ -1,0 +1,756 @@
+//! OpenID Connect Back-Channel Logout: validation of logout tokens and the
+//! end of the sessions they name.
+//!
+//! When a user signs out at the provider (or the provider ends their session
+//! for any other reason), the provider POSTs a *logout token* — a signed JWT —
+//! to the BFF's back-channel endpoint. [`OidcClient::backchannel_logout`]
+//! validates it and ends the matching server-side sessions:
+//!
+//! ```no_run
+//! # async fn demo(client: oidc_bff_tokens::OidcClient, logout_token: &str) -> Result<(), oidc_bff_tokens::TokenError> {
+//! let done = client.backchannel_logout(logout_token).await?;
+//! println!("ended {} session(s)", done.ended.len());
+//! # Ok(()) }
+//! ```
+//!
+//! [`LogoutTokenValidator::validate`] performs the checks of OpenID Connect
+//! Back-Channel Logout 1.0 §2.6, in this order (the first failure is reported
+//! as [`TokenError::InvalidIdToken`] with a short reason that never contains
+//! the token):
+//!
+//! 1. **Shape, algorithm and signature**, exactly as for id_tokens (see
+//!    [`id_token`](crate::id_token)): a compact JWS of at most 64 KiB, `alg`
+//!    never `none` nor `HS*` and one of the allowed asymmetric algorithms, no
+//!    `crit`, signature verified with a key of the provider's JWKS (an
+//!    unknown `kid` triggers one rate-limited refetch).
+//! 2. **`typ`**, when present, is `logout+jwt` or `JWT` (so an access token
+//!    typed `at+jwt` is refused).
+//! 3. **`iss`** equals the provider's issuer exactly.
+//! 4. **`aud`** (a string or an array) contains our `client_id` and nothing
+//!    else.
+//! 5. **`iat`** is present, not in the future (beyond the leeway), and not
+//!    older than the maximum age (default 10 minutes) — so that the replay
+//!    cache below only needs to remember a token that long.
+//! 6. **`exp`**, when present, has not passed (beyond the leeway).
+//! 7. **`events`** is a JSON object with the member
+//!    `http://schemas.openid.net/event/backchannel-logout`, whose value is a
+//!    JSON object.
+//! 8. **`sub` or `sid`** (or both) is present, as a non-empty string.
+//! 9. **No `nonce`**: its presence marks an id_token, which must not be usable
+//!    as a logout token.
+//! 10. **`jti`** is present, a non-empty string of at most 256 characters.
+//!
+//! [`OidcClient::backchannel_logout`] then refuses a `jti` already seen
+//! (replay; the cache lives in the [`SessionStore`](crate::SessionStore), so
+//! it is shared between instances) and ends the sessions:
+//!
+//! * with `sid` (and [`backchannel_logout_all_sessions`] off): the sessions
+//!   that carry this provider session id — and, if `sub` is present too, the
+//!   same subject;
+//! * otherwise (no `sid`, or the option on): every session of `sub`.
+//!
+//! Each ended session's refresh token is revoked at the provider when
+//! [`revoke_on_logout`] is on (best effort, as at logout). An invalid token
+//! leaves every session untouched.
+//!
+//! [`backchannel_logout_all_sessions`]: crate::OidcConfig::backchannel_logout_all_sessions
+//! [`revoke_on_logout`]: crate::OidcConfig::revoke_on_logout
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::client::OidcClient;
+use crate::clock::SharedClock;
+use crate::error::TokenError;
+use crate::id_token::{
+    default_algs, numeric_date, optional_string, required_date, required_string, verify_jws,
+};
+use crate::jwks::JwksCache;
+use crate::session::SessionId;
+
+/// The `events` member that marks a back-channel logout token.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Default tolerated clock skew, in seconds.
+const DEFAULT_LEEWAY: u64 = 60;
+
+/// Default maximum age of a logout token (by its `iat`), in seconds.
+const DEFAULT_MAX_AGE: u64 = 600;
+
+/// Longest `jti` accepted.
+const MAX_JTI_LEN: usize = 256;
+
+/// Key prefix of the replay cache in the session store.
+const JTI_KEY_PREFIX: &str = "logout-jti:";
+
+fn invalid(reason: &str) -> TokenError {
+    TokenError::InvalidIdToken(format!("logout token: {reason}"))
+}
+
+/// The claims of a validated logout token.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LogoutTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The subject whose sessions end, if named.
+    pub sub: Option<String>,
+    /// The provider session that ended, if named.
+    pub sid: Option<String>,
+    /// Audiences (just our client id).
+    pub aud: Vec<String>,
+    /// Issue time, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Expiry, when the provider set one.
+    pub exp: Option<u64>,
+    /// The token's unique id (replay detection).
+    pub jti: String,
+    /// Every claim as received.
+    pub all: Map<String, Value>,
+}
+
+/// Validates back-channel logout tokens of one provider for one client.
+///
+/// See the [module documentation](self) for the list of checks.
+#[derive(Debug, Clone)]
+pub struct LogoutTokenValidator {
+    issuer: String,
+    client_id: String,
+    clock: SharedClock,
+    leeway: u64,
+    max_age: u64,
+    allowed_algs: Vec<Algorithm>,
+}
+
+impl LogoutTokenValidator {
+    /// A validator for logout tokens of `issuer` (the provider's discovery
+    /// `issuer`) addressed to `client_id` (ours).
+    pub fn new(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            clock,
+            leeway: DEFAULT_LEEWAY,
+            max_age: DEFAULT_MAX_AGE,
+            allowed_algs: default_algs(),
+        }
+    }
+
+    /// Sets the tolerated clock skew in seconds (default 60).
+    #[must_use]
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.leeway = seconds;
+        self
+    }
+
+    /// Sets the maximum age of a token by its `iat` (default 10 minutes).
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age.as_secs();
+        self
+    }
+
+    /// Sets the accepted signature algorithms. Symmetric algorithms (`HS*`)
+    /// are never accepted, even if listed.
+    #[must_use]
+    pub fn with_allowed_algs(mut self, algs: Vec<Algorithm>) -> Self {
+        self.allowed_algs = algs;
+        self
+    }
+
+    /// How long a `jti` must be remembered to refuse every replay of a token
+    /// that this validator would otherwise accept.
+    pub fn replay_window(&self) -> Duration {
+        Duration::from_secs(
+            self.max_age
+                .saturating_add(self.leeway.saturating_mul(2))
+                .max(1),
+        )
+    }
+
+    /// Validates a logout token (signature and claims; not replay, which
+    /// needs a store) and returns its claims.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::InvalidIdToken`] when any check fails (see the
+    /// [module documentation](self)); [`TokenError::ProviderUnavailable`] when
+    /// the provider's keys cannot be fetched.
+    pub async fn validate(
+        &self,
+        token: &str,
+        jwks: &JwksCache,
+    ) -> Result<LogoutTokenClaims, TokenError> {
+        let verified =
+            verify_jws(token, jwks, &self.allowed_algs)
+                .await
+                .map_err(|err| match err {
+                    TokenError::InvalidIdToken(reason) => invalid(&reason),
+                    other => other,
+                })?;
+        if let Some(typ) = &verified.header.typ {
+            let typ = typ.to_ascii_lowercase();
+            let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+            if typ != "logout+jwt" && typ != "jwt" {
+                return Err(invalid("typ is not logout+jwt"));
+            }
+        }
+        self.check_claims(verified.payload)
+    }
+
+    fn check_claims(&self, all: Map<String, Value>) -> Result<LogoutTokenClaims, TokenError> {
+        let ours = |err: TokenError| match err {
+            TokenError::InvalidIdToken(reason) => invalid(&reason),
+            other => other,
+        };
+        let iss = required_string(&all, "iss").map_err(ours)?;
+        if iss != self.issuer {
+            return Err(invalid("issuer mismatch"));
+        }
+
+        let aud = match all.get("aud") {
+            None => return Err(invalid("missing aud")),
+            Some(Value::String(aud)) => vec![aud.clone()],
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|value| value.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("malformed aud"))?,
+            Some(_) => return Err(invalid("malformed aud")),
+        };
+        if !aud.contains(&self.client_id) {
+            return Err(invalid("aud does not contain our client_id"));
+        }
+        if aud.iter().any(|a| *a != self.client_id) {
+            return Err(invalid("aud contains another audience"));
+        }
+
+        let now = self.clock.now_unix();
+        let iat = required_date(&all, "iat").map_err(ours)?;
+        if iat > now.saturating_add(self.leeway) {
+            return Err(invalid("issued in the future"));
+        }
+        if iat.saturating_add(self.max_age).saturating_add(self.leeway) < now {
+            return Err(invalid("too old"));
+        }
+        let exp = numeric_date(&all, "exp").map_err(ours)?;
+        if exp.is_some_and(|exp| exp.saturating_add(self.leeway) <= now) {
+            return Err(invalid("expired"));
+        }
+        if let Some(nbf) = numeric_date(&all, "nbf").map_err(ours)?
+            && nbf > now.saturating_add(self.leeway)
+        {
+            return Err(invalid("not yet valid"));
+        }
+
+        match all.get("events") {
+            None => return Err(invalid("missing events")),
+            Some(Value::Object(events)) => match events.get(BACKCHANNEL_LOGOUT_EVENT) {
+                Some(Value::Object(_)) => {}
+                Some(_) => return Err(invalid("malformed back-channel logout event")),
+                None => return Err(invalid("events lacks the back-channel logout event")),
+            },
+            Some(_) => return Err(invalid("malformed events")),
+        }
+
+        let sub = optional_string(&all, "sub").map_err(ours)?;
+        let sid = optional_string(&all, "sid").map_err(ours)?;
+        if sub.as_deref().is_some_and(str::is_empty) || sid.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("empty sub or sid"));
+        }
+        if sub.is_none() && sid.is_none() {
+            return Err(invalid("neither sub nor sid"));
+        }
+
+        if all.contains_key("nonce") {
+            return Err(invalid("nonce is not allowed"));
+        }
+
+        let jti = required_string(&all, "jti").map_err(ours)?;
+        if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+            return Err(invalid("malformed jti"));
+        }
+
+        Ok(LogoutTokenClaims {
+            iss,
+            sub,
+            sid,
+            aud,
+            iat,
+            exp,
+            jti,
+            all,
+        })
+    }
+}
+
+/// What [`OidcClient::backchannel_logout`] did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BackchannelLogout {
+    /// The sessions that ended.
+    pub ended: Vec<SessionId>,
+    /// How many of their refresh tokens the provider confirmed revoked.
+    pub revoked: usize,
+}
+
+impl OidcClient {
+    /// A logout token validator for this client and provider.
+    pub(crate) fn logout_validator(
+        &self,
+        metadata: &crate::discovery::ProviderMetadata,
+    ) -> LogoutTokenValidator {
+        LogoutTokenValidator::new(
+            metadata.issuer.clone(),
+            self.inner.config.client_id.clone(),
+            self.inner.clock.clone(),
+        )
+        .with_leeway(self.inner.config.clock_leeway.as_secs())
+    }
+
+    /// Validates a back-channel logout token from this provider (signature,
+    /// claims; not replay). See the [module documentation](self).
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::InvalidIdToken`] for an invalid token;
+    /// [`TokenError::ProviderUnavailable`] / [`TokenError::Discovery`] when
+    /// the provider's metadata or keys cannot be had.
+    pub async fn validate_logout_token(
+        &self,
+        logout_token: &str,
+    ) -> Result<LogoutTokenClaims, TokenError> {
+        let metadata = self.metadata().await?;
+        let jwks = self.jwks(&metadata).await;
+        self.logout_validator(&metadata)
+            .validate(logout_token, &jwks)
+            .await
+    }
+
+    /// Handles a back-channel logout: validates the token, refuses a replayed
+    /// `jti`, ends the matching sessions and revokes their refresh tokens
+    /// (when [`revoke_on_logout`](crate::OidcConfig::revoke_on_logout) is on).
+    ///
+    /// A valid token that matches no session is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::InvalidIdToken`] for an invalid or replayed token (no
+    /// session is touched); [`TokenError::ProviderUnavailable`],
+    /// [`TokenError::Discovery`] or [`TokenError::Store`] for transient
+    /// failures.
+    pub async fn backchannel_logout(
+        &self,
+        logout_token: &str,
+    ) -> Result<BackchannelLogout, TokenError> {
+        let metadata = self.metadata().await?;
+        let jwks = self.jwks(&metadata).await;
+        let validator = self.logout_validator(&metadata);
+        let claims = validator.validate(logout_token, &jwks).await?;
+
+        let fresh = self
+            .inner
+            .store
+            .put_transient_if_absent(
+                &format!("{JTI_KEY_PREFIX}{}", claims.jti),
+                claims.iat.to_string(),
+                validator.replay_window(),
+            )
+            .await?;
+        if !fresh {
+            return Err(invalid("replayed (jti already seen)"));
+        }
+
+        let store = &self.inner.store;
+        let by_sid = claims
+            .sid
+            .as_deref()
+            .filter(|_| !self.inner.config.backchannel_logout_all_sessions || claims.sub.is_none());
+        let candidates = match (by_sid, claims.sub.as_deref()) {
+            (Some(sid), _) => store.find_by_sid(sid).await?,
+            (None, Some(sub)) => store.find_by_sub(sub).await?,
+            (None, None) => Vec::new(),
+        };
+
+        let mut done = BackchannelLogout::default();
+        for id in candidates {
+            // Re-check against the record: only sessions of this subject (and
+            // provider session, when matching by sid) end.
+            let Some(current) = store.load(&id).await? else {
+                continue;
+            };
+            let record = &current.record;
+            if claims.sub.as_deref().is_some_and(|sub| record.sub != sub)
+                || by_sid.is_some_and(|sid| record.sid.as_deref() != Some(sid))
+            {
+                continue;
+            }
+            let Some(session) = store.delete(&id).await? else {
+                continue;
+            };
+            if self.inner.config.revoke_on_logout
+                && self.revoke_session_tokens(&metadata, &session).await
+            {
+                done.revoked += 1;
+            }
+            done.ended.push(id);
+        }
+        tracing::info!(
+            sub = claims.sub.as_deref(),
+            ended = done.ended.len(),
+            revoked = done.revoked,
+            "back-channel logout"
+        );
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::jwks::test_support::*;
+
+    const NOW: u64 = 1_700_000_000;
+    const ISSUER: &str = "https://idp.example.com";
+    const CLIENT: &str = "bff-client";
+
+    struct Fixture {
+        clock: ManualClock,
+        validator: LogoutTokenValidator,
+        jwks: JwksCache,
+        key: TestKey,
+        _server: JwksServer,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            Self::with_key(rsa_key("rsa-1")).await
+        }
+
+        async fn with_key(key: TestKey) -> Self {
+            let server = JwksServer::start(jwks_json(&[&key])).await;
+            let clock = ManualClock::new(NOW);
+            let jwks = JwksCache::new(
+                server.url.clone(),
+                http_client(),
+                Arc::new(clock.clone()),
+                Duration::from_secs(60),
+            );
+            let validator = LogoutTokenValidator::new(ISSUER, CLIENT, Arc::new(clock.clone()));
+            Self {
+                clock,
+                validator,
+                jwks,
+                key,
+                _server: server,
+            }
+        }
+
+        fn claims() -> Value {
+            json!({
+                "iss": ISSUER,
+                "aud": CLIENT,
+                "iat": NOW,
+                "exp": NOW + 120,
+                "jti": "bWJq",
+                "sub": "user-42",
+                "sid": "08a5019c-17e1-4977-8f42-65a12843ea02",
+                "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+            })
+        }
+
+        fn sign_typed(&self, typ: Option<&str>, claims: &Value) -> String {
+            let mut header = Header::new(self.key.alg);
+            header.kid = Some(self.key.kid.clone());
+            header.typ = typ.map(str::to_owned);
+            jsonwebtoken::encode(&header, claims, &self.key.encoding).unwrap()
+        }
+
+        fn sign(&self, claims: &Value) -> String {
+            self.sign_typed(Some("logout+jwt"), claims)
+        }
+
+        async fn validate(&self, token: &str) -> Result<LogoutTokenClaims, TokenError> {
+            self.validator.validate(token, &self.jwks).await
+        }
+
+        async fn validate_edited(
+            &self,
+            edit: impl FnOnce(&mut Value),
+        ) -> Result<LogoutTokenClaims, TokenError> {
+            let mut claims = Self::claims();
+            edit(&mut claims);
+            self.validate(&self.sign(&claims)).await
+        }
+    }
+
+    #[track_caller]
+    fn assert_invalid(result: Result<LogoutTokenClaims, TokenError>, needle: &str) {
+        match result {
+            Err(TokenError::InvalidIdToken(msg)) => {
+                assert!(msg.starts_with("logout token: "), "{msg}");
+                assert!(msg.contains(needle), "expected {needle:?}, got {msg:?}");
+            }
+            other => panic!("expected InvalidIdToken({needle:?}), got {other:?}"),
+        }
+    }
+
+    fn b64(value: &Value) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_is_accepted() {
+        let f = Fixture::new().await;
+        let claims = f.validate(&f.sign(&Fixture::claims())).await.unwrap();
+        assert_eq!(claims.iss, ISSUER);
+        assert_eq!(claims.sub.as_deref(), Some("user-42"));
+        assert_eq!(
+            claims.sid.as_deref(),
+            Some("08a5019c-17e1-4977-8f42-65a12843ea02")
+        );
+        assert_eq!(claims.aud, vec![CLIENT.to_owned()]);
+        assert_eq!(claims.iat, NOW);
+        assert_eq!(claims.exp, Some(NOW + 120));
+        assert_eq!(claims.jti, "bWJq");
+
+        // Untyped, JWT-typed, and only one of sub/sid, and no exp: all fine.
+        f.validate(&f.sign_typed(None, &Fixture::claims()))
+            .await
+            .unwrap();
+        f.validate(&f.sign_typed(Some("JWT"), &Fixture::claims()))
+            .await
+            .unwrap();
+        f.validate(&f.sign_typed(Some("application/logout+jwt"), &Fixture::claims()))
+            .await
+            .unwrap();
+        f.validate_edited(|c| {
+            c.as_object_mut().unwrap().remove("sub");
+        })
+        .await
+        .unwrap();
+        let only_sub = f
+            .validate_edited(|c| {
+                c.as_object_mut().unwrap().remove("sid");
+                c.as_object_mut().unwrap().remove("exp");
+            })
+            .await
+            .unwrap();
+        assert_eq!(only_sub.sid, None);
+        assert_eq!(only_sub.exp, None);
+        f.validate_edited(|c| c["aud"] = json!([CLIENT]))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_signature_is_checked_like_an_id_token() {
+        let f = Fixture::new().await;
+        // Another key under the published kid.
+        let attacker = other_rsa_key("rsa-1");
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa-1".into());
+        let forged = jsonwebtoken::encode(&header, &Fixture::claims(), &attacker.encoding).unwrap();
+        assert_invalid(f.validate(&forged).await, "signature");
+
+        // Tampered payload.
+        let token = f.sign(&Fixture::claims());
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims = Fixture::claims();
+        claims["sid"] = "someone-else".into();
+        let tampered = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
+        assert_invalid(f.validate(&tampered).await, "signature");
+
+        // alg none, with and without a signature part.
+        for sig in ["", "x"] {
+            let none = format!(
+                "{}.{}.{sig}",
+                b64(&json!({ "alg": "none", "typ": "logout+jwt" })),
+                b64(&Fixture::claims())
+            );
+            assert!(matches!(
+                f.validate(&none).await,
+                Err(TokenError::InvalidIdToken(_))
+            ));
+        }
+
+        // HS256 keyed with the public key's modulus.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        let hs = jsonwebtoken::encode(
+            &header,
+            &Fixture::claims(),
+            &EncodingKey::from_secret(f.key.jwk["n"].as_str().unwrap().as_bytes()),
+        )
+        .unwrap();
+        assert_invalid(f.validate(&hs).await, "symmetric");
+        let lax = f
+            .validator
+            .clone()
+            .with_allowed_algs(vec![Algorithm::HS256, Algorithm::RS256]);
+        assert!(lax.validate(&hs, &f.jwks).await.is_err());
+
+        // An allowed-list that excludes RS256.
+        let es_only = f
+            .validator
+            .clone()
+            .with_allowed_algs(vec![Algorithm::ES256]);
+        assert!(
+            es_only
+                .validate(&f.sign(&Fixture::claims()), &f.jwks)
+                .await
+                .is_err()
+        );
+
+        // Garbage.
+        for garbage in ["", "a", "a.b", "a.b.c", "a.b.c.d.e", "...."] {
+            assert!(matches!(
+                f.validate(garbage).await,
+                Err(TokenError::InvalidIdToken(_))
+            ));
+        }
+        let huge = format!("{}.{}.x", "a".repeat(70_000), "b");
+        assert_invalid(f.validate(&huge).await, "too large");
+    }
+
+    #[tokio::test]
+    async fn es256_tokens_verify() {
+        let f = Fixture::with_key(ec_key("ec-1")).await;
+        f.validate(&f.sign(&Fixture::claims())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unexpected_typ_is_rejected() {
+        let f = Fixture::new().await;
+        for typ in ["at+jwt", "secevent+jwt", "id_token"] {
+            assert_invalid(
+                f.validate(&f.sign_typed(Some(typ), &Fixture::claims()))
+                    .await,
+                "typ",
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_are_checked() {
+        let f = Fixture::new().await;
+        type Edit = fn(&mut Value);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("issuer mismatch", |c| {
+                c["iss"] = "https://evil.example".into()
+            }),
+            ("issuer mismatch", |c| {
+                c["iss"] = format!("{ISSUER}/").into()
+            }),
+            ("missing iss", |c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+            ("client_id", |c| c["aud"] = "other-client".into()),
+            ("client_id", |c| c["aud"] = json!([])),
+            ("another audience", |c| c["aud"] = json!([CLIENT, "api"])),
+            ("missing aud", |c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+            ("malformed aud", |c| c["aud"] = json!(5)),
+            ("missing iat", |c| {
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+            ("malformed iat", |c| c["iat"] = "now".into()),
+            ("future", |c| c["iat"] = (NOW + 61).into()),
+            ("too old", |c| {
+                c["iat"] = (NOW - 661).into();
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            ("expired", |c| c["exp"] = (NOW - 60).into()),
+            ("not yet valid", |c| c["nbf"] = (NOW + 61).into()),
+            ("missing events", |c| {
+                c.as_object_mut().unwrap().remove("events");
+            }),
+            ("malformed events", |c| {
+                c["events"] = json!([BACKCHANNEL_LOGOUT_EVENT])
+            }),
+            ("lacks the back-channel", |c| {
+                c["events"] = json!({ "http://schemas.openid.net/event/other": {} })
+            }),
+            ("malformed back-channel", |c| {
+                c["events"] = json!({ BACKCHANNEL_LOGOUT_EVENT: "yes" })
+            }),
+            ("neither sub nor sid", |c| {
+                c.as_object_mut().unwrap().remove("sub");
+                c.as_object_mut().unwrap().remove("sid");
+            }),
+            ("empty", |c| c["sid"] = "".into()),
+            ("malformed sub", |c| c["sub"] = json!(42)),
+            ("nonce", |c| c["nonce"] = "n-0S6_WzA2Mj".into()),
+            ("missing jti", |c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+            ("malformed jti", |c| c["jti"] = "".into()),
+            ("malformed jti", |c| c["jti"] = "j".repeat(257).into()),
+        ];
+        for (needle, edit) in cases {
+            assert_invalid(f.validate_edited(edit).await, needle);
+        }
+        // Within the leeway is fine.
+        f.validate_edited(|c| c["iat"] = (NOW + 60).into())
+            .await
+            .unwrap();
+        f.validate_edited(|c| c["exp"] = (NOW - 59).into())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn time_moves_on() {
+        let f = Fixture::new().await;
+        let token = f.sign(&Fixture::claims());
+        f.validate(&token).await.unwrap();
+        f.clock.advance(Duration::from_secs(120 + 60));
+        assert_invalid(f.validate(&token).await, "expired");
+
+        let mut claims = Fixture::claims();
+        claims.as_object_mut().unwrap().remove("exp");
+        let no_exp = f.sign(&claims);
+        f.clock.set(NOW + 600 + 60);
+        f.validate(&no_exp).await.unwrap();
+        f.clock.advance(Duration::from_secs(1));
+        assert_invalid(f.validate(&no_exp).await, "too old");
+        assert!(f.validator.replay_window() >= Duration::from_secs(661));
+    }
+
+    #[tokio::test]
+    async fn an_id_token_is_not_a_logout_token() {
+        let f = Fixture::new().await;
+        let id_token = json!({
+            "iss": ISSUER, "sub": "user-42", "aud": CLIENT, "iat": NOW, "exp": NOW + 300,
+            "nonce": "n", "sid": "s", "jti": "j",
+        });
+        assert_invalid(
+            f.validate(&f.sign_typed(Some("JWT"), &id_token)).await,
+            "events",
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_never_contain_the_token() {
+        let f = Fixture::new().await;
+        let token = f.sign(&json!({ "iss": "x", "aud": CLIENT }));
+        let message = f.validate(&token).await.unwrap_err().to_string();
+        for part in token.split('.') {
+            assert!(!message.contains(part));
+        }
+    }
+}
