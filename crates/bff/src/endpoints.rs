@@ -21,7 +21,6 @@ use cookie::SameSite;
 use http::{HeaderMap, HeaderValue, header};
 use oidc_bff_tokens::SessionId;
 use oidc_bff_tokens::login::CallbackParams;
-use serde::Deserialize;
 
 use crate::config::Bff;
 use crate::cookies;
@@ -56,25 +55,18 @@ impl Bff {
     }
 }
 
-/// Query parameters are read leniently: duplicates keep the first value.
+/// Query parameters are read leniently: of duplicates, the last value counts
+/// (every value is validated the same way, so which one wins is harmless).
 fn first(query: &HashMap<String, String>, key: &str) -> Option<String> {
     query.get(key).cloned()
 }
 
-#[derive(Deserialize)]
-struct LoginQuery {
-    #[serde(rename = "returnUrl")]
-    return_url: Option<String>,
-}
-
 async fn login(State(bff): State<Bff>, Query(query): Query<HashMap<String, String>>) -> Response {
-    let query = LoginQuery {
-        return_url: first(&query, "returnUrl"),
-    };
+    let return_url = first(&query, "returnUrl");
     let settings = bff.settings();
     match bff
         .client()
-        .begin_login(&settings.redirect_uri(), query.return_url.as_deref())
+        .begin_login(&settings.redirect_uri(), return_url.as_deref())
         .await
     {
         Ok(start) => {
@@ -111,10 +103,10 @@ async fn callback(
         Err(err) => return with_cleared_login(BffError::from(err).into_response(), &bff),
     };
     // A sign-in always gets a new session id; the previous session ends.
-    if let Some(old) = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse) {
-        if let Err(err) = bff.client().store().delete(&old).await {
-            tracing::warn!(error = %err, "could not remove the previous session");
-        }
+    if let Some(old) = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse)
+        && let Err(err) = bff.client().store().delete(&old).await
+    {
+        tracing::warn!(error = %err, "could not remove the previous session");
     }
     let lifetime = std::time::Duration::from_secs(
         signed_in
