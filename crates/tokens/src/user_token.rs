@@ -425,12 +425,11 @@ impl OidcClient {
             Err(TokenError::Provider { error, .. }) if is_dead_grant(&error) => {
                 // Another instance may have rotated the token meanwhile (a lost
                 // lease): believe the store before ending the session.
-                if let Some(latest) = self.load_session(session_id).await? {
-                    if latest.record.tokens.refresh_token.as_ref() != Some(&refresh_token) {
-                        if let Decision::Use(token) = self.decide(&latest.record, request, None) {
-                            return Ok(token);
-                        }
-                    }
+                if let Some(latest) = self.load_session(session_id).await?
+                    && latest.record.tokens.refresh_token.as_ref() != Some(&refresh_token)
+                    && let Decision::Use(token) = self.decide(&latest.record, request, None)
+                {
+                    return Ok(token);
                 }
                 tracing::info!(sub = %current.record.sub, %error, "refresh token rejected; ending the session");
                 self.end_session(session_id, "refresh rejected").await;

@@ -189,10 +189,10 @@ impl Browser {
     pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
         let url = self.absolute(url);
         let mut request = self.http.get(&url);
-        if url.starts_with(&self.base) {
-            if let Some(cookies) = self.cookie_header() {
-                request = request.header("cookie", cookies);
-            }
+        if url.starts_with(&self.base)
+            && let Some(cookies) = self.cookie_header()
+        {
+            request = request.header("cookie", cookies);
         }
         for (k, v) in headers {
             request = request.header(*k, *v);
