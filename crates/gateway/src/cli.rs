@@ -143,15 +143,18 @@ async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {
 }
 
 async fn demo(args: DemoArgs) -> Result<(), GatewayError> {
-    let mut options = DemoOptions::default();
-    options.listen = args.listen;
-    options.idp_port = args.idp_port;
-    options.api_port = args.api_port;
-    options.token_lifetime = Duration::from_secs(args.token_lifetime.max(1));
-    options.refresh_margin = Duration::from_secs(args.refresh_margin);
-    if args.json_logs {
-        options.log_format = LogFormat::Json;
-    }
+    let options = DemoOptions {
+        listen: args.listen,
+        idp_port: args.idp_port,
+        api_port: args.api_port,
+        token_lifetime: Duration::from_secs(args.token_lifetime.max(1)),
+        refresh_margin: Duration::from_secs(args.refresh_margin),
+        log_format: if args.json_logs {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        },
+    };
     let demo = Demo::start(options).await?;
     println!();
     println!("  oidc-bff demo is running. Open:");

@@ -564,10 +564,10 @@ impl Loader {
             }
             insert_path(&mut dict, &parts, value);
         }
-        if let Some(items) = api {
-            if self.env.keys().any(|k| k.starts_with("api.")) {
-                dict.insert("api".into(), Value::from(items));
-            }
+        if let Some(items) = api
+            && self.env.keys().any(|k| k.starts_with("api."))
+        {
+            dict.insert("api".into(), Value::from(items));
         }
         base.merge(EnvOverrides { dict })
     }
@@ -582,11 +582,10 @@ impl Loader {
             }
         };
         let oidc = self.oidc(&figment);
-        let raw = match (raw, oidc) {
+        let (raw, oidc) = match (raw, oidc) {
             (Some(raw), Some(oidc)) if self.problems.is_empty() => (raw, oidc),
             _ => return Err(self.into_error()),
         };
-        let (raw, oidc) = raw;
         let static_files = raw.static_files.map(|s| StaticFilesConfig {
             dir: s.dir.relative(),
             spa_fallback: s.spa_fallback,
@@ -623,14 +622,16 @@ impl Loader {
             // RawConfig reports a missing or mistyped section.
             _ => return None,
         };
-        let secret_file = dict
-            .remove("client_secret_file")
-            .map(|_| figment.extract_inner_lossy::<RelativePathBuf>("oidc.client_secret_file"));
+        let secret_file = dict.remove("client_secret_file").map(|_| {
+            figment
+                .extract_inner_lossy::<RelativePathBuf>("oidc.client_secret_file")
+                .map_err(Box::new)
+        });
         let secret_file = match secret_file {
             None => None,
             Some(Ok(path)) => Some(path.relative()),
             Some(Err(err)) => {
-                self.figment_problems(err, &[]);
+                self.figment_problems(*err, &[]);
                 return None;
             }
         };
@@ -712,10 +713,10 @@ impl Loader {
                 self.problem(&format!("oidc.{key}"), "must be greater than zero");
             }
         }
-        if self.problems.is_empty() {
-            if let Err(err) = c.oidc.validate() {
-                self.problem("oidc", err.to_string());
-            }
+        if self.problems.is_empty()
+            && let Err(err) = c.oidc.validate()
+        {
+            self.problem("oidc", err.to_string());
         }
 
         let cookie = &c.session.cookie_name;
@@ -732,13 +733,13 @@ impl Loader {
         if c.server.request_timeout.is_zero() {
             self.problem("server.request_timeout", "must be greater than zero");
         }
-        if let Some(s) = &c.static_files {
-            if !s.dir.is_dir() {
-                self.problem(
-                    "static.dir",
-                    format!("{} is not a directory", s.dir.display()),
-                );
-            }
+        if let Some(s) = &c.static_files
+            && !s.dir.is_dir()
+        {
+            self.problem(
+                "static.dir",
+                format!("{} is not a directory", s.dir.display()),
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
             self.problem("log.level", format!("not a valid filter: {e}"));
@@ -838,10 +839,10 @@ impl Loader {
                 }
                 kind => (kind.to_string(), None),
             };
-            if let Some(leaf) = leaf {
-                if path.last() != Some(&leaf) {
-                    path.push(leaf);
-                }
+            if let Some(leaf) = leaf
+                && path.last() != Some(&leaf)
+            {
+                path.push(leaf);
             }
             let parts: Vec<&str> = path.iter().map(String::as_str).collect();
             let origin = self.origin(&parts);
@@ -1217,5 +1218,88 @@ pub fn token_name(token: TokenRequirement) -> &'static str {
         TokenRequirement::Client => "client",
         TokenRequirement::UserOrClient => "user-or-client",
         TokenRequirement::UserOrNone => "user-or-none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+oidc = { authority = "http://127.0.0.1:9000", client_id = "bff" }
+
+[[api]]
+path = "/api"
+upstream = "http://127.0.0.1:7000"
+"#;
+
+    fn load(env: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_toml_str(BASE, env.iter().copied())
+    }
+
+    #[test]
+    fn numeric_env_values_stay_strings_for_string_keys() {
+        let c = load(&[
+            ("OIDC_BFF__OIDC__CLIENT_SECRET", "12345"),
+            ("OIDC_BFF__OIDC__REFRESH_MARGIN", "45"),
+            ("OIDC_BFF__OIDC__LOAD_USERINFO", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.oidc.client_secret.unwrap().secret(), "12345");
+        assert_eq!(c.oidc.refresh_margin, Duration::from_secs(45));
+        assert!(c.oidc.load_userinfo);
+    }
+
+    #[test]
+    fn api_entries_are_overridden_and_added_by_index() {
+        let mut env = vec![
+            ("OIDC_BFF__API__0__TOKEN", "none".to_owned()),
+            ("OIDC_BFF__OIDC__CLIENT_SECRET", "s".to_owned()),
+        ];
+        // Indexes 1..=10, given out of numeric order.
+        let names: Vec<(String, String)> = (1..=10)
+            .rev()
+            .flat_map(|i| {
+                [
+                    (format!("OIDC_BFF__API__{i}__PATH"), format!("/p{i}")),
+                    (
+                        format!("OIDC_BFF__API__{i}__UPSTREAM"),
+                        "http://127.0.0.1:1".to_owned(),
+                    ),
+                ]
+            })
+            .collect();
+        let c = GatewayConfig::from_toml_str(
+            BASE,
+            env.drain(..).map(|(k, v)| (k.to_owned(), v)).chain(names),
+        )
+        .unwrap();
+        assert_eq!(c.api.len(), 11);
+        assert_eq!(c.api[0].token, TokenRequirement::None);
+        assert_eq!(c.api[10].path, "/p10");
+        assert_eq!(c.from_env["api.0.token"], "OIDC_BFF__API__0__TOKEN");
+    }
+
+    #[test]
+    fn inline_tables_are_located() {
+        let err = GatewayConfig::from_toml_str(
+            &BASE.replace("client_id = \"bff\"", "client_id = \"bff\", nope = 1"),
+            std::iter::empty::<(String, String)>(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key.as_deref(), Some("oidc.nope"));
+        assert!(
+            matches!(err.problems[0].origin, Some(Origin::File { line: 4, .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_quoted_in_errors() {
+        let err = load(&[("OIDC_BFF__OIDC__CLIENT_SECRET", "[hunter2]")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(err.problems[0].key.as_deref(), Some("oidc.client_secret"));
     }
 }

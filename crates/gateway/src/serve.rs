@@ -102,7 +102,7 @@ impl Gateway {
         }
         // Timeouts of proxied calls are the APIs' own; the server's request
         // timeout covers everything else.
-        app = app.layer(timeout.clone());
+        app = app.layer(timeout);
         for api in &self.config.api {
             app = app.merge(self.bff.proxy(api.remote_api()));
         }

@@ -362,3 +362,45 @@ async fn sigterm_lets_requests_in_flight_complete() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_with_spa_fallback_and_json_logs() {
+    let idp = idp(Duration::from_secs(300)).await;
+    let upstream = Upstream::start().await;
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<h1>the app</h1>").unwrap();
+    std::fs::write(site.path().join("app.js"), "console.log(1)").unwrap();
+    let text = common::config_with(
+        &idp,
+        &upstream,
+        60,
+        &format!("[static]\ndir = {:?}\n", site.path().display().to_string()),
+    );
+    let gateway = Gateway::start_with_env(&text, &[("OIDC_BFF__LOG__FORMAT", "json")]).await;
+    let http = reqwest::Client::new();
+
+    let get = |path: &str| http.get(format!("{}{path}", gateway.url)).send();
+    let index = get("/").await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(index.text().await.unwrap(), "<h1>the app</h1>");
+    assert_eq!(
+        get("/app.js").await.unwrap().text().await.unwrap(),
+        "console.log(1)"
+    );
+    // Client-side routes get index.html; the gateway's own routes still win.
+    let deep = get("/orders/42").await.unwrap();
+    assert_eq!(deep.status(), 200);
+    assert_eq!(deep.text().await.unwrap(), "<h1>the app</h1>");
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/bff/user").await.unwrap().status(), 401);
+    assert_eq!(upstream.hits(), 0);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = gateway.logs();
+    let request_lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .filter(|v: &serde_json::Value| v["span"]["path"] == "/orders/42")
+        .collect();
+    assert!(!request_lines.is_empty(), "{logs}");
+}

@@ -257,10 +257,10 @@ impl Gateway {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the gateway exited with {status}:\n{}", self.logs());
             }
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -331,6 +331,16 @@ impl Drop for Gateway {
 /// The standard test configuration: the gateway on `{port}`, the IdP, and
 /// `/api` → `{upstream}/base` with the user's token.
 pub fn config(idp: &RunningIdp, upstream: &Upstream, refresh_margin: u64) -> String {
+    config_with(idp, upstream, refresh_margin, "")
+}
+
+/// [`config`] with `extra` TOML (sections) inserted before the `[[api]]` list.
+pub fn config_with(
+    idp: &RunningIdp,
+    upstream: &Upstream,
+    refresh_margin: u64,
+    extra: &str,
+) -> String {
     format!(
         r#"
 listen = "127.0.0.1:{{port}}"
@@ -348,6 +358,8 @@ store = "memory"
 
 [log]
 level = "debug,hyper=info,hyper_util=info,reqwest=info"
+
+{extra}
 
 [[api]]
 path = "/api"
