@@ -14,7 +14,9 @@ use crate::discovery::{Discovery, ProviderMetadata};
 use crate::error::TokenError;
 use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
 use crate::jwks::JwksCache;
-use crate::login::{CallbackParams, LoginStart, LoginTransaction, pkce_challenge, sanitize_return_url};
+use crate::login::{
+    CallbackParams, LoginStart, LoginTransaction, pkce_challenge, sanitize_return_url,
+};
 use crate::provider::{ProviderClient, TokenResponse, http_client};
 use crate::secret::{AuthorizationCode, IdToken, PkceVerifier};
 use crate::session::{SessionId, SessionRecord, UserTokens, random_token};
@@ -235,7 +237,9 @@ impl OidcClient {
     ) -> Result<IdTokenClaims, TokenError> {
         let metadata = self.metadata().await?;
         let jwks = self.jwks(&metadata).await;
-        self.validator(&metadata).validate(token, &jwks, expected).await
+        self.validator(&metadata)
+            .validate(token, &jwks, expected)
+            .await
     }
 
     /// Starts a sign-in: returns the provider URL to redirect the browser to.
@@ -265,7 +269,10 @@ impl OidcClient {
             .append_pair("scope", &self.inner.config.scopes.join(" "))
             .append_pair("state", &transaction.state)
             .append_pair("nonce", &transaction.nonce)
-            .append_pair("code_challenge", &pkce_challenge(&transaction.code_verifier))
+            .append_pair(
+                "code_challenge",
+                &pkce_challenge(&transaction.code_verifier),
+            )
             .append_pair("code_challenge_method", "S256");
         let value = serde_json::to_string(&transaction)
             .map_err(|e| TokenError::Config(format!("cannot encode the sign-in: {e}")))?;
@@ -316,17 +323,21 @@ impl OidcClient {
         if let Some(error) = &params.error {
             return Err(TokenError::InvalidCallback(format!(
                 "the provider refused the sign-in: {}",
-                error.chars().take(64).collect::<String>()
+                safe_error_code(error)
             )));
         }
         let now = self.inner.clock.now_unix();
         if now > transaction.created_at + self.inner.config.login_timeout.as_secs() {
-            return Err(TokenError::InvalidCallback("the sign-in took too long".into()));
+            return Err(TokenError::InvalidCallback(
+                "the sign-in took too long".into(),
+            ));
         }
         let metadata = self.metadata().await?;
         match &params.iss {
             Some(iss) if iss != &metadata.issuer => {
-                return Err(TokenError::InvalidCallback("iss does not name our provider".into()));
+                return Err(TokenError::InvalidCallback(
+                    "iss does not name our provider".into(),
+                ));
             }
             None if metadata.authorization_response_iss_parameter_supported => {
                 return Err(TokenError::InvalidCallback("iss is missing".into()));
@@ -349,20 +360,23 @@ impl OidcClient {
                     ("grant_type", "authorization_code".into()),
                     ("code", code.into_secret()),
                     ("redirect_uri", transaction.redirect_uri.clone()),
-                    ("code_verifier", transaction.code_verifier.secret().to_owned()),
+                    (
+                        "code_verifier",
+                        transaction.code_verifier.secret().to_owned(),
+                    ),
                 ],
             )
             .await
             .map_err(|e| match e {
-                TokenError::Provider { error, .. } => {
-                    TokenError::InvalidCallback(format!("code exchange refused: {error}"))
-                }
+                TokenError::Provider { error, .. } => TokenError::InvalidCallback(format!(
+                    "code exchange refused: {}",
+                    safe_error_code(&error)
+                )),
                 other => other,
             })?;
-        let id_token = response
-            .id_token
-            .clone()
-            .ok_or_else(|| TokenError::InvalidIdToken("the token response has no id_token".into()))?;
+        let id_token = response.id_token.clone().ok_or_else(|| {
+            TokenError::InvalidIdToken("the token response has no id_token".into())
+        })?;
         let jwks = self.jwks(&metadata).await;
         let claims = self
             .validator(&metadata)
@@ -377,8 +391,17 @@ impl OidcClient {
             .await?;
 
         let mut all_claims = claims.all.clone();
+        // Protocol artefacts of this one response, not facts about the user.
+        for artefact in ["nonce", "at_hash", "c_hash"] {
+            all_claims.remove(artefact);
+        }
         if self.inner.config.load_userinfo {
-            match self.inner.provider.userinfo(&metadata, &response.access_token).await {
+            match self
+                .inner
+                .provider
+                .userinfo(&metadata, &response.access_token)
+                .await
+            {
                 Ok(Some(info)) if info.get("sub").and_then(|s| s.as_str()) == Some(&claims.sub) => {
                     for (k, v) in info {
                         all_claims.entry(k).or_insert(v);
@@ -432,7 +455,9 @@ impl OidcClient {
             id_token: response
                 .id_token
                 .or_else(|| previous.and_then(|p| p.id_token.clone())),
-            scope: response.scope.or_else(|| previous.and_then(|p| p.scope.clone())),
+            scope: response
+                .scope
+                .or_else(|| previous.and_then(|p| p.scope.clone())),
             refreshed_at: previous.map(|_| now),
             refresh_count: previous.map_or(0, |p| p.refresh_count + 1),
         }
@@ -469,7 +494,12 @@ impl OidcClient {
         }
         let mut record = SessionRecord::clone(&loaded.record);
         record.last_active = now;
-        match self.inner.store.update(id, record.clone(), loaded.version).await {
+        match self
+            .inner
+            .store
+            .update(id, record.clone(), loaded.version)
+            .await
+        {
             Ok(crate::store::UpdateOutcome::Updated(version)) => Ok(Some(Versioned {
                 version,
                 record: Arc::new(record),
@@ -552,9 +582,24 @@ impl OidcClient {
 /// Compares two strings in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// An OAuth error code from untrusted input, reduced to the characters real
+/// codes use (`[A-Za-z0-9_.-]`, at most 64), so that markup or control
+/// characters are never reflected in an error message.
+fn safe_error_code(raw: &str) -> String {
+    let code: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect();
+    if code.is_empty() {
+        "unknown_error".to_owned()
+    } else {
+        code
+    }
 }
