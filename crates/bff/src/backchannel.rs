@@ -32,7 +32,11 @@ use crate::error::BffError;
 /// The largest request body read, in bytes (a logout token is at most 64 KiB).
 const MAX_BODY_BYTES: usize = 96 * 1024;
 
-pub(crate) async fn backchannel(State(bff): State<Bff>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn backchannel(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match handle(&bff, &headers, body).await {
         Ok(()) => {
             let mut response = StatusCode::OK.into_response();
@@ -76,7 +80,9 @@ async fn handle(bff: &Bff, headers: &HeaderMap, body: Body) -> Result<(), BffErr
         Ok(_) => Ok(()),
         Err(TokenError::InvalidIdToken(reason) | TokenError::InvalidResponse(reason)) => {
             let reason = reason.strip_prefix("logout token: ").unwrap_or(&reason);
-            Err(BffError::BadRequest(format!("invalid logout_token: {reason}")))
+            Err(BffError::BadRequest(format!(
+                "invalid logout_token: {reason}"
+            )))
         }
         Err(err) => Err(BffError::Token(err)),
     }

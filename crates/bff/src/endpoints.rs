@@ -45,7 +45,10 @@ impl Bff {
             .route(&format!("{base}/callback"), get(callback))
             .route(&format!("{base}/logout"), get(logout))
             .route(&format!("{base}/user"), get(user))
-            .route(&format!("{base}/backchannel"), post(crate::backchannel::backchannel))
+            .route(
+                &format!("{base}/backchannel"),
+                post(crate::backchannel::backchannel),
+            )
             .with_state(self.clone())
     }
 
@@ -237,11 +240,27 @@ async fn user(State(bff): State<Bff>, headers: HeaderMap, session: Option<BffSes
 }
 
 fn redirect(to: &str) -> Response {
-    let mut response = Redirect::to(to).into_response();
+    // A local return URL may hold non-ASCII text; send it percent-encoded so
+    // the `Location` header is plain ASCII, read alike by every client.
+    let to = ascii_location(to);
+    let mut response = Redirect::to(&to).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Percent-encodes every non-ASCII byte (and control character) of `to`.
+fn ascii_location(to: &str) -> String {
+    let mut out = String::with_capacity(to.len());
+    for b in to.bytes() {
+        if b.is_ascii() && !b.is_ascii_control() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

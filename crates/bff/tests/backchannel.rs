@@ -42,7 +42,14 @@ async fn signed_in(t: &TestBff) -> (Browser, SessionId, String) {
     let browser = t.browser();
     browser.sign_in("/").await;
     let id = SessionId::parse(&browser.cookie("__Host-bff").unwrap()).unwrap();
-    let sid = t.session_of(&browser).await.unwrap().record.sid.clone().unwrap();
+    let sid = t
+        .session_of(&browser)
+        .await
+        .unwrap()
+        .record
+        .sid
+        .clone()
+        .unwrap();
     (browser, id, sid)
 }
 
@@ -112,7 +119,10 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     block.resize(64, 0);
     let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
     let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(message).finalize();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(message)
+        .finalize();
     Sha256::new()
         .chain_update(&opad)
         .chain_update(inner)
@@ -352,7 +362,14 @@ async fn invalid_tokens_are_refused_and_touch_no_session() {
     // The session's own id_token and access token are not logout tokens.
     tokens.push((
         "id_token".into(),
-        session.record.tokens.id_token.clone().unwrap().secret().to_owned(),
+        session
+            .record
+            .tokens
+            .id_token
+            .clone()
+            .unwrap()
+            .secret()
+            .to_owned(),
     ));
     tokens.push((
         "access token".into(),
@@ -364,7 +381,13 @@ async fn invalid_tokens_are_refused_and_touch_no_session() {
     foreign["iss"] = t.idp.issuer().into();
     tokens.push(("another provider's key".into(), other.sign_jwt(&foreign)));
     // Garbage.
-    for garbage in ["x", "a.b.c", "a.b.c.d.e", "....", "<script>alert(1)</script>"] {
+    for garbage in [
+        "x",
+        "a.b.c",
+        "a.b.c.d.e",
+        "....",
+        "<script>alert(1)</script>",
+    ] {
         tokens.push((format!("garbage {garbage:?}"), garbage.to_owned()));
     }
     tokens.push(("oversized".into(), format!("{}.x.y", "a".repeat(70_000))));
@@ -376,7 +399,10 @@ async fn invalid_tokens_are_refused_and_touch_no_session() {
         assert_header(&response, "cache-control", "no-store");
         let body = response.text().await.unwrap();
         assert!(!body.contains("<script>"), "{name}: {body}");
-        assert!(!body.contains(token.as_str()), "{name}: the token is echoed");
+        assert!(
+            !body.contains(token.as_str()),
+            "{name}: the token is echoed"
+        );
         assert!(alive(&t, &id).await, "{name}: the session must survive");
     }
     assert_eq!(t.idp.counters().revocations, 0);
@@ -392,10 +418,16 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_jwks_refetch() {
     let (_, id, sid) = signed_in(&t).await;
     let jwks_before = t.idp.counters().jwks;
     let other = DevIdp::builder().start().await.unwrap();
-    for _ in 0..50 {
+    let valid = t.idp.sign_logout_token(Some("alice"), Some(&sid), "bff");
+    let (_, rest) = valid.split_once('.').unwrap();
+    for i in 0..50 {
+        // Another provider's key, and random kids under a real signature.
         let mut c = claims(&t, &sid);
         c["iss"] = t.idp.issuer().into();
         assert_eq!(post_token(&t, &other.sign_jwt(&c)).await.status(), 400);
+        let header = json!({ "alg": "RS256", "typ": "logout+jwt", "kid": format!("random-{i}") });
+        let token = format!("{}.{rest}", b64(&header));
+        assert_eq!(post_token(&t, &token).await.status(), 400);
     }
     assert!(
         t.idp.counters().jwks - jwks_before <= 1,
@@ -444,7 +476,11 @@ async fn malformed_requests_are_refused() {
             Some(form),
             format!("logout_token={valid}&pad={}", "a".repeat(200_000)),
         ),
-        ("non-UTF-8 garbage", Some(form), "logout_token=%FF%FE%00".into()),
+        (
+            "non-UTF-8 garbage",
+            Some(form),
+            "logout_token=%FF%FE%00".into(),
+        ),
     ];
     for (name, content_type, body) in cases {
         let mut request = http().post(&url).body(body);
@@ -455,7 +491,11 @@ async fn malformed_requests_are_refused() {
         assert_eq!(response.status(), 400, "{name}");
         assert!(alive(&t, &id).await, "{name}");
     }
-    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
         let response = http().request(method.clone(), &url).send().await.unwrap();
         assert_eq!(response.status(), 405, "{method}");
     }
@@ -470,7 +510,10 @@ async fn malformed_requests_are_refused() {
     // With a charset parameter, and without any anti-forgery header: accepted.
     let response = http()
         .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded; charset=UTF-8")
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
         .body(format!("logout_token={valid}"))
         .send()
         .await

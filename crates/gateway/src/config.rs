@@ -81,12 +81,28 @@ pub struct GatewayConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SessionConfig {
-    /// The session store (`store`, default `"memory"`).
+    /// The session store (`store`, default `"memory"`): `"memory"`,
+    /// `"sqlite://path/to/sessions.db"`, `"redis://host:6379"` or
+    /// `"postgres://user@host:5432/db"`.
     #[serde(default)]
     pub store: StoreKind,
     /// The session cookie's name (`cookie_name`, default `__Host-bff`).
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
+    /// Keys that encrypt tokens at rest in a persistent store
+    /// (`encryption_keys`), each `"id:base64 of 32 bytes"`; the first
+    /// encrypts, all decrypt. Required unless the store is `"memory"`.
+    #[serde(default)]
+    pub encryption_keys: Vec<String>,
+    /// Bound of every session store operation, in seconds
+    /// (`operation_timeout`, default 2); past it the request gets 503.
+    #[serde(default = "default_store_timeout", with = "secs")]
+    pub operation_timeout: Duration,
+    /// Prefix of the store's keys (Redis) or tables (SQL) (`prefix`; default
+    /// `oidc-bff:` / `oidc_bff_`), so several applications can share one
+    /// Redis or database.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -94,29 +110,56 @@ impl Default for SessionConfig {
         Self {
             store: StoreKind::default(),
             cookie_name: default_cookie_name(),
+            encryption_keys: Vec::new(),
+            operation_timeout: default_store_timeout(),
+            prefix: None,
         }
     }
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_cookie_name() -> String {
     oidc_bff::config::DEFAULT_COOKIE_NAME.to_owned()
 }
 
-/// The kind of session store (`session.store`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+/// The session store (`session.store`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum StoreKind {
     /// In the gateway's memory: sessions end when it restarts (`"memory"`).
     #[default]
     Memory,
+    /// An SQLite file (`"sqlite://relative.db"`, `"sqlite:///absolute.db"`):
+    /// survives restarts; instances on one machine can share it.
+    Sqlite(String),
+    /// Redis (`"redis://host:6379/0"`), shared by many instances.
+    Redis(String),
+    /// PostgreSQL (`"postgres://user@host:5432/db"`), shared by many instances.
+    Postgres(String),
 }
 
 impl StoreKind {
-    /// The name used in the file.
-    pub fn as_str(self) -> &'static str {
+    /// The store's URL (`"memory"` for memory), any password redacted.
+    pub fn shown(&self) -> String {
         match self {
-            StoreKind::Memory => "memory",
+            StoreKind::Memory => "memory".to_owned(),
+            StoreKind::Sqlite(url) => url.clone(),
+            StoreKind::Redis(url) | StoreKind::Postgres(url) => match Url::parse(url) {
+                Ok(parsed) => shown(&parsed),
+                Err(_) => "[unparsable URL]".to_owned(),
+            },
+        }
+    }
+
+    /// The URL to connect to; `None` for memory.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            StoreKind::Memory => None,
+            StoreKind::Sqlite(url) | StoreKind::Redis(url) | StoreKind::Postgres(url) => Some(url),
         }
     }
 }
@@ -125,14 +168,25 @@ impl TryFrom<String> for StoreKind {
     type Error = String;
 
     fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
-            "memory" => Ok(StoreKind::Memory),
-            "sqlite" | "redis" | "postgres" => Err(format!(
-                "the {value:?} session store is not supported yet; use \"memory\""
+        let scheme = value
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            "memory" if value == "memory" => Ok(StoreKind::Memory),
+            "sqlite" if value.len() > "sqlite:".len() => Ok(StoreKind::Sqlite(value)),
+            "redis" | "redis+unix" if value.contains("://") => Ok(StoreKind::Redis(value)),
+            "postgres" | "postgresql" if value.contains("://") => Ok(StoreKind::Postgres(value)),
+            "sqlite" | "redis" | "postgres" | "postgresql" => Err(format!(
+                "give the {scheme} store as a URL, e.g. \"sqlite://sessions.db\", \
+                 \"redis://127.0.0.1:6379\" or \"postgres://user@127.0.0.1:5432/db\""
             )),
-            _ => Err(format!(
-                "unknown session store {value:?}; expected \"memory\""
-            )),
+            _ => Err(
+                "unknown session store; expected \"memory\" or a sqlite://, redis:// \
+                 or postgres:// URL"
+                    .to_owned(),
+            ),
         }
     }
 }
@@ -719,6 +773,22 @@ impl Loader {
             self.problem("oidc", err.to_string());
         }
 
+        if c.session.store != StoreKind::Memory {
+            if c.session.encryption_keys.is_empty() {
+                self.problem(
+                    "session.encryption_keys",
+                    "a persistent session store needs at least one key (\"id:base64 of 32 random \
+                     bytes\", e.g. from `openssl rand -base64 32`): tokens are encrypted at rest",
+                );
+            } else if let Err(err) =
+                oidc_bff::tokens::store::KeyRing::from_config(&c.session.encryption_keys)
+            {
+                self.problem("session.encryption_keys", err.to_string());
+            }
+        }
+        if c.session.operation_timeout.is_zero() {
+            self.problem("session.operation_timeout", "must be greater than zero");
+        }
         let cookie = &c.session.cookie_name;
         if cookie.is_empty()
             || !cookie
@@ -882,7 +952,7 @@ impl Loader {
 /// Error messages of figment quote offending values; for secret keys only the
 /// key is named.
 fn redact_message(message: &str, path: &[&str]) -> String {
-    if path.last().is_some_and(|k| k.contains("secret")) {
+    if path.last().is_some_and(|k| k.contains("secret")) || path.contains(&"encryption_keys") {
         "invalid value".to_owned()
     } else {
         message.to_owned()
@@ -1139,7 +1209,28 @@ impl fmt::Display for GatewayConfig {
         )?;
 
         writeln!(f, "\n[session]")?;
-        line(f, "store", "session.store", s(self.session.store.as_str()))?;
+        line(f, "store", "session.store", s(&self.session.store.shown()))?;
+        let key_ids: Vec<String> = self
+            .session
+            .encryption_keys
+            .iter()
+            .map(|k| format!("{}:[redacted]", k.split(':').next().unwrap_or_default()))
+            .collect();
+        line(
+            f,
+            "encryption_keys",
+            "session.encryption_keys",
+            format!("{key_ids:?}"),
+        )?;
+        line(
+            f,
+            "operation_timeout",
+            "session.operation_timeout",
+            secs(self.session.operation_timeout),
+        )?;
+        if let Some(prefix) = &self.session.prefix {
+            line(f, "prefix", "session.prefix", s(prefix))?;
+        }
         line(
             f,
             "cookie_name",

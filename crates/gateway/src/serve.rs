@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Request, StatusCode, header};
 use oidc_bff::Bff;
+use oidc_bff::tokens::store::{KeyRing, OpenOptions, open_url, spawn_cleanup};
 use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
@@ -37,6 +38,9 @@ use tracing::Level;
 
 use crate::GatewayError;
 use crate::config::{GatewayConfig, StoreKind};
+
+/// How often expired sessions are purged from the store.
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How long one readiness probe may wait for the provider or the store.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,8 +56,23 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the BFF and the session store from the settings.
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
-        let store: Arc<dyn SessionStore> = match config.session.store {
+        let store: Arc<dyn SessionStore> = match &config.session.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
+            // Built without I/O: the first request connects (and creates the
+            // schema); until the store answers, requests get 503 and
+            // /readyz reports it.
+            persistent => {
+                let keys = KeyRing::from_config(&config.session.encryption_keys)
+                    .map_err(|e| GatewayError::Startup(format!("session.encryption_keys: {e}")))?;
+                let mut options = OpenOptions::new()
+                    .encryption(keys)
+                    .operation_timeout(config.session.operation_timeout);
+                if let Some(prefix) = &config.session.prefix {
+                    options = options.prefix(prefix.clone());
+                }
+                open_url(persistent.url().unwrap_or_default(), options)
+                    .map_err(|e| GatewayError::Startup(format!("session.store: {e}")))?
+            }
         };
         let bff = Bff::builder(config.oidc.clone())
             .public_url(config.public_url.as_str())
@@ -146,6 +165,8 @@ impl Gateway {
         let app = self.router();
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
+        // Expired sessions leave the store in the background.
+        let cleanup = spawn_cleanup(bff.client().store().clone(), CLEANUP_INTERVAL);
         tokio::spawn(async move {
             // Load discovery early, so the first sign-in is fast and /readyz turns green.
             if let Err(err) = bff.client().metadata().await {
@@ -175,6 +196,7 @@ impl Gateway {
                 tracing::warn!(seconds = grace.as_secs(), "requests still in flight after the shutdown timeout; stopping anyway");
             }
         }
+        cleanup.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -127,10 +127,45 @@ fn a_bad_url_is_named_with_its_line() {
 }
 
 #[test]
-fn other_session_stores_are_not_supported_yet() {
+fn persistent_session_stores_are_urls_and_need_encryption_keys() {
     let err = failing("store = \"memory\"", "store = \"redis\"", &[]);
     assert!(err.contains("bff.toml:9: `session.store`"), "{err}");
-    assert!(err.contains("not supported yet"), "{err}");
+    assert!(err.contains("as a URL"), "{err}");
+
+    let err = failing(
+        "store = \"memory\"",
+        "store = \"redis://:hunter2@127.0.0.1:6379\"",
+        &[],
+    );
+    assert!(err.contains("`session.encryption_keys`"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let err = failing(
+        "store = \"memory\"",
+        "store = \"sqlite://s.db\"\nencryption_keys = [\"k1:c2hvcnQ=\"]",
+        &[],
+    );
+    assert!(err.contains("`session.encryption_keys`"), "{err}");
+    assert!(err.contains("32 bytes"), "{err}");
+
+    // A good one: the key and the URL's password are never printed.
+    let key = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        &GOOD.replace(
+            "store = \"memory\"",
+            &format!("store = \"redis://:hunter2@127.0.0.1:6379\"\nencryption_keys = [\"{key}\"]"),
+        ),
+    );
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("encryption_keys = [\"k1:[redacted]\"]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("AAECAwQF"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
 }
 
 #[test]

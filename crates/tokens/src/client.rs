@@ -416,7 +416,10 @@ impl OidcClient {
         let record = SessionRecord {
             sub: claims.sub.clone(),
             sid: claims.sid.clone(),
-            claims: all_claims,
+            // Rebuilt in one go: after the removals above the map would keep
+            // the three-node shape of its larger self (about 1.3 KB more per
+            // session in memory; see docs/BENCHMARKS.md, "Sessions at scale").
+            claims: all_claims.into_iter().collect(),
             tokens: self.user_tokens(response, None, now),
             resource_tokens: Default::default(),
             created_at: now,

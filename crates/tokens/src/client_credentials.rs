@@ -28,6 +28,12 @@
 //!   renewal fails, a cached token that has not yet expired is still served.
 //! * [`OidcClient::renew_client_access_token`] replaces a token an API
 //!   rejected; callers that saw the same rejected token share one renewal.
+//! * Instances sharing a persistent session store share the tokens too: on
+//!   a miss an instance first looks in the store; otherwise one instance
+//!   (holding a short lock in the store) asks the provider and stores the
+//!   token (encrypted, like everything in a persistent store) for the
+//!   others. A failing store never blocks a token: the provider is then
+//!   asked directly.
 //!
 //! Nothing here needs an HTTP request or a session, so background jobs can
 //! call it directly.
@@ -116,7 +122,7 @@ struct Slot {
     flight: Option<Flight>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Cached {
     access_token: AccessToken,
     /// When the token expires (Unix seconds).
@@ -162,7 +168,7 @@ impl OidcClient {
             {
                 return Ok(cached.access_token.clone());
             }
-            self.join_or_start(&mut slots, request)
+            self.join_or_start(&mut slots, request, None)
         };
         flight.await
     }
@@ -191,7 +197,7 @@ impl OidcClient {
                     _ => {}
                 }
             }
-            self.join_or_start(&mut slots, request)
+            self.join_or_start(&mut slots, request, Some(rejected))
         };
         flight.await
     }
@@ -202,6 +208,7 @@ impl OidcClient {
         &self,
         slots: &mut HashMap<ClientCredentialsRequest, Slot>,
         request: &ClientCredentialsRequest,
+        rejected: Option<&AccessToken>,
     ) -> Flight {
         if !slots.contains_key(request) && slots.len() >= SWEEP_ABOVE {
             let now = self.inner.clock.now_unix();
@@ -215,10 +222,11 @@ impl OidcClient {
         }
         let client = self.clone();
         let request = request.clone();
+        let rejected = rejected.cloned();
         // The task can only finish after the flight is registered: it needs
         // the lock this caller holds.
         let handle = tokio::spawn(async move {
-            let result = client.fetch_client_token(&request).await;
+            let result = client.fetch_client_token(&request, rejected.as_ref()).await;
             let now = client.inner.clock.now_unix();
             let mut slots = client.inner.client_tokens.lock();
             let slot = slots.entry(request.clone()).or_default();
@@ -256,8 +264,77 @@ impl OidcClient {
         flight
     }
 
-    /// One client credentials grant at the provider.
+    /// A token for `request` from the shared store if another instance put
+    /// a current one there (never `rejected`), else from the provider — by
+    /// one instance at a time, which then shares it.
     async fn fetch_client_token(
+        &self,
+        request: &ClientCredentialsRequest,
+        rejected: Option<&AccessToken>,
+    ) -> Result<Cached, TokenError> {
+        let store = &self.inner.store;
+        let key = shared_key(&self.inner.config.client_id, request);
+        let lock = format!("{key}|lock");
+        let owner = crate::session::random_token();
+        let wait = self.inner.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut locked = false;
+        loop {
+            match store.get_transient(&key).await {
+                Ok(Some(raw)) => {
+                    let now = self.inner.clock.now_unix();
+                    if let Ok(shared) = serde_json::from_str::<Cached>(&raw)
+                        && now < shared.renew_at
+                        && Some(&shared.access_token) != rejected
+                    {
+                        return Ok(shared);
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "shared client token cache unavailable; asking the provider");
+                    return self.fetch_from_provider(request).await;
+                }
+            }
+            match store.put_transient_if_absent(&lock, owner.clone(), wait).await {
+                Ok(true) => {
+                    locked = true;
+                    break;
+                }
+                // Another instance is asking the provider: wait for its token.
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    use rand::Rng as _;
+                    let pause = rand::rng().random_range(20..40);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "shared client token lock unavailable; asking the provider");
+                    break;
+                }
+            }
+        }
+        let result = self.fetch_from_provider(request).await;
+        if let Ok(fresh) = &result {
+            let now = self.inner.clock.now_unix();
+            let ttl = std::time::Duration::from_secs(fresh.expires_at.saturating_sub(now).max(1));
+            match serde_json::to_string(fresh) {
+                Ok(json) => {
+                    if let Err(err) = store.put_transient(&key, json, ttl).await {
+                        tracing::warn!(error = %err, "could not share the client token");
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "could not encode the client token"),
+            }
+        }
+        if locked && let Err(err) = store.take_transient(&lock).await {
+            tracing::debug!(error = %err, "could not release the client token lock; it expires");
+        }
+        result
+    }
+
+    /// One client credentials grant at the provider.
+    async fn fetch_from_provider(
         &self,
         request: &ClientCredentialsRequest,
     ) -> Result<Cached, TokenError> {
@@ -308,6 +385,16 @@ impl OidcClient {
             renew_at: expires_at.saturating_sub(margin),
         })
     }
+}
+
+/// The shared store's key of a client token: client id and request.
+fn shared_key(client_id: &str, request: &ClientCredentialsRequest) -> String {
+    format!(
+        "client-token:{client_id}|{}|{}|{}",
+        request.scope.as_deref().unwrap_or_default(),
+        request.resource.as_deref().unwrap_or_default(),
+        request.token_endpoint.as_ref().map(Url::as_str).unwrap_or_default()
+    )
 }
 
 fn is_safe_endpoint(url: &Url) -> bool {

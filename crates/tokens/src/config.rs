@@ -145,7 +145,9 @@ mod opt_secs {
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Option::<u64>::deserialize(d).map(|s| s.map(Duration::from_secs))
     }
 }
@@ -196,13 +198,19 @@ impl OidcConfig {
             return Err(TokenError::Config("scopes must include \"openid\"".into()));
         }
         if self.refresh_lease.as_millis() < 300 {
-            return Err(TokenError::Config("refresh_lease must be at least 300 ms".into()));
+            return Err(TokenError::Config(
+                "refresh_lease must be at least 300 ms".into(),
+            ));
         }
         if self.idle_timeout.is_some_and(|idle| idle.as_secs() < 4) {
-            return Err(TokenError::Config("idle_timeout must be at least 4 seconds".into()));
+            return Err(TokenError::Config(
+                "idle_timeout must be at least 4 seconds".into(),
+            ));
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(TokenError::Config("timeouts must be greater than zero".into()));
+            return Err(TokenError::Config(
+                "timeouts must be greater than zero".into(),
+            ));
         }
         Ok(())
     }
@@ -345,9 +353,21 @@ mod tests {
 
     #[test]
     fn requires_https_except_loopback() {
-        assert!(OidcConfig::builder("http://idp.example.com", "c").build().is_err());
-        assert!(OidcConfig::builder("http://127.0.0.1:9000", "c").build().is_ok());
-        assert!(OidcConfig::builder("https://idp.example.com/tenant/", "c").build().is_ok());
+        assert!(
+            OidcConfig::builder("http://idp.example.com", "c")
+                .build()
+                .is_err()
+        );
+        assert!(
+            OidcConfig::builder("http://127.0.0.1:9000", "c")
+                .build()
+                .is_ok()
+        );
+        assert!(
+            OidcConfig::builder("https://idp.example.com/tenant/", "c")
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

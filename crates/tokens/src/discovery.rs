@@ -70,7 +70,9 @@ impl ProviderMetadata {
             ("jwks_uri", &metadata.jwks_uri),
         ] {
             if !matches!(url.scheme(), "https" | "http") {
-                return Err(TokenError::Discovery(format!("{name} is not an http(s) URL")));
+                return Err(TokenError::Discovery(format!(
+                    "{name} is not an http(s) URL"
+                )));
             }
         }
         Ok(metadata)
@@ -210,8 +212,13 @@ mod tests {
 
     #[test]
     fn issuer_must_match() {
-        assert!(ProviderMetadata::from_json(&doc("https://idp.example"), "https://idp.example").is_ok());
-        assert!(ProviderMetadata::from_json(&doc("https://idp.example/"), "https://idp.example").is_ok());
+        assert!(
+            ProviderMetadata::from_json(&doc("https://idp.example"), "https://idp.example").is_ok()
+        );
+        assert!(
+            ProviderMetadata::from_json(&doc("https://idp.example/"), "https://idp.example")
+                .is_ok()
+        );
         let err = ProviderMetadata::from_json(&doc("https://evil.example"), "https://idp.example")
             .unwrap_err();
         assert!(matches!(err, TokenError::Discovery(_)));

@@ -370,14 +370,21 @@ pub(crate) async fn verify_jws(
     debug_assert_eq!(header.alg, alg);
 
     // Signature.
-    let keys = jwks.keys_for(&header).await?;
     let message = &token[..header_b64.len() + 1 + payload_b64.len()];
-    let verified = keys.iter().any(|key| {
-        matches!(
-            jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, alg),
-            Ok(true)
-        )
-    });
+    let verify = |keys: &[std::sync::Arc<jsonwebtoken::DecodingKey>]| {
+        keys.iter().any(|key| {
+            matches!(
+                jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, alg),
+                Ok(true)
+            )
+        })
+    };
+    let mut verified = verify(&jwks.keys_for(&header).await?);
+    // Without a `kid` an unknown key cannot be noticed by name: the provider
+    // may have rotated. Fetch the set once more (rate limited) and retry.
+    if !verified && header.kid.is_none() && jwks.refresh().await {
+        verified = verify(&jwks.keys_for(&header).await?);
+    }
     if !verified {
         return Err(invalid("signature verification failed"));
     }
@@ -727,6 +734,50 @@ mod tests {
             .unwrap(),
         );
         f.validate(&token).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn token_without_kid_after_key_rotation_triggers_one_refetch() {
+        // The provider rotates to a new key and signs without a `kid`: the
+        // cached (old) key fails, one rate-limited refetch finds the new one.
+        let f = Fixture::new().await;
+        f.validate(&f.sign(&Fixture::claims())).await.unwrap();
+        let rotated = other_rsa_key("rsa-2");
+        f.server.set_body(jwks_json(&[&rotated]));
+        let unnamed = |claims: &Value| {
+            IdToken::new(
+                jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &rotated.encoding)
+                    .unwrap(),
+            )
+        };
+        f.validate(&unnamed(&Fixture::claims())).await.unwrap();
+        assert_eq!(f.jwks.fetch_count(), 2);
+        // A forged no-kid token right after cannot force another fetch.
+        let forged = IdToken::new(
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::RS256),
+                &Fixture::claims(),
+                &rsa_key("rsa-9").encoding,
+            )
+            .unwrap(),
+        );
+        assert_invalid(f.validate(&forged).await, "signature");
+        assert_eq!(f.jwks.fetch_count(), 2, "rate limited");
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_again_after_their_maximum_age() {
+        let f = Fixture::new().await;
+        f.validate(&f.sign(&Fixture::claims())).await.unwrap();
+        assert_eq!(f.jwks.fetch_count(), 1);
+        // The provider withdraws the key; an hour later the cache notices.
+        f.server.set_body(jwks_json(&[&other_rsa_key("rsa-2")]));
+        f.clock.advance(Duration::from_secs(3600));
+        let mut claims = Fixture::claims();
+        claims["exp"] = json!(NOW + 3600 + 300);
+        claims["iat"] = json!(NOW + 3600);
+        assert!(f.validate(&f.sign(&claims)).await.is_err());
+        assert_eq!(f.jwks.fetch_count(), 2);
     }
 
     #[tokio::test]

@@ -59,6 +59,7 @@ pub struct JwksCache {
     clock: SharedClock,
     /// `min_refetch_interval` rounded up to whole seconds (the clock's resolution).
     min_refetch_secs: u64,
+    max_age_secs: u64,
     state: Mutex<State>,
     /// Held by the one task fetching; others wait on it and reuse the outcome.
     fetch_gate: tokio::sync::Mutex<()>,
@@ -75,6 +76,9 @@ impl std::fmt::Debug for JwksCache {
     }
 }
 
+/// How long fetched keys are trusted before the set is fetched again.
+const DEFAULT_MAX_AGE_SECS: u64 = 3600;
+
 #[derive(Default)]
 struct State {
     /// The key set of the last successful fetch.
@@ -83,6 +87,8 @@ struct State {
     attempts: u64,
     /// When the last refetch (a fetch while keys were cached) started.
     last_refetch: Option<u64>,
+    /// When the cached keys were fetched.
+    fetched_at: Option<u64>,
     /// Outcome of the last attempt when it failed with nothing cached.
     last_error: Option<FetchError>,
 }
@@ -288,6 +294,7 @@ impl JwksCache {
             http,
             clock,
             min_refetch_secs,
+            max_age_secs: DEFAULT_MAX_AGE_SECS,
             state: Mutex::new(State::default()),
             fetch_gate: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
@@ -308,6 +315,18 @@ impl JwksCache {
     ///   "no matching key"); [`TokenError::InvalidResponse`] when the fetched
     ///   document is not a JWK set and nothing is cached.
     pub async fn keys_for(&self, header: &Header) -> Result<Vec<Arc<DecodingKey>>, TokenError> {
+        // Keys older than the maximum age are fetched again (kept on failure),
+        // so a key the provider withdrew does not stay trusted forever.
+        let stale = {
+            let state = self.state();
+            state
+                .fetched_at
+                .is_some_and(|at| self.clock.now_unix().saturating_sub(at) >= self.max_age_secs)
+                && self.refetch_allowed(&state)
+        };
+        if stale {
+            self.refresh().await;
+        }
         // Fast path: answer from the cache, or decide that no fetch is allowed.
         let seen_attempts = {
             let state = self.state();
@@ -361,6 +380,7 @@ impl JwksCache {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 state.keys = Some(Arc::clone(&keys));
+                state.fetched_at = Some(started);
                 state.last_error = None;
                 drop(state);
                 tracing::debug!(keys = keys.keys.len(), "fetched the provider's JWKS");
@@ -380,6 +400,43 @@ impl JwksCache {
                 Err(err)
             }
         }
+    }
+
+    /// Fetches the set again if the rate limit allows, whatever the cache
+    /// holds; `true` when new keys were stored. Used when a token without a
+    /// `kid` fails verification (the provider may have rotated keys) and when
+    /// the cached set is older than the maximum age. A failed fetch keeps the
+    /// cached keys.
+    pub async fn refresh(&self) -> bool {
+        let _gate = self.fetch_gate.lock().await;
+        if !self.refetch_allowed(&self.state()) {
+            return false;
+        }
+        let started = self.clock.now_unix();
+        let result = self.fetch().await;
+        let mut state = self.state();
+        state.attempts += 1;
+        state.last_refetch = Some(started);
+        match result {
+            Ok(keys) => {
+                state.keys = Some(Arc::new(keys));
+                state.fetched_at = Some(started);
+                state.last_error = None;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "refetching the provider's JWKS failed; keeping the cached keys");
+                false
+            }
+        }
+    }
+
+    /// Sets how long fetched keys are trusted before the set is fetched
+    /// again (default one hour; a failed refetch keeps the old keys).
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age_secs = max_age.as_secs().max(1);
+        self
     }
 
     /// Number of HTTP fetches performed (for tests and metrics).

@@ -59,7 +59,9 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};
 pub use error::{ErrorKind, TokenError};
 pub use logout_token::{BackchannelLogout, LogoutTokenClaims};
-pub use secret::{AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken};
+pub use secret::{
+    AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken,
+};
 pub use session::{SessionId, SessionRecord, UserTokens};
 pub use store::{MemoryStore, SessionStore, StoreError, UpdateOutcome, Versioned};
 pub use user_token::UserTokenRequest;

@@ -110,8 +110,11 @@ mod tests {
 
     #[test]
     fn rfc7636_appendix_b() {
-        let v = PkceVerifier::new("dBjftJeZ4CVP-mJ92ZMz_9Ws83NhQnDbSF5sGgLZFfs");
-        assert_eq!(pkce_challenge(&v), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let v = PkceVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        assert_eq!(
+            pkce_challenge(&v),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]

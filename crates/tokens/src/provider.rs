@@ -72,8 +72,11 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 impl TokenResponse {
     /// Parses and checks a token endpoint answer body.
     pub fn from_json(bytes: &[u8]) -> Result<Self, TokenError> {
-        let raw: RawTokenResponse = serde_json::from_slice(bytes)
-            .map_err(|_| TokenError::InvalidResponse("token response is not valid JSON of the expected shape".into()))?;
+        let raw: RawTokenResponse = serde_json::from_slice(bytes).map_err(|_| {
+            TokenError::InvalidResponse(
+                "token response is not valid JSON of the expected shape".into(),
+            )
+        })?;
         if raw.access_token.is_empty() {
             return Err(TokenError::InvalidResponse("empty access_token".into()));
         }
@@ -87,7 +90,10 @@ impl TokenResponse {
             access_token: AccessToken::new(raw.access_token),
             token_type: "Bearer".into(),
             expires_in: raw.expires_in,
-            refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(RefreshToken::new),
+            refresh_token: raw
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(RefreshToken::new),
             id_token: raw.id_token.filter(|t| !t.is_empty()).map(IdToken::new),
             scope: raw.scope,
         })
@@ -177,7 +183,10 @@ impl ProviderClient {
         let Some(endpoint) = &metadata.revocation_endpoint else {
             return Ok(());
         };
-        let mut form = vec![("token", token.to_owned()), ("token_type_hint", hint.to_owned())];
+        let mut form = vec![
+            ("token", token.to_owned()),
+            ("token_type_hint", hint.to_owned()),
+        ];
         let request = self.http.post(endpoint.clone());
         let request = self.authenticate(request, &mut form, metadata);
         let response = request
@@ -249,7 +258,9 @@ pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<
         .content_length()
         .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
     {
-        return Err(TokenError::InvalidResponse("provider answer too large".into()));
+        return Err(TokenError::InvalidResponse(
+            "provider answer too large".into(),
+        ));
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -258,7 +269,9 @@ pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<
         .map_err(|e| TokenError::from_transport(&e))?
     {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(TokenError::InvalidResponse("provider answer too large".into()));
+            return Err(TokenError::InvalidResponse(
+                "provider answer too large".into(),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -304,7 +317,9 @@ mod tests {
         assert!(TokenResponse::from_json(br#"{"access_token":"a","token_type":"mac"}"#).is_err());
         assert!(TokenResponse::from_json(br#"{"access_token":"","token_type":"Bearer"}"#).is_err());
         assert!(TokenResponse::from_json(b"<html>").is_err());
-        let r = TokenResponse::from_json(br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#);
+        let r = TokenResponse::from_json(
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+        );
         assert!(r.is_ok_and(|r| r.expires_in.is_none()));
     }
 

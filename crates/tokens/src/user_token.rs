@@ -257,7 +257,9 @@ impl OidcClient {
                 });
                 let flight: Flight = async move {
                     handle.await.unwrap_or_else(|_| {
-                        Err(TokenError::ProviderUnavailable("the refresh task failed".into()))
+                        Err(TokenError::ProviderUnavailable(
+                            "the refresh task failed".into(),
+                        ))
                     })
                 }
                 .boxed()
@@ -285,7 +287,8 @@ impl OidcClient {
             .clone();
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_leased(session_id, request, seen.as_ref()).await
+            self.refresh_leased(session_id, request, seen.as_ref())
+                .await
         };
         drop(lock);
         self.inner
@@ -462,7 +465,8 @@ impl OidcClient {
             .await;
             if let Err(err) = checked {
                 tracing::warn!(error = %err, "refreshed id_token rejected; ending the session");
-                self.end_session(session_id, "refreshed id_token rejected").await;
+                self.end_session(session_id, "refreshed id_token rejected")
+                    .await;
                 return Err(TokenError::RefreshRejected {
                     error: "invalid_id_token".into(),
                 });
@@ -561,7 +565,13 @@ fn is_dead_grant(error: &str) -> bool {
 
 /// The original id_token's identity claims, as kept in the session.
 fn original_claims(record: &SessionRecord) -> IdTokenClaims {
-    let get_str = |k: &str| record.claims.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let get_str = |k: &str| {
+        record
+            .claims
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     let get_u64 = |k: &str| record.claims.get(k).and_then(|v| v.as_u64());
     let aud = match record.claims.get("aud") {
         Some(serde_json::Value::String(s)) => vec![s.clone()],

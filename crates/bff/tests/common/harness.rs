@@ -91,6 +91,54 @@ pub async fn start_against(idp: DevIdpBuilder, options: Options) -> TestBff {
     }
 }
 
+/// A BFF app like [`start_with`], keeping its sessions in `store`; `clock`
+/// is shared by the IdP and the BFF (give the store the same clock).
+pub async fn start_with_store(
+    options: Options,
+    clock: ManualClock,
+    store: Arc<dyn oidc_bff_tokens::SessionStore>,
+) -> TestBff {
+    let idp_clock = clock.clone();
+    let idp = DevIdp::builder()
+        .access_token_lifetime(Duration::from_secs(300))
+        .clock(move || idp_clock.now_unix())
+        .start()
+        .await
+        .expect("dev idp");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = OidcConfig::builder(idp.url().as_str(), "bff")
+        .client_secret("secret")
+        .scopes(options.scopes.clone())
+        .timeouts(Duration::from_secs(2), options.request_timeout)
+        .build()
+        .expect("config");
+    let bff = Bff::builder(config)
+        .public_url(&url)
+        .clock(Arc::new(clock.clone()))
+        .store(store)
+        .build()
+        .expect("bff");
+    let api = Router::new()
+        .route("/api/token", get(token))
+        .layer(bff.csrf_layer());
+    let app = Router::new()
+        .merge(api)
+        .merge(bff.routes())
+        .layer(bff.layer());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    TestBff {
+        idp,
+        bff,
+        url,
+        clock,
+    }
+}
+
 /// The user's access token, in one call.
 async fn token(UserAccessToken(token): UserAccessToken) -> String {
     token.secret().to_owned()

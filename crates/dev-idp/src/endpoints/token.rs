@@ -16,10 +16,10 @@ use super::{Params, authenticate_client, has_scope, invalid_request, no_store, o
 use crate::config::RefreshTokenPolicy;
 use crate::counters::Counter;
 use crate::faults::FaultState;
+use crate::jwt;
 use crate::keys::b64url;
 use crate::server::Idp;
 use crate::store::{AccessEntry, FamilyId, RefreshEntry};
-use crate::jwt;
 
 pub(crate) async fn token(
     State(idp): State<Arc<Idp>>,

@@ -147,7 +147,9 @@ impl KeyRing {
                 config_error(format!("encryption key {id:?} must be exactly 32 bytes"))
             })?;
             if keys.iter().any(|k| k.id == id) {
-                return Err(config_error(format!("encryption key id {id:?} is used twice")));
+                return Err(config_error(format!(
+                    "encryption key id {id:?} is used twice"
+                )));
             }
             keys.push(NamedKey::new(id, raw)?);
         }
@@ -160,7 +162,9 @@ impl KeyRing {
     /// Adds an older key that only decrypts.
     pub fn with_decrypt_key(mut self, id: &str, key: [u8; KEY_LEN]) -> Result<Self, StoreError> {
         if self.keys.iter().any(|k| k.id == id) {
-            return Err(config_error(format!("encryption key id {id:?} is used twice")));
+            return Err(config_error(format!(
+                "encryption key id {id:?} is used twice"
+            )));
         }
         self.keys.push(NamedKey::new(id, key)?);
         Ok(self)
@@ -245,9 +249,15 @@ mod tests {
         let sealed = ring.encrypt(b"secret", b"ctx").unwrap();
         assert!(!sealed.contains("secret"));
         assert_eq!(ring.decrypt(&sealed, b"ctx").unwrap(), b"secret");
-        assert!(matches!(ring.decrypt(&sealed, b"ctx2"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            ring.decrypt(&sealed, b"ctx2"),
+            Err(StoreError::Corrupt(_))
+        ));
         let other = KeyRing::generate("a");
-        assert!(matches!(other.decrypt(&sealed, b"ctx"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            other.decrypt(&sealed, b"ctx"),
+            Err(StoreError::Corrupt(_))
+        ));
         // Two seals of one value differ (random nonces).
         assert_ne!(sealed, ring.encrypt(b"secret", b"ctx").unwrap());
     }

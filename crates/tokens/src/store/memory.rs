@@ -87,11 +87,11 @@ impl MemoryStore {
     pub fn purge_expired(&self) -> usize {
         let now = self.inner.clock.now_unix();
         let before = self.inner.sessions.len();
-        self.inner
-            .sessions
-            .retain(|_, v| !v.record.is_expired(now));
+        self.inner.sessions.retain(|_, v| !v.record.is_expired(now));
         let instant = Instant::now();
-        self.inner.transient.retain(|_, (_, until)| *until > instant);
+        self.inner
+            .transient
+            .retain(|_, (_, until)| *until > instant);
         before.saturating_sub(self.inner.sessions.len())
     }
 
@@ -251,8 +251,18 @@ impl SessionStore for MemoryStore {
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.inner.leases.retain(|_, (_, until)| *until > Instant::now());
+        self.inner
+            .leases
+            .retain(|_, (_, until)| *until > Instant::now());
         Ok(MemoryStore::purge_expired(self) as u64)
+    }
+
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .transient
+            .get(key)
+            .and_then(|e| (e.1 > Instant::now()).then(|| e.0.clone())))
     }
 
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {

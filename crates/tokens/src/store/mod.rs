@@ -47,14 +47,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use crypto::{KEY_LEN, KeyRing};
-pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use crypto::{KEY_LEN, KeyRing};
+pub use memory::MemoryStore;
 
 use crate::session::{SessionId, SessionRecord};
 
@@ -130,8 +130,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError>;
 
     /// Stores a short-lived value under `key` for at most `ttl`.
-    async fn put_transient(&self, key: &str, value: String, ttl: Duration)
-    -> Result<(), StoreError>;
+    async fn put_transient(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Stores a short-lived value only if `key` holds none (atomically);
     /// `false` when it already exists. Replay caches (`jti`) use it.
@@ -146,14 +150,26 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// returns `None` (one-time use).
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// Reads a short-lived value without removing it; `None` when absent or
+    /// expired. Caches shared between instances (client credentials tokens)
+    /// use it. The default shares nothing and always answers `None`.
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Takes the refresh lease of a session for `ttl` if nobody holds it.
     ///
     /// The lease makes one instance the only user of a session's refresh
     /// token. `owner` is a random value naming the holder; only it can renew
     /// or release the lease. A holder that dies loses the lease when `ttl`
     /// runs out. Returns `false` when another owner holds it.
-    async fn try_lease(&self, id: &SessionId, owner: &str, ttl: Duration)
-    -> Result<bool, StoreError>;
+    async fn try_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Extends a lease this owner still holds; `false` if it was lost.
     async fn renew_lease(
@@ -171,6 +187,125 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// default does nothing (for stores whose backend expires entries itself).
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+}
+
+/// How [`open_url`] builds a store.
+///
+/// ```
+/// use std::time::Duration;
+/// use oidc_bff_tokens::store::{open_url, KeyRing, OpenOptions};
+///
+/// let memory = open_url("memory", OpenOptions::new()).unwrap();
+/// let options = OpenOptions::new()
+///     .encryption(KeyRing::generate("k1"))
+///     .operation_timeout(Duration::from_secs(1));
+/// assert!(open_url("mysql://nope", options).is_err());
+/// # let _ = memory;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct OpenOptions {
+    keys: Option<KeyRing>,
+    operation_timeout: Option<Duration>,
+    prefix: Option<String>,
+}
+
+impl OpenOptions {
+    /// Defaults: no key ring, 2 s operation timeout, the store's default prefix.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key ring that encrypts tokens at rest (required by persistent stores).
+    pub fn encryption(mut self, keys: KeyRing) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Bound of every store operation.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = Some(timeout);
+        self
+    }
+
+    /// Table (SQL) or key (Redis) prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+}
+
+/// Builds the store a URL names, without I/O (the first operation connects
+/// and, for SQL, creates the schema; until the backend answers, operations
+/// fail with [`StoreError::Unavailable`]/[`StoreError::Timeout`]):
+///
+/// * `memory` — a [`MemoryStore`];
+/// * `sqlite://path/to/file.db` (relative) or `sqlite:///abs/path.db` — feature `sqlite`;
+/// * `redis://host:port[/db]` or `redis+unix:///path` — feature `redis`;
+/// * `postgres://user@host:port/db` (or `postgresql://`) — feature `postgres`.
+///
+/// Must be called within a Tokio runtime.
+pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let scheme = url
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let _ = &options;
+    match scheme.as_str() {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let mut b = SqliteStore::builder(url);
+            if let Some(k) = options.keys {
+                b = b.encryption(k);
+            }
+            if let Some(t) = options.operation_timeout {
+                b = b.operation_timeout(t);
+            }
+            if let Some(p) = options.prefix {
+                b = b.table_prefix(p);
+            }
+            Ok(Arc::new(b.build_lazy()?))
+        }
+        #[cfg(feature = "redis")]
+        "redis" | "redis+unix" | "unix" => {
+            let mut b = RedisStore::builder(url);
+            if let Some(k) = options.keys {
+                b = b.encryption(k);
+            }
+            if let Some(t) = options.operation_timeout {
+                b = b.operation_timeout(t);
+            }
+            if let Some(p) = options.prefix {
+                b = b.key_prefix(p);
+            }
+            Ok(Arc::new(b.build_lazy()?))
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            let mut b = PostgresStore::builder(url);
+            if let Some(k) = options.keys {
+                b = b.encryption(k);
+            }
+            if let Some(t) = options.operation_timeout {
+                b = b.operation_timeout(t);
+            }
+            if let Some(p) = options.prefix {
+                b = b.table_prefix(p);
+            }
+            Ok(Arc::new(b.build_lazy()?))
+        }
+        #[allow(unreachable_patterns)]
+        "sqlite" | "redis" | "redis+unix" | "unix" | "postgres" | "postgresql" => {
+            Err(StoreError::Config(format!(
+                "the {scheme:?} session store is not in this build (enable the cargo feature)"
+            )))
+        }
+        _ => Err(StoreError::Config(
+            "unknown session store URL; expected memory, sqlite://, redis:// or postgres://".into(),
+        )),
     }
 }
 
@@ -197,7 +332,9 @@ pub fn spawn_cleanup(store: Arc<dyn SessionStore>, every: Duration) -> tokio::ta
         loop {
             let jitter = {
                 use rand::Rng as _;
-                let max = u64::try_from(every.as_millis() / 10).unwrap_or(u64::MAX).max(1);
+                let max = u64::try_from(every.as_millis() / 10)
+                    .unwrap_or(u64::MAX)
+                    .max(1);
                 Duration::from_millis(rand::rng().random_range(0..max))
             };
             tokio::time::sleep(every + jitter).await;

@@ -10,7 +10,9 @@
 //! clear text.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+#[cfg(feature = "sqlite")]
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
@@ -45,6 +47,7 @@ pub(crate) fn hash_key(key: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch by the system clock.
+#[cfg(feature = "sqlite")]
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -68,13 +71,21 @@ impl Codec {
         Self { keys }
     }
 
-    pub(crate) fn seal_record(&self, hash: &str, record: &SessionRecord) -> Result<String, StoreError> {
+    pub(crate) fn seal_record(
+        &self,
+        hash: &str,
+        record: &SessionRecord,
+    ) -> Result<String, StoreError> {
         let json = serde_json::to_vec(record)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode the session: {e}")))?;
         self.keys.encrypt(&json, format!("s:{hash}").as_bytes())
     }
 
-    pub(crate) fn open_record(&self, hash: &str, sealed: &str) -> Result<SessionRecord, StoreError> {
+    pub(crate) fn open_record(
+        &self,
+        hash: &str,
+        sealed: &str,
+    ) -> Result<SessionRecord, StoreError> {
         let json = self.keys.decrypt(sealed, format!("s:{hash}").as_bytes())?;
         serde_json::from_slice(&json)
             .map_err(|_| StoreError::Corrupt("the stored session is not a session record".into()))
@@ -93,7 +104,9 @@ impl Codec {
             .and_then(SessionId::parse)
             .ok_or_else(|| StoreError::Corrupt("the stored session handle is invalid".into()))?;
         if hash_id(&id) != hash {
-            return Err(StoreError::Corrupt("the stored session handle does not match".into()));
+            return Err(StoreError::Corrupt(
+                "the stored session handle does not match".into(),
+            ));
         }
         Ok(id)
     }
@@ -156,7 +169,9 @@ impl Settings {
     pub(crate) fn sql_prefix(&self) -> Result<&str, StoreError> {
         let p = &self.prefix;
         let ok = p.len() <= 40
-            && p.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && p.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
             && p.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if ok {

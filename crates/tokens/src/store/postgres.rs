@@ -54,6 +54,7 @@ struct Inner {
     op_timeout: Duration,
     sql: Sql,
     prefix: String,
+    schema: tokio::sync::OnceCell<()>,
 }
 
 /// Builder of [`PostgresStore`].
@@ -113,7 +114,25 @@ impl PostgresStore {
         &self,
         op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
+        self.ready().await?;
+        self.run_unchecked(op).await
+    }
+
+    async fn run_unchecked<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
         bounded(self.inner.op_timeout, async { op.await.map_err(map_err) }).await
+    }
+
+    /// Creates the schema on first use (retried on the next operation if it
+    /// fails, e.g. while the database is still starting).
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner
+            .schema
+            .get_or_try_init(|| self.migrate())
+            .await
+            .map(|_| ())
     }
 
     fn now(&self) -> i64 {
@@ -149,8 +168,10 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Connects and creates the schema if needed.
-    pub async fn build(self) -> Result<PostgresStore, StoreError> {
+    /// Builds the store without any I/O: the first operation connects and
+    /// creates the schema, and operations fail (503) until the database can
+    /// be reached. Configuration errors are still reported here.
+    pub fn build_lazy(self) -> Result<PostgresStore, StoreError> {
         let codec = self.settings.codec()?;
         let prefix = self.settings.sql_prefix()?.to_owned();
         let options = PgConnectOptions::from_str(&self.url)
@@ -159,22 +180,25 @@ impl PostgresStoreBuilder {
         let pool = PgPoolOptions::new()
             .max_connections(self.settings.max_connections)
             .acquire_timeout(self.settings.op_timeout)
-            .connect_with(options);
-        let pool = bounded(self.settings.op_timeout * 2, async {
-            pool.await.map_err(map_err)
-        })
-        .await?;
-        let store = PostgresStore {
+            .connect_lazy_with(options);
+        Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 codec,
                 clock: self.settings.clock.clone(),
                 op_timeout: self.settings.op_timeout,
                 sql: Sql::new(&prefix),
-                prefix: prefix.clone(),
+                prefix,
+                schema: tokio::sync::OnceCell::new(),
             }),
-        };
-        store.migrate().await?;
+        })
+    }
+
+    /// Connects and creates the schema if needed; fails if the database
+    /// cannot be reached within the operation timeout.
+    pub async fn build(self) -> Result<PostgresStore, StoreError> {
+        let store = self.build_lazy()?;
+        store.ready().await?;
         Ok(store)
     }
 }
@@ -222,7 +246,10 @@ impl PostgresStore {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(found)
         };
-        let found = bounded(self.inner.op_timeout * 5, async { migrate.await.map_err(map_err) }).await?;
+        let found = bounded(self.inner.op_timeout * 5, async {
+            migrate.await.map_err(map_err)
+        })
+        .await?;
         check_schema_version(&found)
     }
 }
@@ -250,6 +277,7 @@ struct Sql {
     put: Arc<str>,
     put_if_absent: Arc<str>,
     take: Arc<str>,
+    get: Arc<str>,
     try_lease: Arc<str>,
     renew_lease: Arc<str>,
     release_lease: Arc<str>,
@@ -293,6 +321,9 @@ impl Sql {
             take: s(format!(
                 "DELETE FROM {p}transient WHERE key = $1 RETURNING value, expires_ms > {NOW_MS} AS live"
             )),
+            get: s(format!(
+                "SELECT value FROM {p}transient WHERE key = $1 AND expires_ms > {NOW_MS}"
+            )),
             try_lease: s(format!(
                 "INSERT INTO {p}leases (id, owner, expires_ms) VALUES ($1, $2, {NOW_MS} + $3)
                  ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, expires_ms = EXCLUDED.expires_ms
@@ -317,7 +348,9 @@ const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 fn map_err(err: sqlx::Error) -> StoreError {
     match err {
         sqlx::Error::PoolTimedOut => StoreError::Timeout,
-        sqlx::Error::Configuration(_) => StoreError::Config("invalid PostgreSQL configuration".into()),
+        sqlx::Error::Configuration(_) => {
+            StoreError::Config("invalid PostgreSQL configuration".into())
+        }
         sqlx::Error::Database(db) => StoreError::Unavailable(format!(
             "PostgreSQL error {}",
             db.code().as_deref().unwrap_or("unknown")
@@ -441,7 +474,12 @@ impl SessionStore for PostgresStore {
         match data {
             None => Ok(None),
             // The row is gone either way; an unreadable one is reported as absent.
-            Some(data) => Ok(self.inner.codec.open_record(&hash, &data).ok().map(Arc::new)),
+            Some(data) => Ok(self
+                .inner
+                .codec
+                .open_record(&hash, &data)
+                .ok()
+                .map(Arc::new)),
         }
     }
 
@@ -510,6 +548,20 @@ impl SessionStore for PostgresStore {
         self.inner.codec.open_value(&hkey, &sealed).map(Some)
     }
 
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let hkey = hash_key(key);
+        let sealed: Option<String> = self
+            .run(
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.get.clone()))
+                    .bind(&hkey)
+                    .fetch_optional(&self.inner.pool),
+            )
+            .await?;
+        sealed
+            .map(|s| self.inner.codec.open_value(&hkey, &s))
+            .transpose()
+    }
+
     async fn try_lease(
         &self,
         id: &SessionId,
@@ -566,11 +618,12 @@ impl SessionStore for PostgresStore {
             )
             .await?
             .rows_affected();
-        for sql in [&self.inner.sql.purge_transient, &self.inner.sql.purge_leases] {
-            self.run(
-                sqlx::query(AssertSqlSafe(sql.clone())).execute(&self.inner.pool),
-            )
-            .await?;
+        for sql in [
+            &self.inner.sql.purge_transient,
+            &self.inner.sql.purge_leases,
+        ] {
+            self.run(sqlx::query(AssertSqlSafe(sql.clone())).execute(&self.inner.pool))
+                .await?;
         }
         Ok(sessions)
     }

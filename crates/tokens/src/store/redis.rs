@@ -168,7 +168,9 @@ impl RedisStore {
         let mut con = self.inner.conn.clone();
         let mut out = Vec::new();
         for key in keys {
-            let kind: String = self.run(redis::cmd("TYPE").arg(&key).query_async(&mut con)).await?;
+            let kind: String = self
+                .run(redis::cmd("TYPE").arg(&key).query_async(&mut con))
+                .await?;
             let mut line = key.clone();
             match kind.as_str() {
                 "string" => {
@@ -176,14 +178,18 @@ impl RedisStore {
                     line.extend([" ".to_owned(), v.unwrap_or_default()]);
                 }
                 "hash" => {
-                    let v: Vec<String> = self.run(redis::cmd("HGETALL").arg(&key).query_async(&mut con)).await?;
+                    let v: Vec<String> = self
+                        .run(redis::cmd("HGETALL").arg(&key).query_async(&mut con))
+                        .await?;
                     for item in v {
                         line.push(' ');
                         line.push_str(&item);
                     }
                 }
                 "set" => {
-                    let v: Vec<String> = self.run(redis::cmd("SMEMBERS").arg(&key).query_async(&mut con)).await?;
+                    let v: Vec<String> = self
+                        .run(redis::cmd("SMEMBERS").arg(&key).query_async(&mut con))
+                        .await?;
                     for item in v {
                         line.push(' ');
                         line.push_str(&item);
@@ -311,7 +317,10 @@ impl RedisStore {
         let members: Vec<String> = members.into_iter().collect();
         let mut pipe = redis::pipe();
         for hash in &members {
-            pipe.cmd("HMGET").arg(self.session_key(hash)).arg("h").arg("x");
+            pipe.cmd("HMGET")
+                .arg(self.session_key(hash))
+                .arg("h")
+                .arg("x");
         }
         let found: Vec<(Option<String>, Option<u64>)> =
             self.run(pipe.query_async(&mut con)).await?;
@@ -320,7 +329,9 @@ impl RedisStore {
         let mut stale = Vec::new();
         for (hash, (handle, expires)) in members.iter().zip(found) {
             match (handle, expires) {
-                (Some(handle), Some(x)) if x > now => ids.push(self.inner.codec.open_id(hash, &handle)?),
+                (Some(handle), Some(x)) if x > now => {
+                    ids.push(self.inner.codec.open_id(hash, &handle)?)
+                }
                 (Some(_), Some(_)) => {}
                 _ => stale.push(hash.clone()),
             }
@@ -342,11 +353,15 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects (within twice the operation timeout) and checks that Redis answers.
-    pub async fn build(self) -> Result<RedisStore, StoreError> {
+    /// Builds the store without any I/O: the first operation connects, and
+    /// operations fail (503) until Redis can be reached. Configuration
+    /// errors are still reported here. Must be called within a Tokio runtime.
+    pub fn build_lazy(self) -> Result<RedisStore, StoreError> {
         let codec = self.settings.codec()?;
         if self.settings.prefix.contains(['*', '?', '[', ']']) {
-            return Err(StoreError::Config("a key prefix must not contain glob characters".into()));
+            return Err(StoreError::Config(
+                "a key prefix must not contain glob characters".into(),
+            ));
         }
         let client = redis::Client::open(self.url.as_str())
             .map_err(|_| StoreError::Config("invalid Redis URL".into()))?;
@@ -356,13 +371,8 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = bounded(timeout * 2, async {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(map_err)
-        })
-        .await?;
-        let store = RedisStore {
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?;
+        Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 codec,
@@ -377,7 +387,12 @@ impl RedisStoreBuilder {
                     release: Script::new(RELEASE),
                 },
             }),
-        };
+        })
+    }
+
+    /// Connects and checks that Redis answers within the operation timeout.
+    pub async fn build(self) -> Result<RedisStore, StoreError> {
+        let store = self.build_lazy()?;
         let mut con = store.inner.conn.clone();
         let _: String = store.run(redis::cmd("PING").query_async(&mut con)).await?;
         Ok(store)
@@ -429,7 +444,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
-        match self.write(&self.inner.scripts.create, id, &record, None).await? {
+        match self
+            .write(&self.inner.scripts.create, id, &record, None)
+            .await?
+        {
             1 => Ok(1),
             _ => Err(StoreError::Unavailable("session id collision".into())),
         }
@@ -442,7 +460,12 @@ impl SessionStore for RedisStore {
         expected_version: u64,
     ) -> Result<UpdateOutcome, StoreError> {
         let outcome = self
-            .write(&self.inner.scripts.update, id, &record, Some(expected_version))
+            .write(
+                &self.inner.scripts.update,
+                id,
+                &record,
+                Some(expected_version),
+            )
             .await?;
         Ok(match outcome {
             -1 => UpdateOutcome::Missing,
@@ -531,6 +554,15 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
+        sealed
+            .map(|s| self.inner.codec.open_value(&hkey, &s))
+            .transpose()
+    }
+
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let hkey = hash_key(key);
+        let mut con = self.inner.conn.clone();
+        let sealed: Option<String> = self.run(con.get(self.transient_key(&hkey))).await?;
         sealed
             .map(|s| self.inner.codec.open_value(&hkey, &s))
             .transpose()

@@ -52,6 +52,7 @@ struct Inner {
     op_timeout: Duration,
     sql: Sql,
     prefix: String,
+    schema: tokio::sync::OnceCell<()>,
 }
 
 /// Builder of [`SqliteStore`].
@@ -112,7 +113,25 @@ impl SqliteStore {
         &self,
         op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
+        self.ready().await?;
+        self.run_unchecked(op).await
+    }
+
+    async fn run_unchecked<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
         bounded(self.inner.op_timeout, async { op.await.map_err(map_err) }).await
+    }
+
+    /// Creates the schema on first use (retried on the next operation if it
+    /// fails, e.g. while the database is still starting).
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner
+            .schema
+            .get_or_try_init(|| self.migrate())
+            .await
+            .map(|_| ())
     }
 
     fn now(&self) -> i64 {
@@ -148,8 +167,10 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens the database, creating the file and the schema if needed.
-    pub async fn build(self) -> Result<SqliteStore, StoreError> {
+    /// Builds the store without any I/O: the first operation connects and
+    /// creates the schema, and operations fail (503) until the database can
+    /// be reached. Configuration errors are still reported here.
+    pub fn build_lazy(self) -> Result<SqliteStore, StoreError> {
         let codec = self.settings.codec()?;
         let prefix = self.settings.sql_prefix()?.to_owned();
         let lower = self.url.to_ascii_lowercase();
@@ -168,22 +189,25 @@ impl SqliteStoreBuilder {
         let pool = SqlitePoolOptions::new()
             .max_connections(self.settings.max_connections)
             .acquire_timeout(self.settings.op_timeout)
-            .connect_with(options);
-        let pool = bounded(self.settings.op_timeout * 2, async {
-            pool.await.map_err(map_err)
-        })
-        .await?;
-        let store = SqliteStore {
+            .connect_lazy_with(options);
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 codec,
                 clock: self.settings.clock.clone(),
                 op_timeout: self.settings.op_timeout,
                 sql: Sql::new(&prefix),
-                prefix: prefix.clone(),
+                prefix,
+                schema: tokio::sync::OnceCell::new(),
             }),
-        };
-        store.migrate().await?;
+        })
+    }
+
+    /// Connects and creates the schema if needed; fails if the database
+    /// cannot be reached within the operation timeout.
+    pub async fn build(self) -> Result<SqliteStore, StoreError> {
+        let store = self.build_lazy()?;
+        store.ready().await?;
         Ok(store)
     }
 }
@@ -212,10 +236,10 @@ impl SqliteStore {
              INSERT INTO {p}meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')
                  ON CONFLICT (key) DO NOTHING;"
         );
-        self.run(sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&self.inner.pool))
+        self.run_unchecked(sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&self.inner.pool))
             .await?;
         let found: String = self
-            .run(
+            .run_unchecked(
                 sqlx::query_scalar(AssertSqlSafe(format!(
                     "SELECT value FROM {p}meta WHERE key = 'schema_version'"
                 )))
@@ -249,6 +273,7 @@ struct Sql {
     put: Arc<str>,
     put_if_absent: Arc<str>,
     take: Arc<str>,
+    get: Arc<str>,
     try_lease: Arc<str>,
     renew_lease: Arc<str>,
     release_lease: Arc<str>,
@@ -293,6 +318,9 @@ impl Sql {
             )),
             take: s(format!(
                 "DELETE FROM {p}transient WHERE key = ?1 RETURNING value, expires_ms"
+            )),
+            get: s(format!(
+                "SELECT value FROM {p}transient WHERE key = ?1 AND expires_ms > ?2"
             )),
             try_lease: s(format!(
                 "INSERT INTO {p}leases (id, owner, expires_ms) VALUES (?1, ?2, ?3)
@@ -437,7 +465,12 @@ impl SessionStore for SqliteStore {
         match data {
             None => Ok(None),
             // The row is gone either way; an unreadable one is reported as absent.
-            Some(data) => Ok(self.inner.codec.open_record(&hash, &data).ok().map(Arc::new)),
+            Some(data) => Ok(self
+                .inner
+                .codec
+                .open_record(&hash, &data)
+                .ok()
+                .map(Arc::new)),
         }
     }
 
@@ -508,6 +541,21 @@ impl SessionStore for SqliteStore {
         self.inner.codec.open_value(&hkey, &sealed).map(Some)
     }
 
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let hkey = hash_key(key);
+        let sealed: Option<String> = self
+            .run(
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.get.clone()))
+                    .bind(&hkey)
+                    .bind(now_ms())
+                    .fetch_optional(&self.inner.pool),
+            )
+            .await?;
+        sealed
+            .map(|s| self.inner.codec.open_value(&hkey, &s))
+            .transpose()
+    }
+
     async fn try_lease(
         &self,
         id: &SessionId,
@@ -569,7 +617,10 @@ impl SessionStore for SqliteStore {
             .await?
             .rows_affected();
         let now = now_ms();
-        for sql in [&self.inner.sql.purge_transient, &self.inner.sql.purge_leases] {
+        for sql in [
+            &self.inner.sql.purge_transient,
+            &self.inner.sql.purge_leases,
+        ] {
             self.run(
                 sqlx::query(AssertSqlSafe(sql.clone()))
                     .bind(now)

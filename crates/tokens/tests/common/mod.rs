@@ -2,6 +2,8 @@
 //! [`ManualClock`] with the engine, and a sign-in without a browser.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::sync::Arc;
 use std::time::Duration;
 

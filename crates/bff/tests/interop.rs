@@ -1,0 +1,497 @@
+//! Interop with a certified OpenID Provider: the BFF against `oidc-provider`
+//! (OpenID Certified), started from `tests/interop/provider.mjs` on loopback.
+//!
+//! Needs Node.js (>= 20.19) and the pinned provider installed:
+//!
+//! ```sh
+//! npm ci --prefix tests/interop
+//! cargo test -p oidc-bff --test interop
+//! ```
+//!
+//! Without `tests/interop/node_modules` the tests are skipped — unless
+//! `CI=true`, where a missing install is a failure.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::harness::{Browser, location};
+use oidc_bff::{Bff, BffError, BffSession, OidcConfig, UserAccessToken, UserTokenRequest};
+use oidc_bff_tokens::{ClientCredentialsRequest, ManualClock, SessionId};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use url::Url;
+
+const SECRET: &str = "interop-secret-0123456789";
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+}
+
+/// Whether the provider is installed; fails instead of skipping under CI.
+fn installed() -> bool {
+    let installed = interop_dir().join("node_modules/oidc-provider").is_dir();
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the interop provider is not installed: run `npm ci --prefix tests/interop`"
+        );
+        eprintln!("skipped: run `npm ci --prefix tests/interop` to enable the interop tests");
+    }
+    installed
+}
+
+/// The provider process, a BFF in front of it, and a cookie jar for the
+/// provider's origin (the harness `Browser` keeps the BFF's cookies).
+struct Interop {
+    _provider: tokio::process::Child,
+    issuer: String,
+    bff: Bff,
+    url: String,
+    clock: ManualClock,
+    http: reqwest::Client,
+    provider_jar: Mutex<HashMap<String, String>>,
+}
+
+async fn token(UserAccessToken(token): UserAccessToken) -> String {
+    token.secret().to_owned()
+}
+
+async fn forced_token(session: BffSession) -> Result<String, BffError> {
+    let token = session
+        .access_token(&UserTokenRequest::default().force_renewal())
+        .await?;
+    Ok(token.secret().to_owned())
+}
+
+impl Interop {
+    async fn start() -> Option<Self> {
+        if !installed() {
+            return None;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut provider = tokio::process::Command::new("node")
+            .arg(interop_dir().join("provider.mjs"))
+            .env("BFF_URL", &url)
+            .env("BFF_SECRET", SECRET)
+            .env("ACCESS_TOKEN_TTL", "60")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed (Node.js >= 20.19)");
+        let stdout = provider.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the provider did not start within 60 s")
+            .unwrap()
+            .expect("the provider exited before it was ready");
+        let issuer = serde_json::from_str::<Value>(&ready).unwrap()["issuer"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let discovery = http
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(discovery.status(), 200);
+
+        let clock = ManualClock::starting_now();
+        let config = OidcConfig::builder(&issuer, "bff")
+            .client_secret(SECRET)
+            .scopes(["openid", "profile", "email", "offline_access"])
+            .refresh_margin(Duration::from_secs(30))
+            .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let bff = Bff::builder(config)
+            .public_url(&url)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let api = Router::new()
+            .route("/api/token", get(token))
+            .route("/api/token/forced", get(forced_token))
+            .layer(bff.csrf_layer());
+        let app = Router::new()
+            .merge(api)
+            .merge(bff.routes())
+            .layer(bff.layer());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Some(Self {
+            _provider: provider,
+            issuer,
+            bff,
+            url,
+            clock,
+            http,
+            provider_jar: Mutex::default(),
+        })
+    }
+
+    /// What the provider counted (grants by type, refresh tokens consumed and
+    /// destroyed, back-channel deliveries, ...).
+    async fn counters(&self) -> Value {
+        self.http
+            .get(format!("{}/test/counters", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn counter(&self, name: &str) -> u64 {
+        self.counters().await[name].as_u64().unwrap()
+    }
+
+    fn absolute(&self, url: &str) -> String {
+        Url::parse(&self.issuer)
+            .unwrap()
+            .join(url)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A request at the provider with the browser's provider cookies.
+    async fn at_provider(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let cookies = {
+            let jar = self.provider_jar.lock().unwrap();
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let response = request.header("cookie", cookies).send().await.unwrap();
+        let mut jar = self.provider_jar.lock().unwrap();
+        for value in response.headers().get_all("set-cookie") {
+            let raw = value.to_str().unwrap();
+            let (pair, attrs) = raw.split_once(';').unwrap_or((raw, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            let attrs = attrs.to_ascii_lowercase();
+            if value.is_empty() || attrs.contains("max-age=0") || attrs.contains("1970") {
+                jar.remove(name.trim());
+            } else {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+        response
+    }
+
+    async fn provider_get(&self, url: &str) -> reqwest::Response {
+        let url = self.absolute(url);
+        self.at_provider(self.http.get(url)).await
+    }
+
+    /// Signs `browser` in through the provider (login and consent complete by
+    /// script); returns where the BFF finally sent it.
+    async fn sign_in(&self, browser: &Browser, return_url: &str) -> String {
+        let login = browser
+            .get(&format!(
+                "/bff/login?returnUrl={}",
+                common::harness::urlencode(return_url)
+            ))
+            .await;
+        assert_eq!(login.status(), 303);
+        let mut next = location(&login);
+        assert!(next.starts_with(&self.issuer), "{next}");
+        for _ in 0..10 {
+            let response = self.provider_get(&next).await;
+            assert!(
+                response.status().is_redirection(),
+                "{next}: {} {}",
+                response.status(),
+                response.text().await.unwrap()
+            );
+            next = self.absolute(&location(&response));
+            if next.starts_with(&self.url) {
+                break;
+            }
+        }
+        assert!(
+            next.starts_with(&format!("{}/bff/callback?", self.url)),
+            "{next}"
+        );
+        let params: HashMap<String, String> = Url::parse(&next)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert_eq!(params.get("iss"), Some(&self.issuer), "RFC 9207 iss");
+        let done = browser.get(&next).await;
+        assert_eq!(done.status(), 303, "{}", done.text().await.unwrap());
+        location(&done)
+    }
+
+    async fn session(&self, browser: &Browser) -> Option<oidc_bff_tokens::Versioned> {
+        let id = SessionId::parse(&browser.cookie("__Host-bff")?)?;
+        self.bff.client().load_session(&id).await.unwrap()
+    }
+
+    /// Presents a refresh token to the provider directly.
+    async fn refresh_directly(&self, refresh_token: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/token", self.issuer))
+            .basic_auth("bff", Some(SECRET))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Ends the provider session at its end-session endpoint, confirming the
+    /// logout prompt as the user would; returns the final redirect.
+    async fn end_provider_session(&self, end_session_url: &str) -> String {
+        let page = self.provider_get(end_session_url).await;
+        assert_eq!(page.status(), 200, "{end_session_url}");
+        let html = page.text().await.unwrap();
+        let action = attribute_after(&html, "<form", "action").expect("logout form");
+        let xsrf = attribute_after(&html, "name=\"xsrf\"", "value").expect("xsrf field");
+        let confirm = self
+            .at_provider(
+                self.http
+                    .post(self.absolute(&action))
+                    .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")]),
+            )
+            .await;
+        assert!(
+            confirm.status().is_redirection(),
+            "{} {}",
+            confirm.status(),
+            confirm.text().await.unwrap()
+        );
+        location(&confirm)
+    }
+}
+
+/// The value of attribute `name` in the first tag at or after `marker`.
+fn attribute_after(html: &str, marker: &str, name: &str) -> Option<String> {
+    let start = html.find(marker)?;
+    let tag_start = html[..=start].rfind('<')?;
+    let tag = &html[tag_start..];
+    let tag = &tag[..tag.find('>')?];
+    let needle = format!("{name}=\"");
+    let value_start = tag.find(&needle)? + needle.len();
+    let value = &tag[value_start..];
+    Some(value[..value.find('"')?].replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn sign_in_user_endpoint_and_refresh_with_rotation() {
+    let Some(t) = Interop::start().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    assert_eq!(t.sign_in(&browser, "/app?x=1").await, "/app?x=1");
+    assert_eq!(t.counter("code_grants").await, 1);
+
+    let user = browser.api("/bff/user").await;
+    assert_eq!(user.status(), 200);
+    let user: Value = user.json().await.unwrap();
+    assert_eq!(user["sub"], "alice");
+    assert_eq!(user["claims"]["name"], "Alice Example");
+    assert_eq!(user["claims"]["iss"], t.issuer.as_str());
+
+    let session = t.session(&browser).await.unwrap();
+    let first_refresh = session
+        .record
+        .tokens
+        .refresh_token
+        .clone()
+        .expect("a refresh token");
+    let first_access = browser.api("/api/token").await.text().await.unwrap();
+    assert_eq!(first_access, session.record.tokens.access_token.secret());
+    assert_eq!(
+        t.counter("refresh_grants").await,
+        0,
+        "a valid token is served as is"
+    );
+
+    // A refresh with rotation: new access and refresh tokens.
+    let forced = browser.api("/api/token/forced").await;
+    assert_eq!(forced.status(), 200);
+    let second_access = forced.text().await.unwrap();
+    assert_ne!(second_access, first_access);
+    let session = t.session(&browser).await.unwrap();
+    let second_refresh = session.record.tokens.refresh_token.clone().unwrap();
+    assert_ne!(second_refresh.secret(), first_refresh.secret(), "rotated");
+    assert_eq!(session.record.tokens.refresh_count, 1);
+    assert_eq!(t.counter("refresh_grants").await, 1);
+    assert_eq!(t.counter("refresh_tokens_consumed").await, 1);
+    // The refreshed id_token passed the identity checks and the session lives.
+    assert_eq!(browser.api("/bff/user").await.status(), 200);
+
+    // The provider refuses the rotated-away refresh token.
+    let replay = t.refresh_directly(first_refresh.secret()).await;
+    assert_eq!(replay.status(), 400);
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_refresh_grant() {
+    let Some(t) = Interop::start().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    t.sign_in(&browser, "/").await;
+    let before = browser.api("/api/token").await.text().await.unwrap();
+    // The 60 s access token is now within the 30 s refresh margin.
+    t.clock.advance(Duration::from_secs(31));
+    let requests = (0..100).map(|_| {
+        let browser = browser.clone();
+        tokio::spawn(async move {
+            let response = browser.api("/api/token").await;
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        })
+    });
+    let tokens: Vec<String> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        tokens.iter().all(|token| *token == tokens[0]),
+        "one new token for all"
+    );
+    assert_ne!(tokens[0], before);
+    assert_eq!(t.counter("refresh_grants").await, 1, "exactly one grant");
+    assert_eq!(t.counter("grant_errors").await, 0);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token_and_ends_the_provider_session() {
+    let Some(t) = Interop::start().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    t.sign_in(&browser, "/").await;
+    let session = t.session(&browser).await.unwrap();
+    let refresh_token = session.record.tokens.refresh_token.clone().unwrap();
+    let user: Value = browser.api("/bff/user").await.json().await.unwrap();
+
+    let logout = browser.get(user["logoutUrl"].as_str().unwrap()).await;
+    assert_eq!(logout.status(), 303);
+    let end_session = location(&logout);
+    assert!(
+        end_session.starts_with(&format!("{}/session/end?", t.issuer)),
+        "{end_session}"
+    );
+    assert!(browser.cookie("__Host-bff").is_none());
+    assert_eq!(browser.api("/bff/user").await.status(), 401);
+
+    // Revoked at the provider before the browser even got there.
+    assert!(t.counter("refresh_tokens_destroyed").await >= 1);
+    let denied = t.refresh_directly(refresh_token.secret()).await;
+    assert_eq!(denied.status(), 400);
+    assert_eq!(
+        denied.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+
+    // RP-initiated logout: the provider accepts the id_token_hint and sends
+    // the browser back to the registered post-logout URI.
+    let back = t.end_provider_session(&end_session).await;
+    assert!(back.starts_with(&format!("{}/", t.url)), "{back}");
+    assert_eq!(t.counter("end_session").await, 1);
+}
+
+#[tokio::test]
+async fn back_channel_logout_from_the_provider_ends_the_session() {
+    let Some(t) = Interop::start().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    t.sign_in(&browser, "/").await;
+    let other = Browser::new(&t.url);
+    t.sign_in(&other, "/").await; // the same provider session (its cookie)
+    let session = t.session(&browser).await.unwrap();
+    assert!(session.record.sid.is_some(), "the id_token carries sid");
+    let refresh_token = session.record.tokens.refresh_token.clone().unwrap();
+    let id_token = session.record.tokens.id_token.clone().unwrap();
+    let id = SessionId::parse(&browser.cookie("__Host-bff").unwrap()).unwrap();
+
+    // The user signs out at the provider (not through the BFF).
+    let mut end_session = Url::parse(&format!("{}/session/end", t.issuer)).unwrap();
+    end_session
+        .query_pairs_mut()
+        .append_pair("id_token_hint", id_token.secret())
+        .append_pair("client_id", "bff");
+    t.end_provider_session(end_session.as_str()).await;
+
+    let mut ended = false;
+    for _ in 0..400 {
+        if t.bff.client().load_session(&id).await.unwrap().is_none() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ended, "the back-channel logout did not end the session");
+    assert_eq!(t.counter("backchannel_success").await, 1);
+    assert_eq!(t.counter("backchannel_error").await, 0);
+    assert_eq!(browser.api("/bff/user").await.status(), 401);
+    // Both BFF sessions shared the provider session (same sid): both ended.
+    assert_eq!(other.api("/bff/user").await.status(), 401);
+    // The BFF revoked the ended session's refresh token.
+    assert_eq!(
+        t.refresh_directly(refresh_token.secret()).await.status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_are_issued_and_cached() {
+    let Some(t) = Interop::start().await else {
+        return;
+    };
+    let request = ClientCredentialsRequest::default().scope("api:read");
+    let first = t.bff.client().client_access_token(&request).await.unwrap();
+    let second = t.bff.client().client_access_token(&request).await.unwrap();
+    assert_eq!(first.secret(), second.secret());
+    assert_eq!(t.counter("client_credentials_grants").await, 1);
+
+    // The provider knows the token: introspection says active, for our client.
+    let introspected: Value = t
+        .http
+        .post(format!("{}/token/introspection", t.issuer))
+        .basic_auth("bff", Some(SECRET))
+        .form(&[("token", first.secret())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["client_id"], "bff");
+    assert_eq!(introspected["scope"], "api:read");
+
+    // Past the refresh margin a new one is fetched.
+    t.clock.advance(Duration::from_secs(31));
+    let third = t.bff.client().client_access_token(&request).await.unwrap();
+    assert_ne!(third.secret(), first.secret());
+    assert_eq!(t.counter("client_credentials_grants").await, 2);
+}

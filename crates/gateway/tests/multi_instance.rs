@@ -1,0 +1,262 @@
+//! Three `oidc-bff` gateway processes sharing one session store (Redis,
+//! PostgreSQL, and an SQLite file), in front of a dev IdP that issues
+//! one-time-use refresh tokens (rotation with reuse detection: a second use
+//! revokes the grant). 300 concurrent API requests spread over the three
+//! instances on an expired access token must all succeed with exactly one
+//! refresh grant at the IdP — also when the token endpoint is slower than
+//! the refresh lease.
+//!
+//! The services are the machine's Redis (127.0.0.1:6379) and PostgreSQL
+//! (127.0.0.1:5432, database `test`, user `postgres`). Without one the test
+//! fails when `CI=true` and is skipped with a notice otherwise.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Browser, Gateway, Upstream, config, idp};
+use oidc_bff::tokens::store::KeyRing;
+use reqwest::Method;
+
+const KEY: &str = "mi1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const REDIS: &str = "redis://127.0.0.1:6379";
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn service(name: &str, addr: &str) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => true,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{name} at {addr} is required when CI=true: {why}");
+            }
+            eprintln!(
+                "skipping: {name} at {addr} is not available ({why}); set CI=true to make this a failure"
+            );
+            false
+        }
+    }
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("mi{}x{nanos}", std::process::id())
+}
+
+/// Where the three instances keep their sessions, and how to clean up.
+#[derive(Clone, Debug)]
+enum Shared {
+    Redis { prefix: String },
+    Postgres { prefix: String },
+    Sqlite { url: String },
+}
+
+impl Shared {
+    fn session_toml(&self) -> String {
+        let (store, prefix) = match self {
+            Shared::Redis { prefix } => (REDIS.to_owned(), Some(prefix)),
+            Shared::Postgres { prefix } => (POSTGRES.to_owned(), Some(prefix)),
+            Shared::Sqlite { url } => (url.clone(), None),
+        };
+        let mut toml = format!("store = \"{store}\"\nencryption_keys = [\"{KEY}\"]\n");
+        if let Some(p) = prefix {
+            toml.push_str(&format!("prefix = \"{p}\"\n"));
+        }
+        toml
+    }
+
+    async fn cleanup(&self) {
+        let keys = KeyRing::from_config([KEY]).unwrap();
+        match self {
+            Shared::Redis { prefix } => {
+                let store = oidc_bff::tokens::store::RedisStore::builder(REDIS)
+                    .key_prefix(prefix)
+                    .encryption(keys)
+                    .build()
+                    .await
+                    .unwrap();
+                store.drop_all().await.unwrap();
+            }
+            Shared::Postgres { prefix } => {
+                let store = oidc_bff::tokens::store::PostgresStore::builder(POSTGRES)
+                    .table_prefix(prefix)
+                    .encryption(keys)
+                    .build()
+                    .await
+                    .unwrap();
+                store.drop_tables().await.unwrap();
+            }
+            Shared::Sqlite { .. } => {}
+        }
+    }
+}
+
+struct Scenario {
+    /// How long the IdP's access tokens live (real time: three processes
+    /// cannot share a test clock). Longer than the token endpoint's delay
+    /// plus the refresh margin, or a fresh token would already be due.
+    token_lifetime: Duration,
+    /// The token endpoint's delay during the storm.
+    token_delay: Duration,
+    /// `[oidc] refresh_lease`, in seconds.
+    refresh_lease: u64,
+    requests: usize,
+}
+
+async fn three_instances_refresh_once(label: &str, shared: Shared, scenario: Scenario) {
+    let idp = idp(scenario.token_lifetime).await;
+    let upstream = Upstream::start().await;
+    let toml = config(&idp, &upstream, 1)
+        .replace("store = \"memory\"\n", &shared.session_toml())
+        .replace(
+            "refresh_margin = 1\n",
+            &format!(
+                "refresh_margin = 1\nrefresh_lease = {}\n",
+                scenario.refresh_lease
+            ),
+        );
+    let gateways = vec![
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+    ];
+    let mut browser = Browser::new();
+    browser.login(&gateways[0]).await;
+    // The session is usable on every instance.
+    for g in &gateways {
+        let (status, user) = browser.get_json(&format!("{}/bff/user", g.url)).await;
+        assert_eq!(status, 200, "{}", g.logs());
+        assert_eq!(user["sub"], "alice");
+    }
+
+    // Let the access token expire (beyond the refresh margin), then storm.
+    tokio::time::sleep(scenario.token_lifetime + Duration::from_millis(300)).await;
+    idp.faults().set_token_delay(Some(scenario.token_delay));
+    let before = idp.counters();
+    let hits_before = upstream.hits();
+    let started = Instant::now();
+    let calls = (0..scenario.requests).map(|i| {
+        let request = browser
+            .api(
+                Method::GET,
+                &format!("{}/api/items/{i}", gateways[i % gateways.len()].url),
+            )
+            .send();
+        async move {
+            let response = request.await.expect("request");
+            response.status()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let took = started.elapsed();
+    let after = idp.counters();
+    eprintln!(
+        "{label}: {} requests over 3 gateway processes on an expired token \
+         (token endpoint delay {:?}, lease {} s): {took:?}",
+        scenario.requests, scenario.token_delay, scenario.refresh_lease
+    );
+    let failed: Vec<_> = statuses.iter().filter(|s| s.as_u16() != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{label}: {} of {} requests failed ({:?}...)\n{}",
+        failed.len(),
+        statuses.len(),
+        failed.first(),
+        gateways
+            .iter()
+            .map(Gateway::logs)
+            .collect::<Vec<_>>()
+            .join("\n----\n"),
+    );
+    assert_eq!(
+        after.refresh_attempts - before.refresh_attempts,
+        1,
+        "{label}: exactly one refresh grant"
+    );
+    assert_eq!(after.refresh_grants - before.refresh_grants, 1);
+    assert_eq!(
+        after.refresh_reuse_detected, 0,
+        "{label}: no refresh token spent twice"
+    );
+    // Every proxied call carried the one new token.
+    let seen = upstream.seen();
+    let tokens: HashSet<_> = seen[hits_before..]
+        .iter()
+        .map(|s| s.bearer().expect("bearer"))
+        .collect();
+    assert_eq!(seen.len() - hits_before, scenario.requests);
+    assert_eq!(tokens.len(), 1, "{label}: one token after the refresh");
+
+    drop(gateways);
+    shared.cleanup().await;
+}
+
+fn storm() -> Scenario {
+    Scenario {
+        token_lifetime: Duration::from_secs(3),
+        token_delay: Duration::from_millis(200),
+        refresh_lease: 5,
+        requests: 300,
+    }
+}
+
+/// The token endpoint takes 2.5 s, the lease starts at 1 s: only renewal
+/// keeps the other instances from spending the refresh token again.
+fn slow() -> Scenario {
+    Scenario {
+        token_lifetime: Duration::from_secs(6),
+        token_delay: Duration::from_millis(2500),
+        refresh_lease: 1,
+        requests: 300,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_gateways_refresh_once() {
+    if !service("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    let prefix = format!("oidc-bff-test:{}:", unique());
+    three_instances_refresh_once("redis", Shared::Redis { prefix }, storm()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_gateways_refresh_once_with_a_slow_token_endpoint() {
+    if !service("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    let prefix = format!("oidc-bff-test:{}:", unique());
+    three_instances_refresh_once("redis, slow", Shared::Redis { prefix }, slow()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_gateways_refresh_once() {
+    if !service("PostgreSQL", "127.0.0.1:5432").await {
+        return;
+    }
+    let prefix = format!("{}_", unique());
+    three_instances_refresh_once("postgres", Shared::Postgres { prefix }, storm()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_gateways_refresh_once_with_a_slow_token_endpoint() {
+    if !service("PostgreSQL", "127.0.0.1:5432").await {
+        return;
+    }
+    let prefix = format!("{}_", unique());
+    three_instances_refresh_once("postgres, slow", Shared::Postgres { prefix }, slow()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_shared_by_three_gateways_refreshes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    three_instances_refresh_once("sqlite", Shared::Sqlite { url }, storm()).await;
+}

@@ -1,0 +1,316 @@
+//! The session stores under test, each isolated by a random prefix and
+//! cleaned up when dropped.
+//!
+//! Redis and PostgreSQL are the services of the machine
+//! (`OIDC_BFF_TEST_REDIS`, default `redis://127.0.0.1:6379`, and
+//! `OIDC_BFF_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`). When
+//! one cannot be reached the test fails if `CI=true`, and is skipped with a
+//! notice otherwise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oidc_bff_tokens::store::KeyRing;
+use oidc_bff_tokens::{Clock, ManualClock, MemoryStore, SessionStore};
+
+/// Which store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Redis,
+    Postgres,
+}
+
+pub fn redis_url() -> String {
+    std::env::var("OIDC_BFF_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("OIDC_BFF_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Fails under CI, skips (with a notice) elsewhere.
+pub fn unavailable(what: &str, err: &dyn std::fmt::Display) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is required when CI=true but could not be used: {err}");
+    }
+    eprintln!("skipping: {what} is not available here ({err}); set CI=true to make this a failure");
+}
+
+/// A random lowercase suffix for prefixes.
+pub fn random_suffix() -> String {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+/// A store under test.
+pub struct TestStore {
+    pub backend: Backend,
+    pub store: Arc<dyn SessionStore>,
+    pub clock: ManualClock,
+    pub keys: KeyRing,
+    location: Location,
+}
+
+#[derive(Clone)]
+enum Location {
+    Memory,
+    #[allow(dead_code)]
+    Sqlite {
+        dir: Arc<tempfile::TempDir>,
+        url: String,
+    },
+    #[allow(dead_code)]
+    Redis {
+        prefix: String,
+    },
+    #[allow(dead_code)]
+    Postgres {
+        prefix: String,
+    },
+}
+
+impl TestStore {
+    /// Opens a fresh, isolated store; `None` when the service is missing
+    /// outside CI.
+    pub async fn open(backend: Backend) -> Option<TestStore> {
+        Self::open_with(backend, |b| b).await
+    }
+
+    /// As [`open`](Self::open), with a smaller operation timeout etc.
+    pub async fn open_with(backend: Backend, tune: impl Fn(Tuning) -> Tuning) -> Option<TestStore> {
+        let clock = ManualClock::starting_now();
+        let keys = KeyRing::generate("test1");
+        let tuning = tune(Tuning::default());
+        let location = match backend {
+            Backend::Memory => Location::Memory,
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+                Location::Sqlite {
+                    dir: Arc::new(dir),
+                    url,
+                }
+            }
+            Backend::Redis => Location::Redis {
+                prefix: format!("oidc-bff-test:{}:", random_suffix()),
+            },
+            Backend::Postgres => Location::Postgres {
+                prefix: format!("t_{}_", random_suffix()),
+            },
+        };
+        let store = match connect(&location, keys.clone(), &clock, &tuning).await {
+            Ok(store) => store,
+            Err(err) => {
+                unavailable(&format!("{backend:?}"), &err);
+                return None;
+            }
+        };
+        Some(TestStore {
+            backend,
+            store,
+            clock,
+            keys,
+            location,
+        })
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.backend != Backend::Memory
+    }
+
+    /// The same storage opened again with another key ring (another
+    /// instance, or a restart with rotated keys).
+    pub async fn reopen(&self, keys: KeyRing) -> Arc<dyn SessionStore> {
+        connect(&self.location, keys, &self.clock, &Tuning::default())
+            .await
+            .expect("reopen")
+    }
+
+    /// Another handle on the same storage with the same keys (another instance).
+    pub async fn another_instance(&self) -> Arc<dyn SessionStore> {
+        if self.backend == Backend::Memory {
+            return self.store.clone();
+        }
+        self.reopen(self.keys.clone()).await
+    }
+
+    /// Everything the backend holds for this store, as text (`None` for memory).
+    pub async fn raw_dump(&self) -> Option<Vec<String>> {
+        match &self.location {
+            Location::Memory => None,
+            #[cfg(feature = "sqlite")]
+            Location::Sqlite { url, .. } => Some(
+                sqlite(url, self.keys.clone(), &self.clock, &Tuning::default())
+                    .await
+                    .expect("sqlite")
+                    .raw_dump()
+                    .await
+                    .expect("dump"),
+            ),
+            #[cfg(feature = "redis")]
+            Location::Redis { prefix } => Some(
+                redis(prefix, self.keys.clone(), &self.clock, &Tuning::default())
+                    .await
+                    .expect("redis")
+                    .raw_dump()
+                    .await
+                    .expect("dump"),
+            ),
+            #[cfg(feature = "postgres")]
+            Location::Postgres { prefix } => Some(
+                postgres(prefix, self.keys.clone(), &self.clock, &Tuning::default())
+                    .await
+                    .expect("postgres")
+                    .raw_dump()
+                    .await
+                    .expect("dump"),
+            ),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let location = self.location.clone();
+        let keys = self.keys.clone();
+        let clock = self.clock.clone();
+        // Clean up on a thread of its own: Drop cannot await, and the
+        // test's runtime may already be shutting down.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let _ = (&keys, &clock);
+                match location {
+                    Location::Memory | Location::Sqlite { .. } => {}
+                    #[cfg(feature = "redis")]
+                    Location::Redis { prefix } => {
+                        if let Ok(s) = redis(&prefix, keys, &clock, &Tuning::default()).await {
+                            let _ = s.drop_all().await;
+                        }
+                    }
+                    #[cfg(feature = "postgres")]
+                    Location::Postgres { prefix } => {
+                        if let Ok(s) = postgres(&prefix, keys, &clock, &Tuning::default()).await {
+                            let _ = s.drop_tables().await;
+                        }
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Store settings a test may change.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub op_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            op_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+async fn connect(
+    location: &Location,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<Arc<dyn SessionStore>, String> {
+    let _ = (&keys, tuning);
+    match location {
+        Location::Memory => Ok(Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())))),
+        #[cfg(feature = "sqlite")]
+        Location::Sqlite { url, .. } => Ok(Arc::new(
+            sqlite(url, keys, clock, tuning)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        #[cfg(feature = "redis")]
+        Location::Redis { prefix } => Ok(Arc::new(
+            redis(prefix, keys, clock, tuning)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        #[cfg(feature = "postgres")]
+        Location::Postgres { prefix } => Ok(Arc::new(
+            postgres(prefix, keys, clock, tuning)
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        #[allow(unreachable_patterns)]
+        _ => Err("this store's cargo feature is not enabled".into()),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite(
+    url: &str,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<oidc_bff_tokens::store::SqliteStore, oidc_bff_tokens::StoreError> {
+    oidc_bff_tokens::store::SqliteStore::builder(url)
+        .encryption(keys)
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(tuning.op_timeout)
+        .build()
+        .await
+}
+
+#[cfg(feature = "redis")]
+pub async fn redis(
+    prefix: &str,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<oidc_bff_tokens::store::RedisStore, oidc_bff_tokens::StoreError> {
+    oidc_bff_tokens::store::RedisStore::builder(redis_url())
+        .key_prefix(prefix)
+        .encryption(keys)
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(tuning.op_timeout)
+        .build()
+        .await
+}
+
+#[cfg(feature = "postgres")]
+pub async fn postgres(
+    prefix: &str,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<oidc_bff_tokens::store::PostgresStore, oidc_bff_tokens::StoreError> {
+    oidc_bff_tokens::store::PostgresStore::builder(postgres_url())
+        .table_prefix(prefix)
+        .encryption(keys)
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(tuning.op_timeout)
+        .max_connections(4)
+        .build()
+        .await
+}
+
+/// Unix time by the test clock.
+pub fn now(clock: &ManualClock) -> u64 {
+    clock.now_unix()
+}

@@ -1,0 +1,765 @@
+//! One store test suite, run against every store: memory, SQLite (a temp
+//! file), Redis and PostgreSQL (the machine's services; see
+//! `tests/common/stores.rs` for how a missing service is handled).
+//!
+//! Run all of it with
+//! `cargo test -p oidc-bff-tokens --features sqlite,redis,postgres --test store_suite`.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::stores::{Backend, TestStore};
+use oidc_bff_tokens::store::KeyRing;
+use oidc_bff_tokens::{
+    AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
+    StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens,
+};
+
+/// A record whose secrets are unique strings that a dump must not show.
+fn record(s: &TestStore, sub: &str, sid: Option<&str>) -> SessionRecord {
+    let now = s.clock.now_unix();
+    let tag = common::stores::random_suffix();
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), sub.into());
+    claims.insert("email".into(), format!("{tag}@mail.example").into());
+    SessionRecord {
+        sub: sub.into(),
+        sid: sid.map(str::to_owned),
+        claims,
+        tokens: UserTokens {
+            access_token: AccessToken::new(format!("AT-{tag}-secret")),
+            expires_at: now + 300,
+            token_type: "Bearer".into(),
+            refresh_token: Some(RefreshToken::new(format!("RT-{tag}-secret"))),
+            id_token: Some(IdToken::new(format!("IDT-{tag}-secret"))),
+            scope: Some("openid".into()),
+            refreshed_at: None,
+            refresh_count: 0,
+        },
+        resource_tokens: Default::default(),
+        created_at: now,
+        expires_at: now + 3600,
+        last_active: now,
+        logout_id: format!("logout-{tag}"),
+    }
+}
+
+fn secrets_of(r: &SessionRecord) -> Vec<String> {
+    let mut out = vec![
+        r.tokens.access_token.secret().to_owned(),
+        r.tokens.refresh_token.as_ref().unwrap().secret().to_owned(),
+        r.tokens.id_token.as_ref().unwrap().secret().to_owned(),
+    ];
+    for t in r.resource_tokens.values() {
+        out.push(t.access_token.secret().to_owned());
+    }
+    out
+}
+
+async fn create_load_update_delete(s: &TestStore) {
+    let id = SessionId::generate();
+    let first = record(s, "alice", Some("sid-1"));
+    assert_eq!(s.store.create(&id, first.clone()).await.unwrap(), 1);
+    let loaded = s.store.load(&id).await.unwrap().expect("created");
+    assert_eq!(loaded.version, 1);
+    assert_eq!(*loaded.record, first);
+
+    // Another instance sees the same session (and, for the persistent
+    // stores, a restart does too).
+    let other = s.another_instance().await;
+    let seen = other.load(&id).await.unwrap().expect("shared");
+    assert_eq!(*seen.record, first);
+
+    let mut second = first.clone();
+    second.tokens.access_token = AccessToken::new("AT-second");
+    second.tokens.refresh_count = 1;
+    assert_eq!(
+        s.store.update(&id, second.clone(), 1).await.unwrap(),
+        UpdateOutcome::Updated(2)
+    );
+    let loaded = other.load(&id).await.unwrap().unwrap();
+    assert_eq!((loaded.version, &*loaded.record), (2, &second));
+
+    let deleted = s.store.delete(&id).await.unwrap().expect("deleted record");
+    assert_eq!(*deleted, second);
+    assert!(s.store.load(&id).await.unwrap().is_none());
+    assert!(s.store.delete(&id).await.unwrap().is_none());
+    // A collision on create is an error, never an overwrite.
+    let id2 = SessionId::generate();
+    s.store.create(&id2, first.clone()).await.unwrap();
+    assert!(s.store.create(&id2, second.clone()).await.is_err());
+    assert_eq!(*s.store.load(&id2).await.unwrap().unwrap().record, first);
+}
+
+async fn versioned_update_conflict_and_missing(s: &TestStore) {
+    let id = SessionId::generate();
+    let r = record(s, "alice", None);
+    s.store.create(&id, r.clone()).await.unwrap();
+    assert_eq!(
+        s.store.update(&id, r.clone(), 1).await.unwrap(),
+        UpdateOutcome::Updated(2)
+    );
+    // A writer that read version 1 is too late: nothing written.
+    let mut stale = r.clone();
+    stale.tokens.access_token = AccessToken::new("AT-stale");
+    assert_eq!(
+        s.store.update(&id, stale, 1).await.unwrap(),
+        UpdateOutcome::Conflict
+    );
+    assert_eq!(*s.store.load(&id).await.unwrap().unwrap().record, r);
+    assert_eq!(
+        s.store.update(&id, r.clone(), 7).await.unwrap(),
+        UpdateOutcome::Conflict
+    );
+    s.store.delete(&id).await.unwrap();
+    assert_eq!(
+        s.store.update(&id, r.clone(), 2).await.unwrap(),
+        UpdateOutcome::Missing
+    );
+    assert_eq!(
+        s.store.update(&SessionId::generate(), r, 1).await.unwrap(),
+        UpdateOutcome::Missing
+    );
+}
+
+async fn sessions_are_indexed_by_sub_and_sid(s: &TestStore) {
+    let sub = format!("user-{}", common::stores::random_suffix());
+    let other_sub = format!("other-{}", common::stores::random_suffix());
+    let (a, b, c) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    s.store
+        .create(&a, record(s, &sub, Some("sid-a")))
+        .await
+        .unwrap();
+    s.store
+        .create(&b, record(s, &sub, Some("sid-b")))
+        .await
+        .unwrap();
+    s.store
+        .create(&c, record(s, &other_sub, Some("sid-a")))
+        .await
+        .unwrap();
+
+    let set = |v: Vec<SessionId>| v.into_iter().collect::<HashSet<_>>();
+    assert_eq!(
+        set(s.store.find_by_sub(&sub).await.unwrap()),
+        set(vec![a.clone(), b.clone()])
+    );
+    assert_eq!(
+        set(s.store.find_by_sid("sid-a").await.unwrap()),
+        set(vec![a.clone(), c.clone()])
+    );
+    assert_eq!(s.store.find_by_sid("sid-b").await.unwrap(), vec![b.clone()]);
+    assert!(s.store.find_by_sub("nobody").await.unwrap().is_empty());
+
+    // Indexes follow updates and deletes.
+    let mut moved = (*s.store.load(&b).await.unwrap().unwrap().record).clone();
+    moved.sid = Some("sid-c".into());
+    s.store.update(&b, moved, 1).await.unwrap();
+    assert!(s.store.find_by_sid("sid-b").await.unwrap().is_empty());
+    assert_eq!(s.store.find_by_sid("sid-c").await.unwrap(), vec![b.clone()]);
+    s.store.delete(&a).await.unwrap();
+    assert_eq!(s.store.find_by_sub(&sub).await.unwrap(), vec![b.clone()]);
+    assert_eq!(s.store.find_by_sid("sid-a").await.unwrap(), vec![c.clone()]);
+    for id in [&b, &c] {
+        s.store.delete(id).await.unwrap();
+    }
+}
+
+async fn expired_sessions_are_gone_and_purged(s: &TestStore) {
+    let sub = format!("exp-{}", common::stores::random_suffix());
+    let short = SessionId::generate();
+    let long = SessionId::generate();
+    let mut r = record(s, &sub, Some("sid-exp"));
+    r.expires_at = s.clock.now_unix() + 100;
+    s.store.create(&short, r.clone()).await.unwrap();
+    r.expires_at = s.clock.now_unix() + 10_000;
+    s.store.create(&long, r).await.unwrap();
+    assert!(s.store.load(&short).await.unwrap().is_some());
+
+    s.clock.advance(Duration::from_secs(101));
+    assert!(s.store.load(&short).await.unwrap().is_none());
+    assert_eq!(s.store.find_by_sub(&sub).await.unwrap(), vec![long.clone()]);
+    assert_eq!(
+        s.store.find_by_sid("sid-exp").await.unwrap(),
+        vec![long.clone()]
+    );
+    let purged = s.store.purge_expired().await.unwrap();
+    // Memory may have dropped it at load already; the others purge it now.
+    assert!(purged <= 1, "purged {purged}");
+    if s.is_persistent() {
+        assert_eq!(purged, 1);
+    }
+    assert!(s.store.load(&long).await.unwrap().is_some());
+    assert_eq!(s.store.purge_expired().await.unwrap(), 0);
+}
+
+async fn transient_values_are_taken_once(s: &TestStore) {
+    let key = format!("login:{}", common::stores::random_suffix());
+    s.store
+        .put_transient(&key, "pkce-verifier-secret".into(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Shared with other instances.
+    let other = s.another_instance().await;
+    assert_eq!(
+        other.take_transient(&key).await.unwrap().as_deref(),
+        Some("pkce-verifier-secret")
+    );
+    assert_eq!(s.store.take_transient(&key).await.unwrap(), None);
+    assert_eq!(s.store.take_transient("never-stored").await.unwrap(), None);
+
+    // Many concurrent takers: exactly one gets it.
+    s.store
+        .put_transient(&key, "once".into(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let takers = (0..20).map(|_| {
+        let store = s.store.clone();
+        let key = key.clone();
+        tokio::spawn(async move { store.take_transient(&key).await.unwrap() })
+    });
+    let got: Vec<_> = futures_util::future::join_all(takers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(Option::is_some)
+        .collect();
+    assert_eq!(got, vec![Some("once".to_owned())]);
+
+    // put-if-absent: refused while a live value is there, allowed once it expired.
+    let jti = format!("jti:{}", common::stores::random_suffix());
+    assert!(
+        s.store
+            .put_transient_if_absent(&jti, "1".into(), Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .put_transient_if_absent(&jti, "2".into(), Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        other
+            .put_transient_if_absent(&jti, "3".into(), Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.store.take_transient(&jti).await.unwrap().as_deref(),
+        Some("3")
+    );
+
+    // An expired value is never returned.
+    s.store
+        .put_transient(&key, "short".into(), Duration::from_millis(200))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(s.store.take_transient(&key).await.unwrap(), None);
+
+    // Concurrent put-if-absent: exactly one wins.
+    let jti = format!("jti:{}", common::stores::random_suffix());
+    let puts = (0..20).map(|i| {
+        let store = s.store.clone();
+        let jti = jti.clone();
+        tokio::spawn(async move {
+            store
+                .put_transient_if_absent(&jti, i.to_string(), Duration::from_secs(60))
+                .await
+                .unwrap()
+        })
+    });
+    let wins = futures_util::future::join_all(puts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
+}
+
+async fn leases_are_exclusive_owned_and_expire(s: &TestStore) {
+    let id = SessionId::generate();
+    let other = s.another_instance().await;
+    let ttl = Duration::from_secs(30);
+    assert!(s.store.try_lease(&id, "owner-a", ttl).await.unwrap());
+    assert!(!other.try_lease(&id, "owner-b", ttl).await.unwrap());
+    assert!(
+        !s.store.try_lease(&id, "owner-a", ttl).await.unwrap(),
+        "not re-entrant"
+    );
+    // Only the owner renews or releases.
+    assert!(!other.renew_lease(&id, "owner-b", ttl).await.unwrap());
+    assert!(other.renew_lease(&id, "owner-a", ttl).await.unwrap());
+    other.release_lease(&id, "owner-b").await.unwrap();
+    assert!(!other.try_lease(&id, "owner-c", ttl).await.unwrap());
+    s.store.release_lease(&id, "owner-a").await.unwrap();
+    assert!(other.try_lease(&id, "owner-c", ttl).await.unwrap());
+    other.release_lease(&id, "owner-c").await.unwrap();
+
+    // A holder that dies loses the lease when its time runs out.
+    assert!(
+        s.store
+            .try_lease(&id, "dead", Duration::from_millis(300))
+            .await
+            .unwrap()
+    );
+    assert!(!other.try_lease(&id, "alive", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(other.try_lease(&id, "alive", ttl).await.unwrap());
+    // The dead holder cannot renew or release the new owner's lease.
+    assert!(!s.store.renew_lease(&id, "dead", ttl).await.unwrap());
+    s.store.release_lease(&id, "dead").await.unwrap();
+    assert!(!s.store.try_lease(&id, "third", ttl).await.unwrap());
+    other.release_lease(&id, "alive").await.unwrap();
+
+    // Renewal keeps a lease alive past its first time-to-live.
+    let short = Duration::from_millis(300);
+    assert!(s.store.try_lease(&id, "renewer", short).await.unwrap());
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(s.store.renew_lease(&id, "renewer", short).await.unwrap());
+    }
+    assert!(!other.try_lease(&id, "thief", ttl).await.unwrap());
+    s.store.release_lease(&id, "renewer").await.unwrap();
+
+    // Many contenders at once: exactly one wins.
+    let id = SessionId::generate();
+    let tries = (0..50).map(|i| {
+        let store = if i % 2 == 0 {
+            s.store.clone()
+        } else {
+            other.clone()
+        };
+        let id = id.clone();
+        tokio::spawn(async move { store.try_lease(&id, &format!("o{i}"), ttl).await.unwrap() })
+    });
+    let wins = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
+    let _ = s.store.purge_expired().await.unwrap();
+}
+
+async fn concurrent_writers_one_winner_per_version(s: &TestStore) {
+    let id = SessionId::generate();
+    let base = record(s, "alice", None);
+    s.store.create(&id, base.clone()).await.unwrap();
+    let other = s.another_instance().await;
+
+    // 50 writers on version 1 at once: exactly one wins.
+    let writers = (0..50).map(|i| {
+        let store = if i % 2 == 0 {
+            s.store.clone()
+        } else {
+            other.clone()
+        };
+        let id = id.clone();
+        let mut r = base.clone();
+        r.tokens.refresh_count = i;
+        tokio::spawn(async move { store.update(&id, r, 1).await.unwrap() })
+    });
+    let outcomes: Vec<_> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == UpdateOutcome::Updated(2))
+            .count(),
+        1
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == UpdateOutcome::Conflict)
+            .count(),
+        49
+    );
+
+    // 50 writers that re-read and retry: each version is won exactly once.
+    let writers = (0..50u64).map(|i| {
+        let store = if i % 2 == 0 {
+            s.store.clone()
+        } else {
+            other.clone()
+        };
+        let id = id.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = store.load(&id).await.unwrap().unwrap();
+                let mut r = (*current.record).clone();
+                r.tokens.refresh_count += 1;
+                match store.update(&id, r, current.version).await.unwrap() {
+                    UpdateOutcome::Updated(v) => return v,
+                    UpdateOutcome::Conflict => continue,
+                    UpdateOutcome::Missing => panic!("session vanished"),
+                }
+            }
+        })
+    });
+    let versions: BTreeSet<u64> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(versions, (3..=52).collect());
+    let last = s.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(last.version, 52);
+    // No lost update: every increment is there.
+    let first_winner = last.record.tokens.refresh_count - 50;
+    assert!(first_winner < 50);
+}
+
+async fn tokens_are_encrypted_at_rest(s: &TestStore) {
+    if !s.is_persistent() {
+        return;
+    }
+    let id = SessionId::generate();
+    let mut r = record(s, "alice", Some("sid-enc"));
+    r.resource_tokens.insert(
+        "urn:api|".into(),
+        oidc_bff_tokens::session::ResourceToken {
+            access_token: AccessToken::new(format!(
+                "RES-{}-secret",
+                common::stores::random_suffix()
+            )),
+            expires_at: r.tokens.expires_at,
+            token_type: "Bearer".into(),
+        },
+    );
+    s.store.create(&id, r.clone()).await.unwrap();
+    s.store
+        .put_transient(
+            "login:state-xyz",
+            "verifier-PLAINTEXT-secret".into(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(
+        s.store
+            .try_lease(&id, "owner-enc", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+
+    let dump = s.raw_dump().await.unwrap().join("\n");
+    assert!(
+        dump.contains("test1:"),
+        "values are sealed with the configured key id"
+    );
+    for secret in secrets_of(&r) {
+        assert!(!dump.contains(&secret), "a token is readable in the store");
+    }
+    assert!(
+        !dump.contains(id.as_str()),
+        "a session id is readable in the store"
+    );
+    assert!(!dump.contains("verifier-PLAINTEXT-secret"));
+    assert!(!dump.contains("state-xyz"), "transient keys are hashed");
+    assert!(
+        !dump.contains(r.claims["email"].as_str().unwrap()),
+        "claims are sealed too"
+    );
+    assert!(!dump.contains(&r.logout_id));
+
+    // Another key ring cannot read it.
+    let stranger = s.reopen(KeyRing::generate("test1")).await;
+    assert!(matches!(
+        stranger.load(&id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    let unknown = s.reopen(KeyRing::generate("other")).await;
+    assert!(matches!(
+        unknown.load(&id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        unknown.find_by_sub("alice").await,
+        Err(StoreError::Corrupt(_))
+    ));
+
+    // A rotated ring (new key first, old key kept) reads old data and
+    // writes with the new key.
+    let rotated_keys = KeyRing::generate("test2")
+        .with_key_from(&s.keys, "test1")
+        .unwrap();
+    let rotated = s.reopen(rotated_keys).await;
+    let loaded = rotated.load(&id).await.unwrap().unwrap();
+    assert_eq!(*loaded.record, r);
+    assert_eq!(
+        rotated.find_by_sid("sid-enc").await.unwrap(),
+        vec![id.clone()]
+    );
+    assert_eq!(
+        rotated
+            .update(&id, r.clone(), loaded.version)
+            .await
+            .unwrap(),
+        UpdateOutcome::Updated(loaded.version + 1)
+    );
+    let dump = s.raw_dump().await.unwrap().join("\n");
+    assert!(dump.contains("test2:"));
+    // ...which the old ring can no longer read.
+    assert!(matches!(
+        s.store.load(&id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(
+        rotated
+            .take_transient("login:state-xyz")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("verifier-PLAINTEXT-secret")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The token engine over each store: three engines (= three instances) share
+// one store, the provider issues one-time-use refresh tokens.
+// ---------------------------------------------------------------------------
+
+/// Three engines, each with its own handle on the store (its own connection
+/// pool, as separate processes would have).
+async fn instances(
+    s: &TestStore,
+    idp: &oidc_bff_dev_idp::RunningIdp,
+    tune: impl Fn(oidc_bff_tokens::OidcConfigBuilder) -> oidc_bff_tokens::OidcConfigBuilder,
+) -> Vec<OidcClient> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let config = tune(
+            OidcConfig::builder(idp.url().as_str(), "bff")
+                .client_secret("secret")
+                .timeouts(Duration::from_secs(2), Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+        out.push(
+            OidcClient::builder(config)
+                .store(s.another_instance().await)
+                .clock(Arc::new(s.clock.clone()))
+                .build()
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn storm(instances: &[OidcClient], id: &SessionId, n: usize) -> HashSet<String> {
+    let calls = (0..n).map(|i| {
+        let client = instances[i % instances.len()].clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            client
+                .user_access_token(&id, None, &UserTokenRequest::default())
+                .await
+        })
+    });
+    let mut tokens = HashSet::new();
+    for result in futures_util::future::join_all(calls).await {
+        let token = result.unwrap().expect("every caller gets a token");
+        tokens.insert(token.secret().to_owned());
+    }
+    tokens
+}
+
+async fn engine_three_instances_refresh_once(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c).await;
+    let id = common::sign_in(&instances[0]).await;
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(200)));
+    s.clock.advance(Duration::from_secs(400));
+
+    let started = Instant::now();
+    let tokens = storm(&instances, &id, 300).await;
+    eprintln!(
+        "{:?}: 300 requests over 3 instances on an expired token took {:?}",
+        s.backend,
+        started.elapsed()
+    );
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.counters().refresh_attempts, 1);
+    assert_eq!(idp.counters().refresh_reuse_detected, 0);
+    let stored = instances[2].load_session(&id).await.unwrap().unwrap();
+    assert!(tokens.contains(stored.record.tokens.access_token.secret()));
+    assert_eq!(stored.record.tokens.refresh_count, 1);
+
+    // And again, a second round: still one refresh per expiry.
+    s.clock.advance(Duration::from_secs(400));
+    let tokens = storm(&instances, &id, 90).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.counters().refresh_attempts, 2);
+    assert_eq!(idp.counters().refresh_reuse_detected, 0);
+}
+
+async fn engine_slow_token_endpoint_outlives_the_lease(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c.refresh_lease(Duration::from_millis(400))).await;
+    let id = common::sign_in(&instances[0]).await;
+    // The token endpoint takes almost four initial lease times.
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(1500)));
+    s.clock.advance(Duration::from_secs(400));
+    let started = Instant::now();
+    let tokens = storm(&instances, &id, 60).await;
+    eprintln!(
+        "{:?}: a 1.5 s refresh with a 0.4 s lease, 60 requests, took {:?}",
+        s.backend,
+        started.elapsed()
+    );
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.counters().refresh_attempts, 1);
+    assert_eq!(idp.counters().refresh_reuse_detected, 0);
+}
+
+async fn engine_recovers_from_a_crashed_lease_holder(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c.refresh_lease(Duration::from_millis(500))).await;
+    let id = common::sign_in(&instances[0]).await;
+    // An instance died mid-refresh: its lease is never renewed nor released.
+    assert!(
+        s.store
+            .try_lease(&id, "crashed-instance", Duration::from_millis(600))
+            .await
+            .unwrap()
+    );
+    s.clock.advance(Duration::from_secs(400));
+    let tokens = storm(&instances, &id, 30).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.counters().refresh_grants, 1);
+    let stored = instances[1].load_session(&id).await.unwrap().unwrap();
+    assert!(tokens.contains(stored.record.tokens.access_token.secret()));
+}
+
+async fn engine_ends_idle_sessions(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c.idle_timeout(Duration::from_secs(100))).await;
+    let id = common::sign_in(&instances[0]).await;
+    let first = instances[0].load_session(&id).await.unwrap().unwrap();
+    // Within a quarter of the idle timeout: no write.
+    s.clock.advance(Duration::from_secs(20));
+    let v = instances[1].load_session(&id).await.unwrap().unwrap();
+    assert_eq!(v.version, first.version);
+    // Later: activity is recorded (one versioned write), sliding the window.
+    s.clock.advance(Duration::from_secs(60));
+    let v = instances[1].load_session(&id).await.unwrap().unwrap();
+    assert_eq!(v.version, first.version + 1);
+    assert_eq!(v.record.last_active, s.clock.now_unix());
+    s.clock.advance(Duration::from_secs(90));
+    assert!(
+        instances[2].load_session(&id).await.unwrap().is_some(),
+        "slid"
+    );
+    // Unused for longer than the idle timeout: ended, everywhere.
+    s.clock.advance(Duration::from_secs(101));
+    assert!(instances[0].load_session(&id).await.unwrap().is_none());
+    assert!(
+        s.store.load(&id).await.unwrap().is_none(),
+        "deleted from the store"
+    );
+    let err = instances[1]
+        .user_access_token(&id, None, &UserTokenRequest::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::NotAuthenticated));
+}
+
+// ---------------------------------------------------------------------------
+
+macro_rules! backend_tests {
+    ($module:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(store) = super::TestStore::open($backend).await else {
+                        return;
+                    };
+                    super::$test(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        backend_tests!(memory, super::Backend::Memory, [$($test),*]);
+        #[cfg(feature = "sqlite")]
+        backend_tests!(sqlite, super::Backend::Sqlite, [$($test),*]);
+        #[cfg(feature = "redis")]
+        backend_tests!(redis, super::Backend::Redis, [$($test),*]);
+        #[cfg(feature = "postgres")]
+        backend_tests!(postgres, super::Backend::Postgres, [$($test),*]);
+    };
+}
+
+suite![
+    create_load_update_delete,
+    versioned_update_conflict_and_missing,
+    sessions_are_indexed_by_sub_and_sid,
+    expired_sessions_are_gone_and_purged,
+    transient_values_are_taken_once,
+    leases_are_exclusive_owned_and_expire,
+    concurrent_writers_one_winner_per_version,
+    tokens_are_encrypted_at_rest,
+    engine_three_instances_refresh_once,
+    engine_slow_token_endpoint_outlives_the_lease,
+    engine_recovers_from_a_crashed_lease_holder,
+    engine_ends_idle_sessions,
+];
+
+/// A backend that cannot be reached: building lazily succeeds, every
+/// operation fails with a store error (503 upstream), never a panic or hang.
+#[tokio::test]
+async fn unreachable_backends_fail_with_store_errors() {
+    use oidc_bff_tokens::store::{OpenOptions, open_url};
+    let mut urls = vec![];
+    if cfg!(feature = "redis") {
+        urls.push("redis://127.0.0.1:1");
+    }
+    if cfg!(feature = "postgres") {
+        urls.push("postgres://postgres@127.0.0.1:1/test");
+    }
+    if cfg!(feature = "sqlite") {
+        urls.push("sqlite:///nonexistent-dir/for/sure/sessions.db");
+    }
+    for url in urls {
+        let store = open_url(
+            url,
+            OpenOptions::new()
+                .encryption(KeyRing::generate("k"))
+                .operation_timeout(Duration::from_millis(500)),
+        )
+        .expect("lazy build does no I/O");
+        let err = store.load(&SessionId::generate()).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+            "{url}: {err:?}"
+        );
+        assert!(TokenError::from(err).is_transient());
+    }
+    // A persistent store without a key ring is refused.
+    if cfg!(feature = "redis") {
+        let err = open_url("redis://127.0.0.1:6379", OpenOptions::new()).unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)));
+    }
+    assert!(open_url("mysql://x", OpenOptions::new()).is_err());
+}
