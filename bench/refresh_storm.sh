@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 N=1000 ROUNDS=3 SINGLES=3 LIFETIME=5
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) N=50 ROUNDS=1 SINGLES=1 LIFETIME=2; shift ;;
+    --smoke) N=50 ROUNDS=1 SINGLES=1 LIFETIME=3; shift ;;
     -n) N=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;

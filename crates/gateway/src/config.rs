@@ -1189,6 +1189,9 @@ impl fmt::Display for GatewayConfig {
             "oidc.session_lifetime",
             secs(o.session_lifetime),
         )?;
+        if let Some(idle) = o.idle_timeout {
+            line(f, "idle_timeout", "oidc.idle_timeout", secs(idle))?;
+        }
         line(
             f,
             "login_timeout",

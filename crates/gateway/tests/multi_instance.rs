@@ -157,6 +157,14 @@ async fn three_instances_refresh_once(label: &str, shared: Shared, scenario: Sce
     let statuses = futures_util::future::join_all(calls).await;
     let took = started.elapsed();
     let after = idp.counters();
+    let logs = gateways
+        .iter()
+        .map(Gateway::logs)
+        .collect::<Vec<_>>()
+        .join("\n----\n");
+    // Clean up before asserting, so a failure leaves nothing behind.
+    drop(gateways);
+    shared.cleanup().await;
     eprintln!(
         "{label}: {} requests over 3 gateway processes on an expired token \
          (token endpoint delay {:?}, lease {} s): {took:?}",
@@ -169,11 +177,7 @@ async fn three_instances_refresh_once(label: &str, shared: Shared, scenario: Sce
         failed.len(),
         statuses.len(),
         failed.first(),
-        gateways
-            .iter()
-            .map(Gateway::logs)
-            .collect::<Vec<_>>()
-            .join("\n----\n"),
+        logs,
     );
     assert_eq!(
         after.refresh_attempts - before.refresh_attempts,
@@ -193,9 +197,6 @@ async fn three_instances_refresh_once(label: &str, shared: Shared, scenario: Sce
         .collect();
     assert_eq!(seen.len() - hits_before, scenario.requests);
     assert_eq!(tokens.len(), 1, "{label}: one token after the refresh");
-
-    drop(gateways);
-    shared.cleanup().await;
 }
 
 fn storm() -> Scenario {
@@ -259,4 +260,42 @@ async fn sqlite_file_shared_by_three_gateways_refreshes_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
     three_instances_refresh_once("sqlite", Shared::Sqlite { url }, storm()).await;
+}
+
+/// The single-machine default: sessions in an SQLite file survive a
+/// restart of the gateway (the user stays signed in, the refresh token
+/// still works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sessions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+    let idp = idp(Duration::from_secs(3)).await;
+    let upstream = Upstream::start().await;
+    let toml = config(&idp, &upstream, 1).replace(
+        "store = \"memory\"\n",
+        &Shared::Sqlite { url }.session_toml(),
+    );
+    let first = Gateway::start(&toml).await;
+    let mut browser = Browser::new();
+    browser.login(&first).await;
+    let (status, _) = browser.get_json(&format!("{}/bff/user", first.url)).await;
+    assert_eq!(status, 200);
+    first.sigterm();
+    drop(first);
+
+    // A new process on the same file: same session, and once the access
+    // token has expired, a refresh with the stored refresh token.
+    let second = Gateway::start(&toml).await;
+    let (status, user) = browser.get_json(&format!("{}/bff/user", second.url)).await;
+    assert_eq!(status, 200, "{}", second.logs());
+    assert_eq!(user["sub"], "alice");
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let response = browser
+        .api(Method::GET, &format!("{}/api/after-restart", second.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", second.logs());
+    assert_eq!(idp.counters().refresh_grants, 1);
+    assert_eq!(idp.counters().refresh_reuse_detected, 0);
 }

@@ -1,7 +1,13 @@
 #![allow(missing_docs)]
 //! The hot path: a valid access token already in the session.
 //!
-//! Run with `cargo bench -p oidc-bff-tokens --bench hot_path`.
+//! Run with `cargo bench -p oidc-bff-tokens --bench hot_path`, or with
+//! `--features sqlite,redis,postgres` (or `bench/hot_path.sh`) to add the
+//! persistent stores: `with_store_read_{sqlite,redis,postgres}`. Redis and
+//! PostgreSQL are the machine's (`OIDC_BFF_TEST_REDIS`, default
+//! `redis://127.0.0.1:6379`; `OIDC_BFF_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); when one is unavailable its
+//! case is skipped with a notice, or fails when `CI=true`.
 //! No provider is running: any network call would make the benchmark fail.
 
 use std::sync::Arc;
@@ -89,7 +95,143 @@ fn hot_path(c: &mut Criterion) {
                 .expect("token")
         })
     });
+    #[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+    persistent::cases(&mut group, &rt, now);
     group.finish();
+}
+
+/// The same call with the session read from a persistent store each time
+/// (decryption and deserialisation included).
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+mod persistent {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use criterion::BenchmarkGroup;
+    use criterion::measurement::WallTime;
+    use futures_util::StreamExt as _;
+    use oidc_bff_tokens::store::{KeyRing, SessionStore};
+    use oidc_bff_tokens::{OidcClient, OidcConfig, SessionId, UserTokenRequest};
+    use tokio::runtime::Runtime;
+
+    use super::record;
+
+    /// Sessions besides the measured one (fewer in a smoke run).
+    fn filler() -> usize {
+        if std::env::args().any(|a| a == "--bench") {
+            10_000
+        } else {
+            200
+        }
+    }
+
+    fn suffix() -> String {
+        SessionId::generate().as_str()[..10]
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "x")
+    }
+
+    fn unavailable(what: &str, err: &dyn std::fmt::Display) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{what} is required when CI=true but could not be used: {err}");
+        }
+        eprintln!(
+            "skipping {what}: not available here ({err}); set CI=true to make this a failure"
+        );
+    }
+
+    pub(super) fn cases(group: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, now: u64) {
+        let keys = KeyRing::generate("bench");
+        #[cfg(feature = "sqlite")]
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+            match rt.block_on(
+                oidc_bff_tokens::store::SqliteStore::builder(url)
+                    .encryption(keys.clone())
+                    .build(),
+            ) {
+                Ok(store) => case(group, rt, now, "sqlite", Arc::new(store)),
+                Err(e) => unavailable("SQLite", &e),
+            }
+        }
+        #[cfg(feature = "redis")]
+        {
+            let url = std::env::var("OIDC_BFF_TEST_REDIS")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            match rt.block_on(
+                oidc_bff_tokens::store::RedisStore::builder(url)
+                    .key_prefix(format!("bench-{}:", suffix()))
+                    .encryption(keys.clone())
+                    .build(),
+            ) {
+                Ok(store) => {
+                    let store = Arc::new(store);
+                    case(group, rt, now, "redis", store.clone());
+                    let _ = rt.block_on(store.drop_all());
+                }
+                Err(e) => unavailable("Redis", &e),
+            }
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let url = std::env::var("OIDC_BFF_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            match rt.block_on(
+                oidc_bff_tokens::store::PostgresStore::builder(url)
+                    .table_prefix(format!("bench_{}_", suffix()))
+                    .encryption(keys.clone())
+                    .build(),
+            ) {
+                Ok(store) => {
+                    let store = Arc::new(store);
+                    case(group, rt, now, "postgres", store.clone());
+                    let _ = rt.block_on(store.drop_tables());
+                }
+                Err(e) => unavailable("PostgreSQL", &e),
+            }
+        }
+    }
+
+    fn case(
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        rt: &Runtime,
+        now: u64,
+        name: &str,
+        store: Arc<dyn SessionStore>,
+    ) {
+        rt.block_on(
+            futures_util::stream::iter(0..filler())
+                .map(|_| {
+                    let store = store.clone();
+                    async move { store.create(&SessionId::generate(), record(now)).await }
+                })
+                .buffer_unordered(16)
+                .for_each(|r| async move {
+                    r.expect("create");
+                }),
+        );
+        let id = SessionId::generate();
+        rt.block_on(store.create(&id, record(now))).expect("create");
+        let config = OidcConfig::builder("http://127.0.0.1:9", "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_millis(50), Duration::from_millis(50))
+            .build()
+            .expect("config");
+        let client = OidcClient::builder(config)
+            .store(store)
+            .build()
+            .expect("client");
+        let request = UserTokenRequest::default();
+        group.bench_function(format!("with_store_read_{name}"), |b| {
+            b.to_async(rt).iter(|| async {
+                client
+                    .user_access_token(&id, None, &request)
+                    .await
+                    .expect("token")
+            })
+        });
+    }
 }
 
 criterion_group!(benches, hot_path);

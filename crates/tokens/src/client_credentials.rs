@@ -296,7 +296,10 @@ impl OidcClient {
                     return self.fetch_from_provider(request).await;
                 }
             }
-            match store.put_transient_if_absent(&lock, owner.clone(), wait).await {
+            match store
+                .put_transient_if_absent(&lock, owner.clone(), wait)
+                .await
+            {
                 Ok(true) => {
                     locked = true;
                     break;
@@ -389,12 +392,14 @@ impl OidcClient {
 
 /// The shared store's key of a client token: client id and request.
 fn shared_key(client_id: &str, request: &ClientCredentialsRequest) -> String {
-    format!(
-        "client-token:{client_id}|{}|{}|{}",
-        request.scope.as_deref().unwrap_or_default(),
-        request.resource.as_deref().unwrap_or_default(),
-        request.token_endpoint.as_ref().map(Url::as_str).unwrap_or_default()
-    )
+    // JSON keeps the parts apart whatever characters they hold.
+    let parts = serde_json::json!([
+        client_id,
+        request.scope,
+        request.resource,
+        request.token_endpoint.as_ref().map(Url::as_str),
+    ]);
+    format!("client-token:{parts}")
 }
 
 fn is_safe_endpoint(url: &Url) -> bool {

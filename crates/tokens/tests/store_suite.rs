@@ -681,6 +681,49 @@ async fn engine_ends_idle_sessions(s: &TestStore) {
     assert!(matches!(err, TokenError::NotAuthenticated));
 }
 
+/// Item 6: N instances on one store fetch one machine token, not N.
+async fn engine_client_tokens_are_shared(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c).await;
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(200)));
+    let request = oidc_bff_tokens::ClientCredentialsRequest::default().scope("api");
+    let calls = (0..60).map(|i| {
+        let client = instances[i % 3].clone();
+        let request = request.clone();
+        tokio::spawn(async move { client.client_access_token(&request).await })
+    });
+    let tokens: HashSet<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().expect("client token").secret().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.counters().client_credentials_grants, 1);
+    if s.is_persistent() {
+        let dump = s.raw_dump().await.unwrap().join("\n");
+        assert!(
+            !dump.contains(tokens.iter().next().unwrap().as_str()),
+            "sealed at rest"
+        );
+    }
+
+    // A token an API rejected is replaced once, for every instance.
+    let rejected = oidc_bff_tokens::AccessToken::new(tokens.into_iter().next().unwrap());
+    let renewed = instances[1]
+        .renew_client_access_token(&request, &rejected)
+        .await
+        .unwrap();
+    assert_ne!(renewed, rejected);
+    assert_eq!(idp.counters().client_credentials_grants, 2);
+    // Another instance whose own cache is still current keeps it until
+    // renewal; a third asking fresh (another scope) gets its own.
+    let other = oidc_bff_tokens::ClientCredentialsRequest::default().scope("other");
+    instances[2].client_access_token(&other).await.unwrap();
+    instances[0].client_access_token(&other).await.unwrap();
+    assert_eq!(idp.counters().client_credentials_grants, 3);
+}
+
 // ---------------------------------------------------------------------------
 
 macro_rules! backend_tests {
@@ -724,6 +767,7 @@ suite![
     engine_slow_token_endpoint_outlives_the_lease,
     engine_recovers_from_a_crashed_lease_holder,
     engine_ends_idle_sessions,
+    engine_client_tokens_are_shared,
 ];
 
 /// A backend that cannot be reached: building lazily succeeds, every
