@@ -88,7 +88,8 @@ run_wrk() {
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 refresh_before=$(idp_counter refresh_attempts)
-log "load before measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load before measuring: $load_before"
 if [ "$WARMUP" -gt 0 ]; then
   for t in a b c; do run_wrk "$t" "$CONNECTIONS" "$WARMUP" >/dev/null; done
 fi
@@ -121,7 +122,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 diff_ms() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%+.3f", x - y }'; }
 
 echo
-echo "Proxy benchmark: $(machine); load after $load_after"
+echo "Proxy benchmark: $(machine); load before $load_before, after $load_after"
 echo "gateway log level: $LOG_LEVEL; wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, $ROUNDS interleaved round(s), medians; wrk on core $CLIENT_CPU, servers on core $SERVER_CPU"
 echo
 echo "| target | req/s | p50 | p99 | p50 at 1 connection | p99 at 1 connection |"
