@@ -327,3 +327,281 @@ async fn one_time_refresh_tokens_with_reuse_detection_survive_a_storm() {
     }
     assert_eq!(t.idp.counters().refresh_reuse_detected, 0);
 }
+
+/// What the dev IdP says about a token at its introspection endpoint.
+async fn introspect(t: &harness::TestBff, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{}introspect", t.idp.url()))
+        .basic_auth("bff", Some("secret"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_down_scoped_token_is_asked_for_and_kept_apart() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let default_token = browser.api("/api/token").await.text().await.unwrap();
+
+    let response = browser.api("/api/token/scoped").await;
+    assert_eq!(response.status(), 200);
+    let scoped = response.text().await.unwrap();
+    assert_ne!(scoped, default_token);
+    let about = introspect(&t, &scoped).await;
+    assert_eq!(about["active"], true);
+    assert_eq!(about["scope"], "openid", "the provider issued the narrower scope");
+    assert_eq!(
+        introspect(&t, &default_token).await["scope"],
+        "openid profile offline_access"
+    );
+    // Cached under its own key; the default token is untouched.
+    assert_eq!(browser.api("/api/token/scoped").await.text().await.unwrap(), scoped);
+    assert_eq!(browser.api("/api/token").await.text().await.unwrap(), default_token);
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn a_scope_the_grant_does_not_cover_gives_401_and_keeps_the_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let response = browser.api("/api/token/overscoped").await;
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("invalid_scope"), "{body}");
+    assert!(t.session_of(&browser).await.is_some(), "the grant is fine");
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+}
+
+#[tokio::test]
+async fn answers_that_are_not_oauth_errors_are_transient_and_keep_the_session() {
+    // A proxy's HTML error page, a bare 401 and an unreadable 200 say nothing
+    // about the grant: 503, and the same refresh token works afterwards.
+    let idp = DevIdp::builder()
+        .access_token_lifetime(Duration::from_secs(300))
+        .refresh_token_rotation(true)
+        .refresh_reuse_detection(true);
+    let t = harness::start_against(idp, Options::default()).await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let cases = [
+        (400, "<html><body>Request blocked</body></html>"),
+        (401, "Unauthorized"),
+        (200, "this is not JSON"),
+    ];
+    for (round, (status, body)) in cases.into_iter().enumerate() {
+        t.advance(400);
+        t.idp.faults().set_refresh_answer(Some((status, body)));
+        let response = browser.api("/api/token").await;
+        assert_eq!(response.status(), 503, "{status} {body}");
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(t.session_of(&browser).await.is_some(), "{status}: session kept");
+
+        t.idp.faults().set_refresh_answer(None);
+        assert_eq!(browser.api("/api/token").await.status(), 200, "{status}: recovers");
+        assert_eq!(t.idp.counters().refresh_grants, round as u64 + 1);
+    }
+    assert_eq!(t.idp.counters().refresh_reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn after_a_transient_failure_the_valid_token_is_served_without_waiting_again() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let original = t.session_of(&browser).await.unwrap().record;
+    t.idp.faults().set_token_status(Some(503));
+
+    t.advance(250); // inside the 60 s margin, still valid
+    for _ in 0..5 {
+        let response = browser.api("/api/token").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            original.tokens.access_token.secret()
+        );
+    }
+    assert_eq!(
+        t.idp.counters().refresh_attempts,
+        1,
+        "one attempt, then the old token for a few seconds"
+    );
+
+    // After the pause the next request tries again, and succeeds.
+    t.idp.faults().set_token_status(None);
+    t.advance(6);
+    let renewed = browser.api("/api/token").await.text().await.unwrap();
+    assert_ne!(renewed, original.tokens.access_token.secret());
+    assert_eq!(t.idp.counters().refresh_grants, 1);
+}
+
+#[tokio::test]
+async fn a_jwks_outage_during_a_refresh_keeps_the_session_and_the_rotated_refresh_token() {
+    // The provider rotates its signing key, so the refreshed id_token names a
+    // key the BFF must fetch, and the JWKS is down. The provider has already
+    // rotated the one-time refresh token: losing it would end the grant.
+    let idp = DevIdp::builder()
+        .access_token_lifetime(Duration::from_secs(300))
+        .refresh_token_rotation(true)
+        .refresh_reuse_detection(true);
+    let t = harness::start_against(idp, Options::default()).await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let original = t.session_of(&browser).await.unwrap().record;
+    t.idp.rotate_keys();
+    t.idp.faults().set_jwks_status(Some(503));
+    t.advance(400);
+
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 503, "cannot verify now: not a 401");
+    let kept = t.session_of(&browser).await.expect("the session is kept").record;
+    assert_ne!(
+        kept.tokens.refresh_token, original.tokens.refresh_token,
+        "the rotated refresh token was stored"
+    );
+    assert_eq!(
+        kept.tokens.access_token, original.tokens.access_token,
+        "nothing of the unverified answer is used"
+    );
+
+    // Keys reachable again (after the JWKS refetch interval): the stored
+    // refresh token works, and nothing was spent twice.
+    t.idp.faults().set_jwks_status(None);
+    t.advance(120);
+    assert_eq!(browser.api("/api/token").await.status(), 200);
+    let counters = t.idp.counters();
+    assert_eq!(counters.refresh_grants, 2);
+    assert_eq!(counters.refresh_reuse_detected, 0);
+}
+
+mod lease {
+    //! A lease lost before the grant is sent means no grant: another
+    //! instance may be spending the same refresh token.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use oidc_bff_tokens::store::{MemoryStore, StoreError, UpdateOutcome};
+    use oidc_bff_tokens::{ManualClock, SessionId, SessionRecord, SessionStore, Versioned};
+
+    use super::harness::{self, Options};
+
+    /// A memory store whose lease renewals report the lease lost and whose
+    /// reads are slow while `faulty` is set.
+    #[derive(Debug)]
+    struct LeaseLosingStore {
+        inner: MemoryStore,
+        faulty: AtomicBool,
+    }
+
+    #[async_trait]
+    impl SessionStore for LeaseLosingStore {
+        async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+            if self.faulty.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            self.inner.load(id).await
+        }
+        async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
+            self.inner.create(id, record).await
+        }
+        async fn update(
+            &self,
+            id: &SessionId,
+            record: SessionRecord,
+            expected_version: u64,
+        ) -> Result<UpdateOutcome, StoreError> {
+            self.inner.update(id, record, expected_version).await
+        }
+        async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.find_by_sub(sub).await
+        }
+        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.find_by_sid(sid).await
+        }
+        async fn put_transient(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.inner.put_transient(key, value, ttl).await
+        }
+        async fn put_transient_if_absent(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.put_transient_if_absent(key, value, ttl).await
+        }
+        async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.take_transient(key).await
+        }
+        async fn try_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.try_lease(id, owner, ttl).await
+        }
+        async fn renew_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            if self.faulty.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            self.inner.renew_lease(id, owner, ttl).await
+        }
+        async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
+            self.inner.release_lease(id, owner).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_whose_lease_was_lost_sends_no_grant() {
+        let clock = ManualClock::starting_now();
+        let store = Arc::new(LeaseLosingStore {
+            inner: MemoryStore::with_clock(Arc::new(clock.clone())),
+            faulty: AtomicBool::new(false),
+        });
+        let options = Options {
+            refresh_lease: Duration::from_millis(300), // renewed every 100 ms
+            ..Options::default()
+        };
+        let t = harness::start_with_store(options, clock, store.clone()).await;
+        let browser = t.browser();
+        browser.sign_in("/").await;
+        t.advance(400);
+
+        // The re-read under the lease takes longer than a renewal period,
+        // and the renewal finds the lease gone.
+        store.faulty.store(true, Ordering::SeqCst);
+        let response = browser.api("/api/token").await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            t.idp.counters().refresh_attempts,
+            0,
+            "no grant without the lease"
+        );
+
+        store.faulty.store(false, Ordering::SeqCst);
+        assert_eq!(browser.api("/api/token").await.status(), 200);
+        assert_eq!(t.idp.counters().refresh_grants, 1);
+    }
+}

@@ -26,6 +26,8 @@ pub enum IdTokenFault {
     ExtraAudience,
     /// `azp` names a different client.
     WrongAzp,
+    /// No `azp` claim (allowed with a single audience).
+    MissingAzp,
     /// No `sub` claim.
     MissingSub,
     /// No `iat` claim.
@@ -60,6 +62,8 @@ pub enum IssParamFault {
 pub(crate) struct FaultState {
     pub(crate) token_delay: Option<Duration>,
     pub(crate) token_status: Option<u16>,
+    pub(crate) refresh_answer: Option<(u16, String)>,
+    pub(crate) jwks_status: Option<u16>,
     pub(crate) refresh_error: Option<String>,
     pub(crate) refresh_omits_refresh_token: bool,
     pub(crate) refresh_omits_id_token: bool,
@@ -69,6 +73,8 @@ pub(crate) struct FaultState {
     pub(crate) authorize_iss: Option<IssParamFault>,
     pub(crate) authorize_error: Option<(String, String)>,
     pub(crate) userinfo_sub: Option<String>,
+    pub(crate) userinfo_extra_claims: Option<serde_json::Map<String, serde_json::Value>>,
+    pub(crate) discovery_jwks_uri: Option<String>,
     pub(crate) jwks_garbage_key: bool,
     pub(crate) revocation_status: Option<u16>,
     pub(crate) no_revocation_endpoint: bool,
@@ -105,6 +111,18 @@ impl Faults {
     /// `{"error":"server_error"}`.
     pub fn set_token_status(&self, status: Option<u16>) {
         self.lock().token_status = status;
+    }
+
+    /// `refresh_token` grants answer with this HTTP status and raw body
+    /// (`(status, body)`), e.g. an HTML error page or a garbage 200, without
+    /// spending the refresh token.
+    pub fn set_refresh_answer(&self, answer: Option<(u16, &str)>) {
+        self.lock().refresh_answer = answer.map(|(status, body)| (status, body.to_owned()));
+    }
+
+    /// The JWKS endpoint answers this HTTP status with no keys (an outage).
+    pub fn set_jwks_status(&self, status: Option<u16>) {
+        self.lock().jwks_status = status;
     }
 
     /// `refresh_token` grants answer 400 with this `error` code.
@@ -151,6 +169,25 @@ impl Faults {
     /// Userinfo reports this `sub` instead of the user's.
     pub fn set_userinfo_sub(&self, sub: Option<&str>) {
         self.lock().userinfo_sub = sub.map(str::to_owned);
+    }
+
+    /// Userinfo answers also carry these claims (a JSON object), overriding
+    /// the user's; a `sub` among them is ignored (see
+    /// [`set_userinfo_sub`](Self::set_userinfo_sub)).
+    pub fn set_userinfo_extra_claims(&self, claims: Option<serde_json::Value>) {
+        self.lock().userinfo_extra_claims = claims.map(|c| match c {
+            serde_json::Value::Object(mut map) => {
+                map.remove("sub");
+                map
+            }
+            _ => serde_json::Map::new(),
+        });
+    }
+
+    /// Discovery reports this `jwks_uri` instead of the real one (`/jwks`
+    /// with a query string still serves the keys).
+    pub fn set_discovery_jwks_uri(&self, uri: Option<&str>) {
+        self.lock().discovery_jwks_uri = uri.map(str::to_owned);
     }
 
     /// The JWKS also contains one unparseable key entry.

@@ -50,11 +50,15 @@ pub enum TokenError {
     },
 
     /// The provider answered a token request with an OAuth error.
-    #[error("the provider returned an error: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    ///
+    /// The message names the error code only: the provider's free text stays
+    /// in `description` (and in `Debug`), out of response bodies.
+    #[error("the provider returned an error: {error}")]
     Provider {
-        /// The OAuth error code.
+        /// The OAuth error code (at most 64 characters).
         error: String,
-        /// The provider's `error_description`, if any (never contains secrets we sent).
+        /// The provider's `error_description`, if any (at most 256
+        /// characters; never contains secrets we sent).
         description: Option<String>,
     },
 
@@ -153,5 +157,15 @@ mod tests {
             TokenError::InvalidCallback("state".into()).kind(),
             ErrorKind::Invalid
         );
+    }
+
+    #[test]
+    fn provider_text_stays_out_of_the_message() {
+        let err = TokenError::Provider {
+            error: "invalid_scope".into(),
+            description: Some("<script>alert(1)</script>".into()),
+        };
+        assert_eq!(err.to_string(), "the provider returned an error: invalid_scope");
+        assert!(format!("{err:?}").contains("alert"), "kept for debugging");
     }
 }

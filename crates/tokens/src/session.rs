@@ -101,7 +101,10 @@ pub struct ResourceToken {
 }
 
 /// Everything a server-side session holds.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+///
+/// `Debug` shows no token (they are redacting newtypes) and not the
+/// `logout_id`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct SessionRecord {
     /// The user's subject identifier at the provider.
     pub sub: String,
@@ -128,6 +131,22 @@ pub struct SessionRecord {
     pub logout_id: String,
 }
 
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("sub", &self.sub)
+            .field("sid", &self.sid)
+            .field("claims", &self.claims)
+            .field("tokens", &self.tokens)
+            .field("resource_tokens", &self.resource_tokens)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_active", &self.last_active)
+            .field("logout_id", &"[redacted]")
+            .finish()
+    }
+}
+
 impl SessionRecord {
     /// `true` once the session's absolute lifetime has passed.
     pub fn is_expired(&self, now: u64) -> bool {
@@ -138,5 +157,40 @@ impl SessionRecord {
     pub fn is_idle(&self, now: u64, idle: std::time::Duration) -> bool {
         let last = self.last_active.max(self.created_at);
         now > last.saturating_add(idle.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{AccessToken, IdToken, RefreshToken};
+
+    #[test]
+    fn debug_shows_no_token_and_no_logout_id() {
+        let record = SessionRecord {
+            sub: "alice".into(),
+            sid: Some("sid-1".into()),
+            claims: serde_json::Map::new(),
+            tokens: UserTokens {
+                access_token: AccessToken::new("access-secret-value"),
+                expires_at: 100,
+                token_type: "Bearer".into(),
+                refresh_token: Some(RefreshToken::new("refresh-secret-value")),
+                id_token: Some(IdToken::new("id-secret-value")),
+                scope: None,
+                refreshed_at: None,
+                refresh_count: 0,
+            },
+            resource_tokens: BTreeMap::new(),
+            created_at: 1,
+            expires_at: 2,
+            last_active: 1,
+            logout_id: "logout-secret-value".into(),
+        };
+        let shown = format!("{record:?}");
+        assert!(shown.contains("alice"));
+        for secret in ["access-secret", "refresh-secret", "id-secret", "logout-secret"] {
+            assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+        }
     }
 }

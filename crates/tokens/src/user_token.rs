@@ -34,7 +34,9 @@
 //! spent twice, which is what one-time-use (rotating) refresh tokens need.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use futures_util::FutureExt as _;
@@ -105,12 +107,56 @@ impl UserTokenRequest {
 
 type FlightResult = Result<AccessToken, TokenError>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
+type FlightKey = (SessionId, Option<String>);
 
-/// In-flight refreshes and per-session refresh locks.
+/// How long a token that is still valid is served without a new refresh
+/// attempt after a renewal failed transiently (provider down or slow, JWKS
+/// unreachable). Without it, every request in the refresh margin would wait
+/// for the provider's timeout again while it is down.
+const RETRY_AFTER_TRANSIENT_FAILURE_SECS: u64 = 5;
+
+/// How often a write of refreshed tokens is retried when the store fails:
+/// the provider has already rotated the refresh token, so giving up early
+/// would lose the only one that still works.
+const WRITE_BACK_RETRIES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
+
+/// In-flight refreshes, per-session refresh locks, and the sessions whose
+/// last renewal failed transiently.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    running: Mutex<HashMap<(SessionId, Option<String>), FlightHandle>>,
+    running: Mutex<HashMap<FlightKey, FlightHandle>>,
     session_locks: DashMap<SessionId, Arc<tokio::sync::Mutex<()>>>,
+    /// Until when (Unix seconds) a still-valid token is served without a
+    /// new attempt.
+    cooling: DashMap<FlightKey, u64>,
+}
+
+impl Flights {
+    /// Whether a renewal of this token failed transiently a moment ago.
+    fn is_cooling(&self, key: &FlightKey, now: u64) -> bool {
+        match self.cooling.get(key).map(|until| *until) {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.cooling.remove_if(key, |_, until| now >= *until);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn cool_down(&self, key: FlightKey, now: u64) {
+        // Entries of sessions that never come back are dropped once the map
+        // grows; a live entry lasts a few seconds anyway.
+        if self.cooling.len() >= 10_000 {
+            self.cooling.retain(|_, until| now < *until);
+        }
+        self.cooling
+            .insert(key, now.saturating_add(RETRY_AFTER_TRANSIENT_FAILURE_SECS));
+    }
 }
 
 struct FlightHandle(Flight);
@@ -218,6 +264,17 @@ impl OidcClient {
         let margin = self.inner.config.refresh_margin.as_secs();
         let seen = match lookup(&current.record, key.as_deref(), now, margin) {
             Lookup::Fresh(token) if !request.force_renewal => return Ok(token),
+            // Renewal failed transiently moments ago: the token still works,
+            // so serve it rather than wait for the provider again.
+            Lookup::Expiring(token)
+                if !request.force_renewal
+                    && self
+                        .inner
+                        .flights
+                        .is_cooling(&(session_id.clone(), key.clone()), now) =>
+            {
+                return Ok(token);
+            }
             Lookup::Fresh(token) | Lookup::Expiring(token) => Some(token),
             Lookup::Stale => None,
         };
@@ -327,26 +384,47 @@ impl OidcClient {
             }
             tokio::time::sleep(poll_interval()).await;
         }
-        // Keep the lease alive for as long as the refresh takes.
+        // Keep the lease alive for as long as the refresh takes. `held`
+        // turns false once the lease may have passed to another instance;
+        // the grant is not sent after that.
+        let held = Arc::new(AtomicBool::new(true));
         let renewer = {
             let store = store.clone();
             let id = session_id.clone();
             let owner = owner.clone();
+            let held = held.clone();
             tokio::spawn(async move {
+                let mut renewed_at = tokio::time::Instant::now();
+                let mut wait = ttl / 3;
                 loop {
-                    tokio::time::sleep(ttl / 3).await;
+                    tokio::time::sleep(wait).await;
                     match store.renew_lease(&id, &owner, ttl).await {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            renewed_at = tokio::time::Instant::now();
+                            wait = ttl / 3;
+                        }
                         Ok(false) => {
+                            held.store(false, Ordering::Release);
                             tracing::warn!("refresh lease lost while refreshing");
                             break;
                         }
-                        Err(err) => tracing::warn!(error = %err, "refresh lease renewal failed"),
+                        Err(err) => {
+                            if renewed_at.elapsed() >= ttl {
+                                held.store(false, Ordering::Release);
+                                tracing::warn!(error = %err, "refresh lease expired: renewals failed");
+                                break;
+                            }
+                            // Try again soon: the lease must not run out.
+                            tracing::warn!(error = %err, "refresh lease renewal failed; retrying");
+                            wait = (ttl / 10).max(Duration::from_millis(20));
+                        }
                     }
                 }
             })
         };
-        let result = self.refresh_locked(session_id, request, seen).await;
+        let result = self
+            .refresh_locked(session_id, request, seen, &held)
+            .await;
         renewer.abort();
         if let Err(err) = store.release_lease(session_id, &owner).await {
             tracing::warn!(error = %err, "could not release the refresh lease; it will expire");
@@ -382,11 +460,34 @@ impl OidcClient {
         }
     }
 
+    /// A transient failure: the still-valid token if there is one (and no new
+    /// attempt for a few seconds), else the error (503, session kept).
+    fn transient_failure(
+        &self,
+        session_id: &SessionId,
+        request: &UserTokenRequest,
+        fallback: Option<AccessToken>,
+        err: TokenError,
+    ) -> Result<AccessToken, TokenError> {
+        tracing::warn!(error = %err, "token refresh failed");
+        match fallback {
+            Some(token) => {
+                self.inner.flights.cool_down(
+                    (session_id.clone(), request.token_key()),
+                    self.inner.clock.now_unix(),
+                );
+                Ok(token)
+            }
+            None => Err(err),
+        }
+    }
+
     async fn refresh_locked(
         &self,
         session_id: &SessionId,
         request: &UserTokenRequest,
         seen: Option<&AccessToken>,
+        lease_held: &AtomicBool,
     ) -> Result<AccessToken, TokenError> {
         // Re-read: an earlier flight, or another instance, may have renewed.
         let current = self
@@ -411,7 +512,7 @@ impl OidcClient {
 
         let metadata = match self.metadata().await {
             Ok(m) => m,
-            Err(err) => return fallback.ok_or(err),
+            Err(err) => return self.transient_failure(session_id, request, fallback, err),
         };
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
@@ -422,6 +523,12 @@ impl OidcClient {
         }
         if let Some(resource) = &request.resource {
             form.push(("resource", resource.clone()));
+        }
+        if !lease_held.load(Ordering::Acquire) {
+            // Another instance may hold the lease now: spending the refresh
+            // token here could use it twice.
+            let err = TokenError::ProviderUnavailable("the refresh lease was lost".into());
+            return self.transient_failure(session_id, request, fallback, err);
         }
         let response = match self.inner.provider.token_request(&metadata, form).await {
             Ok(response) => response,
@@ -439,8 +546,20 @@ impl OidcClient {
                 return Err(TokenError::RefreshRejected { error });
             }
             Err(err) => {
-                tracing::warn!(error = %err, "token refresh failed");
-                return fallback.ok_or(err);
+                // A 4xx without an OAuth error body (a proxy's or firewall's
+                // page) or an unreadable 200 says nothing about the grant:
+                // transient, the session is kept.
+                let err = match err {
+                    TokenError::Provider { error, .. } if error.starts_with("http_") => {
+                        TokenError::ProviderUnavailable(format!(
+                            "the token endpoint answered {}",
+                            error.trim_start_matches("http_")
+                        ))
+                    }
+                    TokenError::InvalidResponse(why) => TokenError::ProviderUnavailable(why),
+                    other => other,
+                };
+                return self.transient_failure(session_id, request, fallback, err);
             }
         };
 
@@ -463,41 +582,48 @@ impl OidcClient {
                 validator.validate_refreshed(&claims, &original)
             }
             .await;
-            if let Err(err) = checked {
-                tracing::warn!(error = %err, "refreshed id_token rejected; ending the session");
-                self.end_session(session_id, "refreshed id_token rejected")
-                    .await;
-                return Err(TokenError::RefreshRejected {
-                    error: "invalid_id_token".into(),
-                });
+            match checked {
+                Ok(()) => {}
+                Err(err) if cannot_verify_now(&err) => {
+                    // The provider's keys are out of reach (or it rotated to a
+                    // key we cannot fetch yet). The provider has already
+                    // rotated the refresh token: store that one so the grant
+                    // survives, use none of the unverified answer, and try
+                    // again later.
+                    if let Some(rotated) = response.refresh_token {
+                        self.write_back(session_id, current, |record| {
+                            record.tokens.refresh_token = Some(rotated.clone());
+                        })
+                        .await?;
+                    }
+                    tracing::warn!(error = %err, "refreshed id_token cannot be verified now");
+                    let err = TokenError::ProviderUnavailable(
+                        "the provider's signing keys are out of reach".into(),
+                    );
+                    return self.transient_failure(session_id, request, fallback, err);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "refreshed id_token rejected; ending the session");
+                    self.end_session(session_id, "refreshed id_token rejected")
+                        .await;
+                    return Err(TokenError::RefreshRejected {
+                        error: "invalid_id_token".into(),
+                    });
+                }
             }
         }
 
         let token = response.access_token.clone();
-        self.store_refreshed(session_id, current, request.token_key(), response, now)
-            .await?;
-        Ok(token)
-    }
-
-    /// Writes refreshed tokens back with a versioned write, merging into the
-    /// latest record when something else changed the session meanwhile.
-    async fn store_refreshed(
-        &self,
-        session_id: &SessionId,
-        mut current: Versioned,
-        key: Option<String>,
-        response: crate::provider::TokenResponse,
-        now: u64,
-    ) -> Result<(), TokenError> {
-        for _ in 0..5 {
-            let mut record = SessionRecord::clone(&current.record);
-            let response = response.clone();
-            match &key {
-                None => record.tokens = self.user_tokens(response, Some(&record.tokens), now),
+        let key = request.token_key();
+        let lifetime_default = self.inner.config.default_token_lifetime.as_secs();
+        let written = self
+            .write_back(session_id, current, |record| match &key {
+                None => {
+                    record.tokens = self.user_tokens(response.clone(), Some(&record.tokens), now);
+                }
                 Some(key) => {
-                    let lifetime = response
-                        .expires_in
-                        .unwrap_or(self.inner.config.default_token_lifetime.as_secs());
+                    let response = response.clone();
+                    let lifetime = response.expires_in.unwrap_or(lifetime_default);
                     if let Some(rotated) = response.refresh_token {
                         record.tokens.refresh_token = Some(rotated);
                     }
@@ -512,25 +638,76 @@ impl OidcClient {
                         },
                     );
                 }
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                self.inner
+                    .flights
+                    .cooling
+                    .remove(&(session_id.clone(), key));
+                Ok(token)
             }
-            match self
+            // The new token is valid whatever the store did; this request
+            // can use it. (A session that vanished meanwhile stays gone.)
+            Err(TokenError::Store(err)) => {
+                tracing::error!(error = %err, "refreshed tokens could not be stored");
+                Ok(token)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes a change to the session's tokens with a versioned write:
+    /// `apply` runs on the latest record, again after a conflict with a
+    /// change that left the tokens alone. A conflict with newer tokens keeps
+    /// those (a slow writer never rolls them back). Store failures are
+    /// retried a few times.
+    async fn write_back(
+        &self,
+        session_id: &SessionId,
+        mut current: Versioned,
+        apply: impl Fn(&mut SessionRecord),
+    ) -> Result<(), TokenError> {
+        let mut retries = WRITE_BACK_RETRIES.iter();
+        let mut conflicts = 0;
+        loop {
+            let mut record = SessionRecord::clone(&current.record);
+            apply(&mut record);
+            let outcome = match self
                 .inner
                 .store
                 .update(session_id, record, current.version)
-                .await?
+                .await
             {
+                Ok(outcome) => outcome,
+                Err(err) => match retries.next() {
+                    Some(pause) => {
+                        tracing::warn!(error = %err, "storing refreshed tokens failed; retrying");
+                        tokio::time::sleep(*pause).await;
+                        continue;
+                    }
+                    None => return Err(err.into()),
+                },
+            };
+            match outcome {
                 UpdateOutcome::Updated(_) => {
                     tracing::debug!("tokens refreshed and stored");
                     return Ok(());
                 }
                 UpdateOutcome::Missing => return Err(TokenError::NotAuthenticated),
                 UpdateOutcome::Conflict => {
-                    let latest = self
-                        .inner
-                        .store
-                        .load(session_id)
-                        .await?
-                        .ok_or(TokenError::NotAuthenticated)?;
+                    conflicts += 1;
+                    if conflicts > 5 {
+                        return Err(TokenError::Store(crate::store::StoreError::Unavailable(
+                            "the session kept changing during the token update".into(),
+                        )));
+                    }
+                    let latest = match self.inner.store.load(session_id).await {
+                        Ok(Some(latest)) => latest,
+                        Ok(None) => return Err(TokenError::NotAuthenticated),
+                        Err(err) => return Err(err.into()),
+                    };
                     if latest.record.tokens.refresh_token != current.record.tokens.refresh_token {
                         // Someone stored newer tokens: never overwrite them
                         // with ours. Our access token is still valid to use.
@@ -542,9 +719,6 @@ impl OidcClient {
                 }
             }
         }
-        Err(TokenError::Store(crate::store::StoreError::Unavailable(
-            "the session kept changing during the token update".into(),
-        )))
     }
 
     /// Ends a dead session (best effort: a store failure is logged).
@@ -555,12 +729,23 @@ impl OidcClient {
     }
 }
 
-/// OAuth errors after which the refresh token will never work again.
+/// OAuth errors after which the refresh token will never work again. A 4xx
+/// without an OAuth error body is not one of them: it may come from a proxy
+/// in front of the provider.
 fn is_dead_grant(error: &str) -> bool {
     matches!(
         error,
-        "invalid_grant" | "invalid_token" | "unauthorized_client" | "http_400" | "http_401"
+        "invalid_grant" | "invalid_token" | "unauthorized_client"
     )
+}
+
+/// Whether a refreshed id_token could not be checked *now*, as opposed to
+/// being wrong: the JWKS is unreachable, or names no key for the token
+/// because a refetch failed or is rate limited. The token came straight from
+/// the token endpoint, so this is a provider availability problem.
+fn cannot_verify_now(err: &TokenError) -> bool {
+    err.is_transient()
+        || matches!(err, TokenError::InvalidIdToken(why) if why.starts_with("no matching key"))
 }
 
 /// The original id_token's identity claims, as kept in the session.

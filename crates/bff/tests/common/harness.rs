@@ -23,6 +23,7 @@ pub struct TestBff {
 pub struct Options {
     pub request_timeout: Duration,
     pub scopes: Vec<&'static str>,
+    pub refresh_lease: Duration,
 }
 
 impl Default for Options {
@@ -30,6 +31,7 @@ impl Default for Options {
         Self {
             request_timeout: Duration::from_secs(5),
             scopes: vec!["openid", "profile", "offline_access"],
+            refresh_lease: Duration::from_secs(5),
         }
     }
 }
@@ -64,6 +66,7 @@ pub async fn start_against(idp: DevIdpBuilder, options: Options) -> TestBff {
         .client_secret("secret")
         .scopes(options.scopes.clone())
         .timeouts(Duration::from_secs(2), options.request_timeout)
+        .refresh_lease(options.refresh_lease)
         .build()
         .expect("config");
     let bff = Bff::builder(config)
@@ -75,6 +78,8 @@ pub async fn start_against(idp: DevIdpBuilder, options: Options) -> TestBff {
         .route("/api/token", get(token))
         .route("/api/token/forced", get(forced_token))
         .route("/api/token/resource", get(resource_token))
+        .route("/api/token/scoped", get(scoped_token))
+        .route("/api/token/overscoped", get(overscoped_token))
         .layer(bff.csrf_layer());
     let app = Router::new()
         .merge(api)
@@ -113,6 +118,7 @@ pub async fn start_with_store(
         .client_secret("secret")
         .scopes(options.scopes.clone())
         .timeouts(Duration::from_secs(2), options.request_timeout)
+        .refresh_lease(options.refresh_lease)
         .build()
         .expect("config");
     let bff = Bff::builder(config)
@@ -154,6 +160,22 @@ async fn forced_token(session: BffSession) -> Result<String, BffError> {
 async fn resource_token(session: BffSession) -> Result<String, BffError> {
     let token = session
         .access_token(&UserTokenRequest::default().resource("urn:test:api"))
+        .await?;
+    Ok(token.secret().to_owned())
+}
+
+/// A down-scoped token: `openid` only (the grant has more).
+async fn scoped_token(session: BffSession) -> Result<String, BffError> {
+    let token = session
+        .access_token(&UserTokenRequest::default().scope("openid"))
+        .await?;
+    Ok(token.secret().to_owned())
+}
+
+/// A scope the grant does not cover: the provider refuses it.
+async fn overscoped_token(session: BffSession) -> Result<String, BffError> {
+    let token = session
+        .access_token(&UserTokenRequest::default().scope("openid admin"))
         .await?;
     Ok(token.secret().to_owned())
 }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 
 use crate::counters::Counter;
@@ -18,7 +20,7 @@ pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "authorization_endpoint": idp.endpoint("/authorize"),
         "token_endpoint": idp.endpoint("/token"),
         "userinfo_endpoint": idp.endpoint("/userinfo"),
-        "jwks_uri": idp.endpoint("/jwks"),
+        "jwks_uri": faults.discovery_jwks_uri.unwrap_or_else(|| idp.endpoint("/jwks")),
         "revocation_endpoint": idp.endpoint("/revoke"),
         "introspection_endpoint": idp.endpoint("/introspect"),
         "end_session_endpoint": idp.endpoint("/endsession"),
@@ -69,11 +71,16 @@ fn claims_supported(idp: &Idp) -> Vec<String> {
 
 /// The JSON Web Key Set: the current key, the previous one after a rotation,
 /// and (as a fault) one unparseable entry.
-pub(crate) async fn jwks(State(idp): State<Arc<Idp>>) -> Json<Value> {
+pub(crate) async fn jwks(State(idp): State<Arc<Idp>>) -> Response {
     idp.counters.bump(Counter::Jwks);
+    let faults = idp.faults.snapshot();
+    if let Some(status) = faults.jwks_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return (status, "injected fault").into_response();
+    }
     let mut keys = idp.keys().published();
-    if idp.faults.snapshot().jwks_garbage_key {
+    if faults.jwks_garbage_key {
         keys.push(json!({"kty": "RSA", "kid": "garbage", "use": "sig", "alg": "RS256", "n": "!not base64!", "e": 42}));
     }
-    Json(json!({ "keys": keys }))
+    Json(json!({ "keys": keys })).into_response()
 }

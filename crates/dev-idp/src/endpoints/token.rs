@@ -53,6 +53,14 @@ async fn handle(idp: &Idp, headers: &HeaderMap, body: &[u8]) -> Response {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return oauth_error(status, "server_error", "injected fault");
     }
+    if let Some((status, body)) = &faults.refresh_answer
+        && params
+            .as_ref()
+            .is_ok_and(|p| p.get("grant_type") == Some("refresh_token"))
+    {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, [(header::CONTENT_TYPE, "text/html")], body.clone()).into_response();
+    }
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
