@@ -5,6 +5,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+# Measurements use the release build. Smoke runs (--smoke) only check that a
+# benchmark still works, so they use the debug build the test suite already
+# made: CI pays for no release build. A script's --smoke sets PROFILE=debug.
+PROFILE=release
 GATEWAY_BIN=$TARGET_DIR/release/oidc-bff
 HARNESS=$TARGET_DIR/release/examples/bench
 # Fixed loopback ports; move them with BENCH_PORT_BASE if taken.
@@ -44,10 +48,24 @@ need_apt() {
   fi
 }
 
-# The release gateway and the harness.
-build_release() {
-  log "building the release gateway and the harness"
-  cargo build --release -q -p oidc-bff-gateway --bin oidc-bff --example bench
+# Switches to the debug build (smoke runs): smoke_profile
+smoke_profile() {
+  PROFILE=debug
+  GATEWAY_BIN=$TARGET_DIR/debug/oidc-bff
+  HARNESS=$TARGET_DIR/debug/examples/bench
+}
+
+# The gateway and the harness, in $PROFILE. The debug build takes every
+# workspace target, so its features match the test suite's and the build is
+# already there after `cargo test --workspace --all-targets`.
+build_bins() {
+  if [ "$PROFILE" = release ]; then
+    log "building the release gateway and the harness"
+    cargo build --release -q -p oidc-bff-gateway --bin oidc-bff --example bench
+  else
+    log "building the debug gateway and the harness (smoke run)"
+    cargo build -q --workspace --bins --examples
+  fi
 }
 
 # Runs a server in the background on the server core: spawn NAME CMD...

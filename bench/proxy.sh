@@ -16,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 DURATION=10 ROUNDS=3 CONNECTIONS=64 LOW_DURATION=5 WARMUP=2 LOG_LEVEL=info
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) DURATION=1 ROUNDS=1 CONNECTIONS=8 LOW_DURATION=1 WARMUP=0; shift ;;
+    --smoke) DURATION=1 ROUNDS=1 CONNECTIONS=8 LOW_DURATION=1 WARMUP=0; smoke_profile; shift ;;
     --duration) DURATION=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 done
 
 need_apt wrk:wrk nginx:nginx-light jq:jq curl:curl
-build_release
+build_bins
 
 start_idp 86400            # tokens outlive the run: no refresh while measuring
 start_upstream

@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 N=1000 ROUNDS=3 SINGLES=3 LIFETIME=5
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) N=50 ROUNDS=1 SINGLES=1 LIFETIME=3; shift ;;
+    --smoke) N=50 ROUNDS=1 SINGLES=1 LIFETIME=3; smoke_profile; shift ;;
     -n) N=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
 done
 
 need_apt jq:jq curl:curl
-build_release
+build_bins
 start_idp "$LIFETIME"         # short-lived access tokens
 start_upstream
 start_gateway 1               # renew 1 s before expiry

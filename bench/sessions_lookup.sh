@@ -13,7 +13,7 @@ ARGS=(--sessions 1000000 --lookups 20000)
 EXTRA=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) ARGS=(--sessions 2000 --lookups 500); shift ;;
+    --smoke) ARGS=(--sessions 2000 --lookups 500); smoke_profile; shift ;;
     --sessions) ARGS[1]=$2; shift 2 ;;
     --lookups) ARGS[3]=$2; shift 2 ;;
     --keep) EXTRA+=(--keep); shift ;;
@@ -21,10 +21,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 need_apt jq:jq
-log "building the lookup benchmark"
-cargo build --release -q -p oidc-bff-tokens --features redis,postgres --example bench_sessions_lookup
+log "building the lookup benchmark ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p oidc-bff-tokens --features redis,postgres --example bench_sessions_lookup
+else
+  cargo build -q --workspace --examples
+fi
 log "load before measuring: $(cut -d' ' -f1-3 /proc/loadavg)"
-out=$("$TARGET_DIR/release/examples/bench_sessions_lookup" "${ARGS[@]}" "${EXTRA[@]}")
+out=$("$TARGET_DIR/$PROFILE/examples/bench_sessions_lookup" "${ARGS[@]}" "${EXTRA[@]}")
 echo
 echo "Session lookup: $(machine); load after $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

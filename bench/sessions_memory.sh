@@ -12,13 +12,13 @@ source "$(dirname "$0")/lib.sh"
 N=100000
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) N=5000; shift ;;
+    --smoke) N=5000; smoke_profile; shift ;;
     --sessions) N=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 need_apt jq:jq
-build_release
+build_bins
 out=$(taskset -c "$SERVER_CPU" "$HARNESS" sessions-memory --sessions "$N")
 [ "$(jq -r .api_status_after <<<"$out")" = 200 ] || { log "the signed-in session stopped working: $out"; exit 1; }
 echo

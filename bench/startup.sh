@@ -10,13 +10,13 @@ source "$(dirname "$0")/lib.sh"
 RUNS=30
 while [ $# -gt 0 ]; do
   case $1 in
-    --smoke) RUNS=3; shift ;;
+    --smoke) RUNS=3; smoke_profile; shift ;;
     --runs) RUNS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 need_apt jq:jq curl:curl
-build_release
+build_bins
 start_idp 3600
 start_upstream
 gateway_config "$WORK/bff.toml" 60 warn
@@ -35,5 +35,5 @@ jq -r '"| spawn → port accepts connections | \(.listening.min_ms) ms | \(.list
 echo
 echo "| binary | size |"
 echo "|---|---|"
-echo "| target/release/oidc-bff (as built) | $(mib "$size") ($size bytes) |"
+echo "| target/$PROFILE/oidc-bff (as built) | $(mib "$size") ($size bytes) |"
 echo "| stripped (strip) | $(mib "$stripped") ($stripped bytes) |"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Debian's
-# Chromium (browser test of the demo) and the pinned npm packages (the
-# certified oidc-provider for interop, playwright-core for the browser test).
+# Chromium (browser test of the demo), wrk, nginx and jq (the benchmarks'
+# smoke runs), and the pinned npm packages (the certified oidc-provider for
+# interop, playwright-core for the browser test).
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,12 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The benchmarks' smoke runs: load generator, reference proxy, JSON reader.
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"
   apt-get update -qq

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test of the
-# workspace (unit, integration, doctests, benchmark smoke runs), the interop
-# suite against the certified oidc-provider, and the demo's browser test.
+# workspace (unit, integration, doctests), the interop suite against the
+# certified oidc-provider, the demo's browser test, and each benchmark once in
+# smoke mode (bench/smoke.sh).
 # Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (database
 # `test`); with CI=true their tests fail instead of skipping when absent.
 set -euo pipefail
@@ -19,6 +20,9 @@ cargo test --workspace --doc 2>&1 | tee -a "$log"
 if [ -x crates/gateway/tests/browser/run.sh ]; then
   crates/gateway/tests/browser/run.sh 2>&1 | tee -a "$log"
 fi
+
+# Each benchmark once with tiny parameters on the debug build (no figures).
+bench/smoke.sh 2>&1 | tee -a "$log"
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
