@@ -71,19 +71,33 @@ declare -A URL=(
 )
 declare -A NAME=([a]="(a) upstream directly" [b]="(b) nginx reverse proxy" [c]="(c) oidc-bff gateway")
 
-# run_wrk TARGET CONNECTIONS SECONDS -> "rps p50_ms p99_ms non2xx"
+# CPU time (user + system) of a process, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+PID_UPSTREAM=$(pgrep -f "examples/bench upstream --listen 127.0.0.1:$UPSTREAM_PORT" | head -1)
+PID_NGINX=$(pgrep -f "nginx: worker process" -P "$(cat "$WORK/nginx.pid")" | head -1)
+PID_GATEWAY=$(pgrep -f "oidc-bff serve --config $WORK/bff.toml" | head -1)
+declare -A PID_PROXY=([a]="" [b]="$PID_NGINX" [c]="$PID_GATEWAY")
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# run_wrk TARGET CONNECTIONS SECONDS
+#   -> "rps p50_ms p99_ms non2xx proxy_cpu_us_per_request upstream_cpu_us_per_request"
 run_wrk() {
-  local out
+  local out proxy=${PID_PROXY[$1]} p0=0 p1=0 u0 u1
+  [ -n "$proxy" ] && p0=$(ticks "$proxy")
+  u0=$(ticks "$PID_UPSTREAM")
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$2" -d"${3}s" --latency \
     -H "Cookie: $COOKIE" -H 'X-CSRF: 1' "${URL[$1]}")
+  [ -n "$proxy" ] && p1=$(ticks "$proxy")
+  u1=$(ticks "$PID_UPSTREAM")
   echo "$out" >>"$WORK/wrk-$1.txt"
-  echo "$out" | awk '
+  echo "$out" | awk -v pt=$(( (p1 - p0) * TICK_US )) -v ut=$(( (u1 - u0) * TICK_US )) '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+    /requests in/ { n = $1 }
     /^Requests\/sec/ { rps = $2 }
     /Non-2xx/ { bad = $5 }
     /Socket errors/ { bad += 1 }
-    END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad }'
+    END { printf "%.0f %.3f %.3f %d %.1f %.1f\n", rps, p50, p99, bad, pt / n, ut / n }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -93,30 +107,32 @@ log "load before measuring: $load_before"
 if [ "$WARMUP" -gt 0 ]; then
   for t in a b c; do run_wrk "$t" "$CONNECTIONS" "$WARMUP" >/dev/null; done
 fi
-declare -A RPS P50 P99
+declare -A RPS P50 P99 PCPU UCPU
 for round in $(seq 1 "$ROUNDS"); do
   for t in a b c; do
-    read -r rps p50 p99 bad < <(run_wrk "$t" "$CONNECTIONS" "$DURATION")
+    read -r rps p50 p99 bad pcpu ucpu < <(run_wrk "$t" "$CONNECTIONS" "$DURATION")
     [ "$bad" -eq 0 ] || { log "$t: $bad non-2xx answers or socket errors"; cat "$WORK/wrk-$t.txt" >&2; exit 1; }
-    log "round $round ${NAME[$t]}: $rps req/s, p50 $p50 ms, p99 $p99 ms"
-    RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "
+    log "round $round ${NAME[$t]}: $rps req/s, p50 $p50 ms, p99 $p99 ms, CPU per request: proxy $pcpu µs, upstream $ucpu µs"
+    RPS[$t]+="$rps "; P50[$t]+="$p50 "; P99[$t]+="$p99 "; PCPU[$t]+="$pcpu "; UCPU[$t]+="$ucpu "
   done
 done
 # Unloaded: one connection, one request at a time.
 declare -A L50 L99
 for t in a b c; do
-  read -r _ p50 p99 bad < <(run_wrk "$t" 1 "$LOW_DURATION")
+  read -r _ p50 p99 bad _ _ < <(run_wrk "$t" 1 "$LOW_DURATION")
   [ "$bad" -eq 0 ] || { log "$t: $bad non-2xx answers (1 connection)"; exit 1; }
   L50[$t]=$p50; L99[$t]=$p99
 done
 refreshes=$(( $(idp_counter refresh_attempts) - refresh_before ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-declare -A M50 M99 MRPS
+declare -A M50 M99 MRPS MPCPU MUCPU
 for t in a b c; do
   MRPS[$t]=$(tr ' ' '\n' <<<"${RPS[$t]}" | grep . | median)
   M50[$t]=$(tr ' ' '\n' <<<"${P50[$t]}" | grep . | median)
   M99[$t]=$(tr ' ' '\n' <<<"${P99[$t]}" | grep . | median)
+  MPCPU[$t]=$(tr ' ' '\n' <<<"${PCPU[$t]}" | grep . | median)
+  MUCPU[$t]=$(tr ' ' '\n' <<<"${UCPU[$t]}" | grep . | median)
 done
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 diff_ms() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%+.3f", x - y }'; }
@@ -125,10 +141,11 @@ echo
 echo "Proxy benchmark: $(machine); load before $load_before, after $load_after"
 echo "gateway log level: $LOG_LEVEL; wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, $ROUNDS interleaved round(s), medians; wrk on core $CLIENT_CPU, servers on core $SERVER_CPU"
 echo
-echo "| target | req/s | p50 | p99 | p50 at 1 connection | p99 at 1 connection |"
-echo "|---|---|---|---|---|---|"
+echo "| target | req/s | p50 | p99 | p50 at 1 connection | p99 at 1 connection | CPU per request: proxy | CPU per request: upstream |"
+echo "|---|---|---|---|---|---|---|---|"
 for t in a b c; do
-  echo "| ${NAME[$t]} | ${MRPS[$t]} | ${M50[$t]} ms | ${M99[$t]} ms | ${L50[$t]} ms | ${L99[$t]} ms |"
+  proxy_cpu="${MPCPU[$t]} µs"; [ "$t" = a ] && proxy_cpu="–"
+  echo "| ${NAME[$t]} | ${MRPS[$t]} | ${M50[$t]} ms | ${M99[$t]} ms | ${L50[$t]} ms | ${L99[$t]} ms | $proxy_cpu | ${MUCPU[$t]} µs |"
 done
 echo
 echo "| ratio | value | budget |"
