@@ -42,7 +42,11 @@
 //!
 //! [`OidcClient::backchannel_logout`] then refuses a `jti` already seen
 //! (replay; the cache lives in the [`SessionStore`](crate::SessionStore), so
-//! it is shared between instances) and ends the sessions:
+//! it is shared between instances) and ends the sessions named below. The
+//! `jti` of an invalid token is never cached, and when ending the sessions
+//! fails (the store is unavailable: 503) the `jti` is forgotten again, so
+//! that the provider's retry of the delivery is handled rather than refused
+//! as a replay. The sessions that end:
 //!
 //! * with `sid` (and [`backchannel_logout_all_sessions`] off): the sessions
 //!   that carry this provider session id — and, if `sub` is present too, the
@@ -344,7 +348,9 @@ impl OidcClient {
     /// [`TokenError::InvalidIdToken`] for an invalid or replayed token (no
     /// session is touched); [`TokenError::ProviderUnavailable`],
     /// [`TokenError::Discovery`] or [`TokenError::Store`] for transient
-    /// failures.
+    /// failures. After a transient failure the token's `jti` is not
+    /// remembered, so the provider's retry is handled, not refused as a
+    /// replay.
     pub async fn backchannel_logout(
         &self,
         logout_token: &str,
@@ -354,11 +360,12 @@ impl OidcClient {
         let validator = self.logout_validator(&metadata);
         let claims = validator.validate(logout_token, &jwks).await?;
 
+        let replay_key = format!("{JTI_KEY_PREFIX}{}", claims.jti);
         let fresh = self
             .inner
             .store
             .put_transient_if_absent(
-                &format!("{JTI_KEY_PREFIX}{}", claims.jti),
+                &replay_key,
                 claims.iat.to_string(),
                 validator.replay_window(),
             )
@@ -367,6 +374,40 @@ impl OidcClient {
             return Err(invalid("replayed (jti already seen)"));
         }
 
+        // A failure remembers no jti: the provider retries a delivery that
+        // got 503, and the retry must be able to end what this attempt could
+        // not (sessions already ended stay ended; ending is idempotent).
+        let done = match self.end_named_sessions(&metadata, &claims).await {
+            Ok(done) => done,
+            Err(err) => {
+                if let Err(forget) = self.inner.store.take_transient(&replay_key).await {
+                    // The store went away in the middle of the request: the
+                    // jti stays until the replay window closes, and a retry
+                    // before then is refused as a replay.
+                    tracing::warn!(
+                        error = %forget,
+                        "back-channel logout failed and its jti could not be forgotten"
+                    );
+                }
+                return Err(err);
+            }
+        };
+        tracing::info!(
+            sub = claims.sub.as_deref(),
+            ended = done.ended.len(),
+            revoked = done.revoked,
+            "back-channel logout"
+        );
+        Ok(done)
+    }
+
+    /// Ends the sessions a validated logout token names and revokes their
+    /// refresh tokens when configured.
+    async fn end_named_sessions(
+        &self,
+        metadata: &crate::discovery::ProviderMetadata,
+        claims: &LogoutTokenClaims,
+    ) -> Result<BackchannelLogout, TokenError> {
         let store = &self.inner.store;
         let by_sid = claims
             .sid
@@ -395,18 +436,12 @@ impl OidcClient {
                 continue;
             };
             if self.inner.config.revoke_on_logout
-                && self.revoke_session_tokens(&metadata, &session).await
+                && self.revoke_session_tokens(metadata, &session).await
             {
                 done.revoked += 1;
             }
             done.ended.push(id);
         }
-        tracing::info!(
-            sub = claims.sub.as_deref(),
-            ended = done.ended.len(),
-            revoked = done.revoked,
-            "back-channel logout"
-        );
         Ok(done)
     }
 }
@@ -751,6 +786,219 @@ mod tests {
         let message = f.validate(&token).await.unwrap_err().to_string();
         for part in token.split('.') {
             assert!(!message.contains(part));
+        }
+    }
+
+    /// A memory store whose deletes fail while `fail_deletes` is set: the
+    /// store going away in the middle of a back-channel logout.
+    #[derive(Debug)]
+    struct DeletesFail {
+        inner: crate::store::MemoryStore,
+        fail_deletes: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::SessionStore for DeletesFail {
+        async fn load(
+            &self,
+            id: &SessionId,
+        ) -> Result<Option<crate::store::Versioned>, crate::store::StoreError> {
+            self.inner.load(id).await
+        }
+
+        async fn create(
+            &self,
+            id: &SessionId,
+            record: crate::session::SessionRecord,
+        ) -> Result<u64, crate::store::StoreError> {
+            self.inner.create(id, record).await
+        }
+
+        async fn update(
+            &self,
+            id: &SessionId,
+            record: crate::session::SessionRecord,
+            expected_version: u64,
+        ) -> Result<crate::store::UpdateOutcome, crate::store::StoreError> {
+            self.inner.update(id, record, expected_version).await
+        }
+
+        async fn delete(
+            &self,
+            id: &SessionId,
+        ) -> Result<Option<Arc<crate::session::SessionRecord>>, crate::store::StoreError> {
+            if self.fail_deletes.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::store::StoreError::Unavailable(
+                    "injected delete failure".into(),
+                ));
+            }
+            self.inner.delete(id).await
+        }
+
+        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, crate::store::StoreError> {
+            self.inner.find_by_sub(sub).await
+        }
+
+        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, crate::store::StoreError> {
+            self.inner.find_by_sid(sid).await
+        }
+
+        async fn put_transient(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.put_transient(key, value, ttl).await
+        }
+
+        async fn put_transient_if_absent(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.put_transient_if_absent(key, value, ttl).await
+        }
+
+        async fn take_transient(
+            &self,
+            key: &str,
+        ) -> Result<Option<String>, crate::store::StoreError> {
+            self.inner.take_transient(key).await
+        }
+
+        async fn get_transient(
+            &self,
+            key: &str,
+        ) -> Result<Option<String>, crate::store::StoreError> {
+            self.inner.get_transient(key).await
+        }
+
+        async fn try_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.try_lease(id, owner, ttl).await
+        }
+
+        async fn renew_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.renew_lease(id, owner, ttl).await
+        }
+
+        async fn release_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.release_lease(id, owner).await
+        }
+
+        async fn purge_expired(&self) -> Result<u64, crate::store::StoreError> {
+            crate::store::SessionStore::purge_expired(&self.inner).await
+        }
+    }
+
+    /// Signs the dev IdP's user in through `client` (no browser); returns
+    /// the new session id.
+    async fn sign_in_at_dev_idp(client: &OidcClient) -> SessionId {
+        let start = client
+            .begin_login("http://127.0.0.1:1/callback", Some("/"))
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let response = http.get(start.authorization_url).send().await.unwrap();
+        let location = response.headers()["location"].to_str().unwrap();
+        let callback = url::Url::parse(location).unwrap();
+        let mut params = crate::login::CallbackParams::default();
+        for (k, v) in callback.query_pairs() {
+            let v = Some(v.into_owned());
+            match k.as_ref() {
+                "code" => params.code = v,
+                "state" => params.state = v,
+                "iss" => params.iss = v,
+                _ => {}
+            }
+        }
+        client
+            .complete_login(&start.state, &params)
+            .await
+            .unwrap()
+            .session_id
+    }
+
+    /// docs/SECURITY.md: "a failure remembers no jti". The provider's retry
+    /// of a delivery that failed on the store must end the session, not be
+    /// refused as a replay.
+    #[tokio::test]
+    async fn after_a_store_failure_the_providers_retry_ends_the_session() {
+        use crate::clock::Clock as _;
+        use std::sync::atomic::Ordering;
+
+        let clock = ManualClock::starting_now();
+        let idp_clock = clock.clone();
+        let idp = oidc_bff_dev_idp::DevIdp::builder()
+            .clock(move || idp_clock.now_unix())
+            .start()
+            .await
+            .unwrap();
+        let store = Arc::new(DeletesFail {
+            inner: crate::store::MemoryStore::with_clock(Arc::new(clock.clone())),
+            fail_deletes: std::sync::atomic::AtomicBool::new(false),
+        });
+        let config = crate::OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_secs(2), Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let client = OidcClient::builder(config)
+            .store(store.clone())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let id = sign_in_at_dev_idp(&client).await;
+        let sid = client
+            .load_session(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .sid
+            .clone()
+            .unwrap();
+        let token = idp.sign_logout_token(Some("alice"), Some(&sid), "bff");
+
+        // The store fails while the session is being ended: a transient
+        // error (503 at the endpoint), and the session is still there.
+        store.fail_deletes.store(true, Ordering::SeqCst);
+        let err = client.backchannel_logout(&token).await.unwrap_err();
+        assert!(matches!(err, TokenError::Store(_)), "{err}");
+        assert!(err.is_transient());
+        assert!(client.load_session(&id).await.unwrap().is_some());
+
+        // The store is back and the provider retries the same token.
+        store.fail_deletes.store(false, Ordering::SeqCst);
+        let done = client.backchannel_logout(&token).await.unwrap();
+        assert!(done.ended == [id.clone()], "the retry ended the session");
+        assert_eq!(done.revoked, 1);
+        assert!(client.load_session(&id).await.unwrap().is_none());
+        assert_eq!(idp.counters().revocations, 1);
+
+        // Handled once, the token is remembered: a replay is refused.
+        match client.backchannel_logout(&token).await {
+            Err(TokenError::InvalidIdToken(reason)) => assert!(reason.contains("replayed")),
+            other => panic!("a replay must be refused: {other:?}"),
         }
     }
 }
