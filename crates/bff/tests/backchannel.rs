@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::harness::{self, Browser, Options, TestBff};
 use oidc_bff::{Bff, OidcConfig};
 use oidc_bff_dev_idp::DevIdp;
-use oidc_bff_tokens::{Clock, ManualClock, SessionId};
+use oidc_bff_tokens::{Clock, ManualClock, OidcConfigBuilder, SessionId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -60,6 +60,17 @@ async fn alive(t: &TestBff, id: &SessionId) -> bool {
 /// A BFF with non-default back-channel settings, optionally registered at the
 /// dev IdP for back-channel logout (so the BFF's URL is known first).
 async fn start_custom(all_sessions: bool, register: bool) -> TestBff {
+    start_configured(register, |c| {
+        c.backchannel_logout_all_sessions(all_sessions)
+    })
+    .await
+}
+
+/// Like [`start_custom`], with any engine settings.
+async fn start_configured(
+    register: bool,
+    configure: impl FnOnce(OidcConfigBuilder) -> OidcConfigBuilder,
+) -> TestBff {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let clock = ManualClock::starting_now();
@@ -69,12 +80,13 @@ async fn start_custom(all_sessions: bool, register: bool) -> TestBff {
         idp = idp.backchannel_logout_uri("bff", &format!("{url}/bff/backchannel"));
     }
     let idp = idp.start().await.unwrap();
-    let config = OidcConfig::builder(idp.url().as_str(), "bff")
-        .client_secret("secret")
-        .backchannel_logout_all_sessions(all_sessions)
-        .timeouts(Duration::from_secs(2), Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let config = configure(
+        OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_secs(2), Duration::from_secs(5)),
+    )
+    .build()
+    .unwrap();
     let bff = Bff::builder(config)
         .public_url(&url)
         .clock(Arc::new(clock.clone()))
@@ -407,9 +419,99 @@ async fn invalid_tokens_are_refused_and_touch_no_session() {
     }
     assert_eq!(t.idp.counters().revocations, 0);
     assert_eq!(browser.api("/bff/user").await.status(), 200);
-    // The valid token still works afterwards (nothing was cached as seen).
+    // The valid token still works afterwards: the cases that carry its
+    // payload ("bad signature", "PS256 header") did not use up its jti. For
+    // claim failures see `an_invalid_token_does_not_use_up_its_jti`.
     assert_eq!(post_token(&t, &valid).await.status(), 200);
     assert!(!alive(&t, &id).await);
+}
+
+/// A refused token must not use up its `jti`: were the `jti` cached before
+/// (or while) the token is validated, the genuine token that carries the
+/// same `jti` would then be refused as a replay and the session would live on.
+#[tokio::test]
+async fn an_invalid_token_does_not_use_up_its_jti() {
+    let t = harness::start().await;
+    let (browser, id, sid) = signed_in(&t).await;
+    let jti = "jti-shared-by-forgeries-and-the-genuine-token";
+    let mut genuine = claims(&t, &sid);
+    genuine["jti"] = jti.into();
+    let valid = t.idp.sign_jwt(&genuine);
+
+    let now = t.clock.now_unix();
+    let mut forgeries: Vec<(&str, String)> = Vec::new();
+    // Properly signed by the provider, but with a claim that fails.
+    for (name, value) in [
+        ("aud", json!("another-client")),
+        ("iss", json!("https://impostor.example")),
+        ("exp", json!(now - 3600)),
+        ("nonce", json!("n-0S6_WzA2Mj")),
+    ] {
+        let mut c = genuine.clone();
+        c[name] = value;
+        forgeries.push((name, t.idp.sign_jwt(&c)));
+    }
+    // The genuine payload under a broken signature.
+    let (input, signature) = valid.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    sig[0] ^= 1;
+    forgeries.push((
+        "bad signature",
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig)),
+    ));
+    // The genuine claims signed by another provider's key.
+    let other = DevIdp::builder().start().await.unwrap();
+    forgeries.push(("another provider's key", other.sign_jwt(&genuine)));
+
+    for (name, forgery) in &forgeries {
+        let payload = forgery.split('.').nth(1).unwrap();
+        let carried: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(carried["jti"], jti, "{name}: the forgery carries the jti");
+        assert_eq!(post_token(&t, forgery).await.status(), 400, "{name}");
+        assert!(alive(&t, &id).await, "{name}: the session must survive");
+    }
+
+    // The genuine token with the same jti is handled and ends the session.
+    let response = post_token(&t, &valid).await;
+    let status = response.status();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    assert!(!alive(&t, &id).await, "the genuine token ended the session");
+    assert_eq!(browser.api("/bff/user").await.status(), 401);
+    // Now, and only now, the jti is remembered.
+    let replay = post_token(&t, &valid).await;
+    assert_eq!(replay.status(), 400);
+    let body: Value = replay.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("replayed"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn without_revoke_on_logout_the_refresh_token_stays_usable() {
+    let t = start_configured(false, |c| c.revoke_on_logout(false)).await;
+    let (browser, id, sid) = signed_in(&t).await;
+    let refresh = t
+        .session_of(&browser)
+        .await
+        .unwrap()
+        .record
+        .tokens
+        .refresh_token
+        .clone()
+        .unwrap();
+
+    let token = t.idp.sign_logout_token(Some("alice"), Some(&sid), "bff");
+    assert_eq!(post_token(&t, &token).await.status(), 200);
+    assert!(!alive(&t, &id).await, "the session ended");
+    assert_eq!(browser.api("/bff/user").await.status(), 401);
+    assert_eq!(t.idp.counters().revocations, 0, "nothing was revoked");
+    assert_eq!(
+        refresh_directly(&t, refresh.secret()).await,
+        200,
+        "the refresh token still works at the provider"
+    );
 }
 
 #[tokio::test]
