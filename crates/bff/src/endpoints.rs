@@ -10,8 +10,6 @@
 //! | `GET /bff/user` | the user's claims, logout URL and session expiry as JSON (requires `X-CSRF: 1`); 401 when anonymous |
 //! | `POST /bff/backchannel` | OpenID Connect back-channel logout: a valid `logout_token` ends the sessions it names (200); anything else is 400 |
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -58,13 +56,16 @@ impl Bff {
     }
 }
 
-/// Query parameters are read leniently: of duplicates, the last value counts
-/// (every value is validated the same way, so which one wins is harmless).
-fn first(query: &HashMap<String, String>, key: &str) -> Option<String> {
-    query.get(key).cloned()
+/// Query parameters are read leniently: of duplicates, the first value
+/// counts and later ones are ignored (every value is validated the same way).
+fn first(query: &[(String, String)], key: &str) -> Option<String> {
+    query
+        .iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.clone())
 }
 
-async fn login(State(bff): State<Bff>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn login(State(bff): State<Bff>, Query(query): Query<Vec<(String, String)>>) -> Response {
     let return_url = first(&query, "returnUrl");
     let settings = bff.settings();
     match bff
@@ -162,7 +163,7 @@ fn with_cleared_login(mut response: Response, bff: &Bff) -> Response {
 async fn logout(
     State(bff): State<Bff>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     let settings = bff.settings();
     let id = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse);

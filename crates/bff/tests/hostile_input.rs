@@ -365,10 +365,12 @@ async fn no_url_parameter_can_redirect_off_site() {
         assert_same_origin(&t, &landed, evil);
     }
 
-    // A duplicated returnUrl: the first counts, and is sanitized either way.
-    for query in [
-        "returnUrl=%2F%2Fevil.example&returnUrl=%2Fok",
-        "returnUrl=%2Fok&returnUrl=%2F%2Fevil.example",
+    // A duplicated returnUrl: the first counts (a foreign one falls back to
+    // the root), later ones are ignored.
+    for (query, expected) in [
+        ("returnUrl=%2F%2Fevil.example&returnUrl=%2Fok", "/"),
+        ("returnUrl=%2Fok&returnUrl=%2F%2Fevil.example", "/ok"),
+        ("returnUrl=%2Ffirst&returnUrl=%2Fsecond", "/first"),
     ] {
         let browser = t.browser();
         let login = browser.get(&format!("/bff/login?{query}")).await;
@@ -376,6 +378,7 @@ async fn no_url_parameter_can_redirect_off_site() {
         let done = browser.get(&location(&at_idp)).await;
         assert_eq!(done.status(), 303);
         assert_same_origin(&t, &location(&done), query);
+        assert_eq!(location(&done), expected, "{query}");
     }
 
     // Parameters the BFF does not take are ignored: the redirect URI sent to
