@@ -58,6 +58,9 @@ pub(crate) fn id_token(
         Some(F::WrongAzp) => {
             claims.insert("azp".into(), "some-other-client".into());
         }
+        Some(F::MissingAzp) => {
+            claims.remove("azp");
+        }
         Some(F::MissingSub) => {
             claims.remove("sub");
         }

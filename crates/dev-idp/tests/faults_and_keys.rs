@@ -204,6 +204,27 @@ async fn discovery_authorize_and_userinfo_faults() {
         .await
         .unwrap();
     assert_eq!(info["sub"], "mallory");
+    idp.faults().set_userinfo_sub(None);
+    idp.faults()
+        .set_userinfo_extra_claims(Some(json!({"azp": "x", "sub": "eve", "email": "e@x"})));
+    let info: serde_json::Value = http()
+        .get(format!("{}/userinfo", idp.issuer()))
+        .bearer_auth(&at)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&info["sub"], &info["azp"], &info["email"]),
+        (&json!("alice"), &json!("x"), &json!("e@x"))
+    );
+
+    let moved = format!("{}/jwks?moved=1", idp.issuer());
+    idp.faults().set_discovery_jwks_uri(Some(&moved));
+    assert_eq!(get_json(&discovery).await["jwks_uri"], moved.as_str());
+    assert!(get_json(&moved).await["keys"].is_array());
 
     idp.faults().set_jwks_garbage_key(true);
     let jwks = get_json(&format!("{}/jwks", idp.issuer())).await;

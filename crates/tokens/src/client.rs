@@ -25,6 +25,34 @@ use crate::user_token::Flights;
 
 const LOGIN_KEY_PREFIX: &str = "login:";
 
+/// Claims about the token or the authentication rather than the user
+/// (OIDC Core 2 and 3.1.3.6, RFC 7519 4.1, OIDC Back-Channel Logout, RFC
+/// 7800, RFC 9068). The userinfo answer never adds them to the session.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "sid",
+    "sub_jwk",
+    "cnf",
+    "events",
+    "client_id",
+    "scope",
+    "typ",
+];
+
 /// The token engine for one provider. Cheap to clone.
 ///
 /// ```no_run
@@ -61,7 +89,9 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) discovery: Discovery,
-    pub(crate) jwks: tokio::sync::OnceCell<(Url, Arc<JwksCache>)>,
+    /// The JWKS cache and the `jwks_uri` it was built for; replaced once
+    /// when discovery reports a new `jwks_uri`.
+    pub(crate) jwks: std::sync::RwLock<Option<(Url, Arc<JwksCache>)>>,
     pub(crate) provider: ProviderClient,
     pub(crate) flights: Flights,
     pub(crate) client_tokens: crate::client_credentials::ClientTokenCache,
@@ -117,7 +147,7 @@ impl OidcClientBuilder {
                 clock,
                 store,
                 discovery,
-                jwks: tokio::sync::OnceCell::new(),
+                jwks: std::sync::RwLock::new(None),
                 provider,
                 flights: Flights::default(),
                 client_tokens: Default::default(),
@@ -190,33 +220,45 @@ impl OidcClient {
     }
 
     /// The JWKS cache for the provider's current `jwks_uri`.
+    ///
+    /// One cache is kept; when the provider moves its keys to a new
+    /// `jwks_uri`, it is replaced once by a cache for the new location (so
+    /// the rate limit and coalescing of [`JwksCache`] keep working).
     pub(crate) async fn jwks(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {
-        let (uri, cache) = self
+        let current = |slot: &Option<(Url, Arc<JwksCache>)>| {
+            slot.as_ref()
+                .filter(|(uri, _)| *uri == metadata.jwks_uri)
+                .map(|(_, cache)| Arc::clone(cache))
+        };
+        if let Some(cache) = current(
+            &self
+                .inner
+                .jwks
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return cache;
+        }
+        let mut slot = self
             .inner
             .jwks
-            .get_or_init(|| async {
-                (
-                    metadata.jwks_uri.clone(),
-                    Arc::new(JwksCache::new(
-                        metadata.jwks_uri.clone(),
-                        self.inner.http.clone(),
-                        self.inner.clock.clone(),
-                        self.inner.config.jwks_min_refetch,
-                    )),
-                )
-            })
-            .await;
-        if *uri == metadata.jwks_uri {
-            cache.clone()
-        } else {
-            // The provider moved its keys; use a fresh cache for the new location.
-            Arc::new(JwksCache::new(
-                metadata.jwks_uri.clone(),
-                self.inner.http.clone(),
-                self.inner.clock.clone(),
-                self.inner.config.jwks_min_refetch,
-            ))
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another task may have swapped it meanwhile.
+        if let Some(cache) = current(&slot) {
+            return cache;
         }
+        if slot.is_some() {
+            tracing::info!(jwks_uri = %metadata.jwks_uri, "the provider's jwks_uri changed; using a new key cache");
+        }
+        let cache = Arc::new(JwksCache::new(
+            metadata.jwks_uri.clone(),
+            self.inner.http.clone(),
+            self.inner.clock.clone(),
+            self.inner.config.jwks_min_refetch,
+        ));
+        *slot = Some((metadata.jwks_uri.clone(), Arc::clone(&cache)));
+        cache
     }
 
     pub(crate) fn validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
@@ -403,8 +445,13 @@ impl OidcClient {
                 .await
             {
                 Ok(Some(info)) if info.get("sub").and_then(|s| s.as_str()) == Some(&claims.sub) => {
+                    // Only facts about the user: protocol claims come from
+                    // the validated id_token alone (they are compared again
+                    // at every refresh, OIDC Core 12.2).
                     for (k, v) in info {
-                        all_claims.entry(k).or_insert(v);
+                        if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
+                            all_claims.entry(k).or_insert(v);
+                        }
                     }
                 }
                 Ok(Some(_)) => tracing::warn!("userinfo sub differs from the id_token; ignored"),

@@ -6,15 +6,19 @@
 //! * **Fetch on first use.** Nothing is fetched until the first id_token has to
 //!   be verified. If that fetch fails while nothing is cached, the caller gets
 //!   [`TokenError::ProviderUnavailable`] (or [`TokenError::InvalidResponse`]
-//!   for a document that is not a JWK set); the next lookup tries again.
+//!   for a document that is not a JWK set), and so does every lookup until
+//!   `min_refetch_interval` has passed since that attempt started; then the
+//!   next lookup tries again. A JWKS outage thus costs the provider one
+//!   request per interval, however many tokens arrive.
 //! * **Cache.** Keys are kept until a later fetch replaces them; a lookup of a
 //!   known `kid` never touches the network.
 //! * **Refetch on unknown `kid`, rate-limited.** When a token names a key we do
 //!   not know (the provider rotated its keys), the set is fetched again — but
 //!   at most once per `min_refetch_interval`, so a flood of tokens carrying
 //!   random `kid`s cannot turn into a flood of requests to the provider. Within
-//!   the interval an unknown `kid` simply has no key. The first fetch does not
-//!   count against this budget; a failed refetch does. When a refetch fails
+//!   the interval an unknown `kid` simply has no key. A successful first fetch
+//!   does not count against this budget; every failed fetch does (with or
+//!   without cached keys). When a refetch fails
 //!   while keys are cached, the cached keys are kept and the lookup reports
 //!   "no matching key".
 //! * **Coalescing.** Concurrent lookups that need a fetch share one request:
@@ -85,7 +89,8 @@ struct State {
     keys: Option<Arc<KeySet>>,
     /// Number of completed fetch attempts (successful or not).
     attempts: u64,
-    /// When the last refetch (a fetch while keys were cached) started.
+    /// When the last rate-limited fetch started: a refetch while keys were
+    /// cached, or a fetch that failed while nothing was cached.
     last_refetch: Option<u64>,
     /// When the cached keys were fetched.
     fetched_at: Option<u64>,
@@ -330,13 +335,24 @@ impl JwksCache {
         // Fast path: answer from the cache, or decide that no fetch is allowed.
         let seen_attempts = {
             let state = self.state();
-            if let Some(keys) = &state.keys {
-                let found = keys.candidates(header);
-                if !found.is_empty() {
-                    return Ok(found);
+            match &state.keys {
+                Some(keys) => {
+                    let found = keys.candidates(header);
+                    if !found.is_empty() {
+                        return Ok(found);
+                    }
+                    if !self.refetch_allowed(&state) {
+                        return Err(no_matching_key());
+                    }
                 }
-                if !self.refetch_allowed(&state) {
-                    return Err(no_matching_key());
+                // Nothing cached and the last fetch failed recently: report
+                // that failure again rather than asking the provider again.
+                None => {
+                    if let Some(err) = &state.last_error
+                        && !self.refetch_allowed(&state)
+                    {
+                        return Err(err.to_token_error());
+                    }
                 }
             }
             state.attempts
@@ -373,7 +389,7 @@ impl JwksCache {
 
         let mut state = self.state();
         state.attempts += 1;
-        if had_keys {
+        if had_keys || result.is_err() {
             state.last_refetch = Some(started);
         }
         match result {
@@ -425,6 +441,9 @@ impl JwksCache {
                 true
             }
             Err(err) => {
+                if state.keys.is_none() {
+                    state.last_error = Some(FetchError::from_token_error(&err));
+                }
                 tracing::warn!(error = %err, "refetching the provider's JWKS failed; keeping the cached keys");
                 false
             }
@@ -448,7 +467,8 @@ impl JwksCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the rate limit allows a refetch now (keys being cached).
+    /// Whether the rate limit allows a refetch now (keys being cached), or a
+    /// new attempt after a failed fetch (nothing cached).
     fn refetch_allowed(&self, state: &State) -> bool {
         match state.last_refetch {
             None => true,
@@ -1157,13 +1177,73 @@ mod tests {
         assert!(matches!(err, TokenError::ProviderUnavailable(_)), "{err:?}");
         assert!(err.is_transient());
 
-        // The next lookup tries again (nothing cached, no rate limit).
+        // Within the interval the failure is reported again without a fetch,
+        // even once the provider is back.
         server.set_status(200);
         server.set_body(jwks_json(&[&key]));
+        let err = jwks
+            .keys_for(&header(Algorithm::RS256, Some("k1")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TokenError::ProviderUnavailable(_)), "{err:?}");
+        assert_eq!(jwks.fetch_count(), 1);
+
+        // After the interval the next lookup tries again.
+        clock.advance(INTERVAL);
         jwks.keys_for(&header(Algorithm::RS256, Some("k1")))
             .await
             .unwrap();
         assert_eq!(jwks.fetch_count(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_with_nothing_cached_costs_one_fetch_per_interval() {
+        let key = rsa_key("k1");
+        let server = JwksServer::start("down").await;
+        server.set_status(503);
+        let clock = ManualClock::new(1_700_000_000);
+        let jwks = Arc::new(cache(&server, &clock));
+        let lookup = |kid: String| {
+            let jwks = Arc::clone(&jwks);
+            async move { jwks.keys_for(&header(Algorithm::RS256, Some(&kid))).await }
+        };
+        let assert_unavailable = |result: Result<Vec<Arc<DecodingKey>>, TokenError>| {
+            let err = result.unwrap_err();
+            assert!(matches!(err, TokenError::ProviderUnavailable(_)), "{err:?}");
+        };
+
+        // A flood of tokens, one after another and all at once.
+        for i in 0..200 {
+            assert_unavailable(lookup(format!("kid-{i}")).await);
+        }
+        let burst = (0..50).map(|i| tokio::spawn(lookup(format!("burst-{i}"))));
+        for result in futures_util::future::join_all(burst).await {
+            assert_unavailable(result.unwrap());
+        }
+        assert_eq!(jwks.fetch_count(), 1);
+        assert_eq!(server.requests(), 1);
+
+        // Just before the interval ends: still no new fetch.
+        clock.advance(INTERVAL - Duration::from_secs(1));
+        assert_unavailable(lookup("k1".into()).await);
+        assert_eq!(server.requests(), 1);
+
+        // After it: concurrent lookups share exactly one new attempt.
+        clock.advance(Duration::from_secs(1));
+        server.set_delay(Duration::from_millis(200));
+        let burst = (0..50).map(|i| tokio::spawn(lookup(format!("later-{i}"))));
+        for result in futures_util::future::join_all(burst).await {
+            assert_unavailable(result.unwrap());
+        }
+        assert_eq!(server.requests(), 2);
+
+        // The provider recovers: the first lookup after the interval succeeds.
+        server.set_delay(Duration::ZERO);
+        server.set_status(200);
+        server.set_body(jwks_json(&[&key]));
+        clock.advance(INTERVAL);
+        assert_eq!(lookup("k1".into()).await.unwrap().len(), 1);
+        assert_eq!(server.requests(), 3);
     }
 
     #[tokio::test]

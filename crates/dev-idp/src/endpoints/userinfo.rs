@@ -35,9 +35,11 @@ pub(crate) async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) ->
         );
     }
     let mut info = idp.config.claims.clone();
-    let sub = idp
-        .faults
-        .snapshot()
+    let faults = idp.faults.snapshot();
+    if let Some(extra) = faults.userinfo_extra_claims {
+        info.extend(extra);
+    }
+    let sub = faults
         .userinfo_sub
         .unwrap_or_else(|| idp.config.sub.clone());
     info.insert("sub".into(), sub.into());
