@@ -236,6 +236,12 @@ async fn upstream_cannot_set_the_bffs_cookies() {
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
     assert_eq!(cookies, ["theirs=1; Path=/"]);
+    // Nor make the browser wipe every cookie of the origin.
+    assert!(
+        response.headers().get("clear-site-data").is_none(),
+        "Clear-Site-Data reached the browser"
+    );
+    assert_eq!(response.headers()["x-theirs"], "kept");
     // The session still works.
     let (status, _) = t.echo("/api/x", Some(&session)).await;
     assert_eq!(status, 200);
@@ -563,6 +569,102 @@ async fn a_slow_upstream_is_504_and_a_dead_one_502() {
         !body.to_string().contains("127.0.0.1"),
         "no upstream address in {body}"
     );
+}
+
+/// A request body of `chunks` KiB, one KiB every `gap`.
+fn trickle(
+    chunks: usize,
+    gap: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(0usize, move |i| async move {
+        if i == chunks {
+            return None;
+        }
+        tokio::time::sleep(gap).await;
+        Some((Ok(proxy_support::chunk(i).slice(..1024)), i + 1))
+    })
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_the_timeout_succeeds_while_it_keeps_moving() {
+    let t = proxy_support::start().await;
+    // `/trickle` allows 1 s of silence; the upload takes 10 × 200 ms = 2 s.
+    let started = std::time::Instant::now();
+    let response = within(
+        "trickled upload",
+        t.request(Method::POST, "/trickle/upload", None, true)
+            .body(reqwest::Body::wrap_stream(trickle(
+                10,
+                Duration::from_millis(200),
+            )))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200, "the upload was cut off");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let got: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(got["len"], 10 * 1024);
+
+    // An upstream that takes the whole upload and then falls silent still
+    // gets 504, the timeout counted from the end of the body.
+    let started = std::time::Instant::now();
+    let response = within(
+        "trickled upload to a silent upstream",
+        t.request(Method::POST, "/trickle/slow", None, true)
+            .body(reqwest::Body::wrap_stream(trickle(
+                10,
+                Duration::from_millis(200),
+            )))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 504);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(30),
+        "504 after {waited:?}: the upload (2 s) plus the timeout (1 s)"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+
+    // Without a body the upstream gets the timeout from the start.
+    let started = std::time::Instant::now();
+    let response = t
+        .request(Method::GET, "/trickle/slow", None, true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn a_response_body_that_stalls_is_aborted() {
+    let t = proxy_support::start().await;
+    // `/slow` allows 300 ms of silence; the upstream sends one chunk and then
+    // waits for a release that never comes.
+    let response = t
+        .request(Method::GET, "/slow/gated-download", None, true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut n = 0;
+    let failed = within("stalled body", async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => n += chunk.len(),
+                Err(_) => return true,
+            }
+        }
+        false
+    })
+    .await;
+    assert!(failed, "a stalled body must be aborted, not ended cleanly");
+    assert!(n <= proxy_support::CHUNK, "{n} bytes");
 }
 
 fn ws_request(

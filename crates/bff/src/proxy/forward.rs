@@ -11,22 +11,35 @@
 //! 4. the request goes upstream with cleaned headers and its body streamed
 //!    as it arrives; the response comes back the same way.
 //!
-//! The upstream must answer with its headers within the route's timeout
-//! (504 otherwise, also when connecting times out); a refused or failed
-//! connection is 502. Redirects from the upstream are passed to the browser
-//! as they are, never followed.
+//! The route's timeout bounds every wait for the upstream, never the whole
+//! exchange: while the request body streams, no more than the timeout may
+//! pass between two chunks; once it has been sent (or when there is none),
+//! the upstream must answer with its headers within the timeout; and while
+//! the response body streams, no more than the timeout may pass between two
+//! chunks. So a long upload or download that keeps moving is never cut off,
+//! while an upstream that falls silent is: 504 before the response headers
+//! (also when connecting times out), an aborted response after them. A
+//! refused or failed connection is 502. Redirects from the upstream are
+//! passed to the browser as they are, never followed.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::body::{Body, HttpBody as _};
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use cookie::SameSite;
+use futures_util::{Stream, StreamExt as _};
 use http::request::Parts;
 use http::{StatusCode, Version, header};
+use hyper::body::{Frame, SizeHint};
 use hyper::upgrade::OnUpgrade;
 use oidc_bff_tokens::{AccessToken, ErrorKind, TokenError};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 use url::Url;
 
 use crate::config::Bff;
@@ -61,7 +74,6 @@ impl Proxy {
             .no_zstd()
             .http1_only()
             .connect_timeout(api.connect_timeout)
-            .read_timeout(api.timeout)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| {
@@ -134,11 +146,13 @@ impl Proxy {
         );
         let mut upstream_request = reqwest::Request::new(parts.method.clone(), url);
         *upstream_request.headers_mut() = outgoing;
+        let mut upload = None;
         if body.size_hint().exact() != Some(0) {
-            *upstream_request.body_mut() =
-                Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+            let (tracked, progress) = Tracked::new(body.into_data_stream());
+            *upstream_request.body_mut() = Some(reqwest::Body::wrap_stream(tracked));
+            upload = Some(progress);
         }
-        let response = match self.send(upstream_request).await {
+        let response = match self.send(upstream_request, upload).await {
             Ok(response) => response,
             Err(err) => return err.into_response(),
         };
@@ -162,6 +176,7 @@ impl Proxy {
         }
         let headers = headers::browser_response(response.headers(), &own, false);
         let body = http::Response::<reqwest::Body>::from(response).into_body();
+        let body = IdleTimeout::new(body, self.api.timeout);
         let mut out = Response::new(Body::new(body));
         *out.status_mut() = status;
         *out.headers_mut() = headers;
@@ -247,16 +262,50 @@ impl Proxy {
         Box::new(response)
     }
 
-    async fn send(&self, request: reqwest::Request) -> Result<reqwest::Response, BffError> {
+    /// Sends the request and waits for the response headers.
+    ///
+    /// The route's timeout restarts whenever `upload` reports a chunk of the
+    /// request body taken by the connection, and once more when the body has
+    /// been sent: so it bounds each pause of the upload and then the wait for
+    /// the answer, never the upload as a whole.
+    async fn send(
+        &self,
+        request: reqwest::Request,
+        mut upload: Option<watch::Receiver<Upload>>,
+    ) -> Result<reqwest::Response, BffError> {
         let http = self
             .http
             .as_ref()
             .map_err(|e| BffError::Config(e.clone()))?;
         let timed_out = || BffError::UpstreamTimeout("the upstream did not answer in time".into());
-        match tokio::time::timeout(self.api.timeout, http.execute(request)).await {
-            Err(_) => Err(timed_out()),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => {
+        let call = http.execute(request);
+        tokio::pin!(call);
+        let outcome = loop {
+            let step = tokio::select! {
+                biased;
+                result = &mut call => Step::Answered(result),
+                () = tokio::time::sleep(self.api.timeout) => Step::TimedOut,
+                moved = progressed(upload.as_mut()) => Step::Progress(moved),
+            };
+            match step {
+                Step::Answered(result) => break Some(result),
+                Step::TimedOut => break None,
+                // A chunk went out: wait afresh. Once the body is complete
+                // (or dropped), the next wait is for the response headers.
+                Step::Progress(moved) => {
+                    let sending = upload
+                        .as_ref()
+                        .is_some_and(|rx| moved && *rx.borrow() == Upload::Sending);
+                    if !sending {
+                        upload = None;
+                    }
+                }
+            }
+        };
+        match outcome {
+            None => Err(timed_out()),
+            Some(Ok(response)) => Ok(response),
+            Some(Err(err)) => {
                 let err = err.without_url();
                 tracing::warn!(error = %err, prefix = %self.prefix, "upstream call failed");
                 if err.is_timeout() {
@@ -270,6 +319,139 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// One turn of the wait in [`Proxy::send`].
+enum Step {
+    Answered(Result<reqwest::Response, reqwest::Error>),
+    TimedOut,
+    /// The request body moved on; `false` when its stream was dropped.
+    Progress(bool),
+}
+
+/// Where the request body is on its way to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    Sending,
+    /// Its last chunk (or an error) has been taken by the connection.
+    Sent,
+}
+
+/// Resolves when the upload reports progress (`true`) or its stream is gone
+/// (`false`); never without an upload.
+async fn progressed(upload: Option<&mut watch::Receiver<Upload>>) -> bool {
+    match upload {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The browser's request body on its way upstream, reporting each chunk the
+/// connection takes, and the end.
+struct Tracked<S> {
+    inner: S,
+    progress: watch::Sender<Upload>,
+}
+
+impl<S> Tracked<S> {
+    fn new(inner: S) -> (Tracked<S>, watch::Receiver<Upload>) {
+        let (progress, rx) = watch::channel(Upload::Sending);
+        (Tracked { inner, progress }, rx)
+    }
+}
+
+impl<S, E> Stream for Tracked<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(_)) => self.progress.send_modify(|_| {}),
+            Some(Err(_)) | None => {
+                self.progress.send_replace(Upload::Sent);
+            }
+        }
+        Poll::Ready(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream's response body, failing when the upstream sends nothing for
+/// `timeout` while the BFF waits for its next chunk. Time spent waiting for
+/// the browser to read (back-pressure) does not count.
+struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    /// Created at the first wait: a body that is always ready needs none.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether the last poll found no frame (the timer is running).
+    waiting: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, timeout: Duration) -> IdleTimeout<B> {
+        IdleTimeout {
+            inner,
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        // Nothing yet: the timer runs from the first poll that found nothing.
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = Instant::now() + this.timeout;
+            if let Some(sleep) = this.sleep.as_mut() {
+                sleep.as_mut().reset(deadline);
+            } else {
+                this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
+        }
+        let Some(sleep) = this.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_ready() {
+            tracing::warn!("the upstream's response body stalled; aborting it");
+            return Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the upstream's response body stalled",
+            )))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

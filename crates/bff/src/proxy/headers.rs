@@ -12,9 +12,11 @@
 //! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | `X-Forwarded-For` (the TCP peer), `-Proto` and `-Host` (the BFF's public URL), `-Prefix` (the local prefix) |
 //!
 //! Towards the browser, hop-by-hop and `Proxy-*` headers are removed (except
-//! `Connection`/`Upgrade` on a `101 Switching Protocols`), and a `Set-Cookie`
-//! for one of the BFF's own cookie names is dropped, so an API cannot plant or
-//! clear the session.
+//! `Connection`/`Upgrade` on a `101 Switching Protocols`), a `Set-Cookie`
+//! for one of the BFF's own cookie names is dropped, and so is
+//! `Clear-Site-Data` (it would make the browser delete every cookie of the
+//! origin, the session cookie included), so an API cannot plant or clear the
+//! session.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -29,6 +31,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
     "http2-settings",
 ];
+
+/// A response header that makes the browser delete the origin's cookies and
+/// storage (W3C Clear Site Data): only the BFF may end its session.
+const CLEAR_SITE_DATA: &str = "clear-site-data";
 
 /// Request headers the client may not pass to the upstream.
 const CLIENT_ONLY: [&str; 7] = [
@@ -169,6 +175,10 @@ pub(crate) fn browser_response(
         }
         if name == header::SET_COOKIE && sets_own_cookie(value, own_cookies) {
             tracing::warn!("dropped an upstream Set-Cookie for one of the BFF's own cookies");
+            continue;
+        }
+        if name.as_str() == CLEAR_SITE_DATA {
+            tracing::warn!("dropped an upstream Clear-Site-Data header");
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -348,6 +358,8 @@ mod tests {
             ("proxy-authenticate", "Basic"),
             ("content-type", "text/plain"),
             ("www-authenticate", "Bearer"),
+            ("clear-site-data", "\"cookies\""),
+            ("Clear-Site-Data", "\"*\""),
         ]);
         let out = browser_response(&upstream, &["__Host-bff", "__Host-bff-login"], false);
         let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();

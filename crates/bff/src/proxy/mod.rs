@@ -40,7 +40,8 @@
 //!   prefix reach the upstream, and only below its base path.
 //! - **Header hygiene**: the browser's `Cookie`, `Authorization`, `DPoP`,
 //!   `Proxy-*`, hop-by-hop and forwarding headers never reach the upstream;
-//!   the upstream cannot set the BFF's cookies.
+//!   the upstream cannot set or clear the BFF's cookies (its `Set-Cookie`
+//!   for them and any `Clear-Site-Data` are dropped).
 //! - **Streaming**: bodies flow through in both directions as they arrive.
 //!
 //! Set `X-Forwarded-For` by serving with

@@ -110,9 +110,11 @@ impl RemoteApi {
         self
     }
 
-    /// How long the upstream may take to answer with its response headers,
-    /// and the longest pause while the response body streams (default 30 s).
-    /// Answered with 504 when exceeded before the headers.
+    /// The longest wait for the upstream (default 30 s): for its response
+    /// headers once the request body has been sent, and the longest pause
+    /// while the request body or the response body streams. A long upload or
+    /// download that keeps moving is never cut off. Answered with 504 when
+    /// exceeded before the response headers.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self

@@ -19,7 +19,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use oidc_bff::proxy::{RemoteApi, TokenRequirement};
 use oidc_bff::{Bff, OidcConfig};
 use oidc_bff_dev_idp::{DevIdp, RunningIdp};
-use oidc_bff_tokens::{ManualClock, SessionId};
+use oidc_bff_tokens::{ManualClock, SessionId, SessionStore};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
@@ -191,6 +191,11 @@ async fn set_cookie() -> Response {
     ] {
         h.append(header::SET_COOKIE, c.parse().unwrap());
     }
+    h.insert(
+        "clear-site-data",
+        "\"cookies\", \"storage\"".parse().unwrap(),
+    );
+    h.insert("x-theirs", "kept".parse().unwrap());
     response
 }
 
@@ -243,7 +248,9 @@ async fn gated_upload(State(state): State<Arc<UpstreamState>>, body: Body) -> Re
     n.to_string().into_response()
 }
 
-async fn slow() -> Response {
+/// Reads the whole request body, then falls silent for a minute.
+async fn slow(body: Body) -> Response {
+    digest(body).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     "too late".into_response()
 }
@@ -324,12 +331,22 @@ pub async fn dead_port() -> SocketAddr {
 /// | `/either` | `/v1/` | user-or-client (scope `catalog.read`) |
 /// | `/m2m` | `/v1/` | client (scope `catalog.read`) |
 /// | `/slow` | `/v1/` | none, 300 ms timeout |
+/// | `/trickle` | `/v1/` | none, 1 s timeout |
 /// | `/dead` | a closed port | none |
 /// | `/ws` | the WebSocket upstream | user, WebSockets on |
 /// | `/ws-off` | the WebSocket upstream | user, WebSockets off |
 ///
 /// plus `/local` (a local API route behind the CSRF layer) and the `/bff` routes.
 pub async fn start() -> ProxyBff {
+    start_with_store(ManualClock::starting_now(), None).await
+}
+
+/// [`start`], keeping the BFF's sessions in `store` when given (build the
+/// store with the same `clock`).
+pub async fn start_with_store(
+    clock: ManualClock,
+    store: Option<Arc<dyn SessionStore>>,
+) -> ProxyBff {
     let idp = DevIdp::builder()
         .access_token_lifetime(Duration::from_secs(300))
         .id_token_lifetime(Duration::from_secs(3600))
@@ -338,7 +355,6 @@ pub async fn start() -> ProxyBff {
         .expect("dev idp");
     let upstream = start_upstream().await;
     let ws = start_ws_upstream().await;
-    let clock = ManualClock::starting_now();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let url = format!("http://{addr}");
@@ -347,11 +363,13 @@ pub async fn start() -> ProxyBff {
         .scopes(["openid", "profile", "offline_access"])
         .build()
         .expect("config");
-    let bff = Bff::builder(config)
+    let mut builder = Bff::builder(config)
         .public_url(&url)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .expect("bff");
+        .clock(Arc::new(clock.clone()));
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
+    let bff = builder.build().expect("bff");
 
     let v1: url::Url = format!("{}/v1/", upstream.url).parse().unwrap();
     let mount = |prefix: &str, t: TokenRequirement| RemoteApi::new(prefix, v1.clone()).token(t);
@@ -374,6 +392,7 @@ pub async fn start() -> ProxyBff {
         .merge(
             bff.proxy(mount("/slow", TokenRequirement::None).timeout(Duration::from_millis(300))),
         )
+        .merge(bff.proxy(mount("/trickle", TokenRequirement::None).timeout(Duration::from_secs(1))))
         .merge(bff.proxy(RemoteApi::new("/dead", dead).token(TokenRequirement::None)))
         .merge(bff.proxy(RemoteApi::new("/ws", ws_url.clone()).websockets(true)))
         .merge(bff.proxy(RemoteApi::new("/ws-off", ws_url)))
