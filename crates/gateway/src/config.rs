@@ -51,7 +51,10 @@ use url::Url;
 pub const ENV_PREFIX: &str = "OIDC_BFF__";
 
 /// The gateway's complete, validated settings.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output redacts secrets like `check` does: the client secret,
+/// the encryption keys, and passwords in the store's URL.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct GatewayConfig {
     /// The socket address to listen on (`listen`).
@@ -64,6 +67,8 @@ pub struct GatewayConfig {
     pub oidc: OidcConfig,
     /// Sessions (`[session]`).
     pub session: SessionConfig,
+    /// The anti-forgery header (`[csrf]`).
+    pub csrf: CsrfConfig,
     /// The HTTP server (`[server]`).
     pub server: ServerConfig,
     /// The SPA's static files (`[static]`), if served by the gateway.
@@ -76,8 +81,28 @@ pub struct GatewayConfig {
     pub from_env: BTreeMap<String, String>,
 }
 
+impl fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("listen", &self.listen)
+            .field("public_url", &shown(&self.public_url))
+            .field("oidc", &self.oidc)
+            .field("session", &self.session)
+            .field("csrf", &self.csrf)
+            .field("server", &self.server)
+            .field("static_files", &self.static_files)
+            .field("log", &self.log)
+            .field("api", &self.api)
+            .field("from_env", &self.from_env)
+            .finish()
+    }
+}
+
 /// `[session]`: where sessions live and the session cookie.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// Its `Debug` output shows the store's URL with passwords redacted and only
+/// the ids of the encryption keys.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SessionConfig {
@@ -105,6 +130,25 @@ pub struct SessionConfig {
     pub prefix: Option<String>,
 }
 
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("store", &self.store)
+            .field("cookie_name", &self.cookie_name)
+            .field("encryption_keys", &key_ids(&self.encryption_keys))
+            .field("operation_timeout", &self.operation_timeout)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// `id:[redacted]` for each `id:key` entry.
+fn key_ids(keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|k| format!("{}:[redacted]", k.split(':').next().unwrap_or_default()))
+        .collect()
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -125,8 +169,9 @@ fn default_cookie_name() -> String {
     oidc_bff::config::DEFAULT_COOKIE_NAME.to_owned()
 }
 
-/// The session store (`session.store`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+/// The session store (`session.store`). Its `Debug` output is
+/// [`StoreKind::shown`]: passwords redacted.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum StoreKind {
@@ -142,12 +187,30 @@ pub enum StoreKind {
     Postgres(String),
 }
 
+impl fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            StoreKind::Memory => return f.write_str("Memory"),
+            StoreKind::Sqlite(_) => "Sqlite",
+            StoreKind::Redis(_) => "Redis",
+            StoreKind::Postgres(_) => "Postgres",
+        };
+        f.debug_tuple(kind).field(&self.shown()).finish()
+    }
+}
+
 impl StoreKind {
-    /// The store's URL (`"memory"` for memory), any password redacted.
+    /// The store's URL (`"memory"` for memory), any password redacted: the
+    /// one of the user part, and the values of query parameters whose name
+    /// suggests a secret (containing `pass`, `pwd`, `secret`, `token`, `key`,
+    /// `auth`, `credential` or `sig`, in any case).
     pub fn shown(&self) -> String {
         match self {
             StoreKind::Memory => "memory".to_owned(),
-            StoreKind::Sqlite(url) => url.clone(),
+            StoreKind::Sqlite(url) => match url.split_once('?') {
+                Some((base, query)) => format!("{base}?{}", redact_query(query)),
+                None => url.clone(),
+            },
             StoreKind::Redis(url) | StoreKind::Postgres(url) => match Url::parse(url) {
                 Ok(parsed) => shown(&parsed),
                 Err(_) => "[unparsable URL]".to_owned(),
@@ -190,6 +253,75 @@ impl TryFrom<String> for StoreKind {
         }
     }
 }
+
+/// `[csrf]`: the anti-forgery header that calls to the APIs and to
+/// `/bff/user` must carry (default `X-CSRF: 1`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CsrfConfig {
+    /// The header's name (`header`, default `"X-CSRF"`). Not one a page of
+    /// another site may send without a CORS preflight (`Accept`,
+    /// `Content-Type`, ...), nor one only the browser may set.
+    #[serde(default = "default_csrf_header")]
+    pub header: String,
+    /// The value it must have (`value`, default `"1"`).
+    #[serde(default = "default_csrf_value")]
+    pub value: String,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            header: default_csrf_header(),
+            value: default_csrf_value(),
+        }
+    }
+}
+
+fn default_csrf_header() -> String {
+    "X-CSRF".to_owned()
+}
+
+fn default_csrf_value() -> String {
+    "1".to_owned()
+}
+
+/// Request headers a cross-site page may send without a CORS preflight
+/// (Fetch: CORS-safelisted request headers): useless against forgery.
+const CORS_SAFELISTED: [&str; 5] = [
+    "accept",
+    "accept-language",
+    "content-language",
+    "content-type",
+    "range",
+];
+
+/// Request headers only the browser sets (Fetch: forbidden request headers):
+/// the single-page app could not send them.
+const BROWSER_ONLY: [&str; 21] = [
+    "accept-charset",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "connection",
+    "content-length",
+    "cookie",
+    "cookie2",
+    "date",
+    "dnt",
+    "expect",
+    "host",
+    "keep-alive",
+    "origin",
+    "referer",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+];
 
 /// `[server]`: timeouts of the gateway's own HTTP server.
 #[derive(Clone, Debug, Deserialize)]
@@ -366,6 +498,8 @@ struct RawConfig {
     oidc: Dict,
     #[serde(default)]
     session: SessionConfig,
+    #[serde(default)]
+    csrf: CsrfConfig,
     #[serde(default)]
     server: ServerConfig,
     #[serde(default, rename = "static")]
@@ -654,6 +788,7 @@ impl Loader {
             public_url: raw.public_url,
             oidc,
             session: raw.session,
+            csrf: raw.csrf,
             server: raw.server,
             static_files,
             log: raw.log,
@@ -798,6 +933,34 @@ impl Loader {
             self.problem(
                 "session.cookie_name",
                 "may only hold letters, digits, '-', '_' and '.'",
+            );
+        }
+        let name = c.csrf.header.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.problem("csrf.header", "not a valid header name");
+        } else if CORS_SAFELISTED.contains(&name.as_str()) {
+            self.problem(
+                "csrf.header",
+                "another site's page may send this header without a CORS preflight; \
+                 choose a custom one such as \"X-CSRF\"",
+            );
+        } else if BROWSER_ONLY.contains(&name.as_str())
+            || name.starts_with("proxy-")
+            || name.starts_with("sec-")
+        {
+            self.problem(
+                "csrf.header",
+                "only the browser sets this header; choose a custom one such as \"X-CSRF\"",
+            );
+        }
+        let value = &c.csrf.value;
+        if value.is_empty()
+            || value.trim() != value
+            || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            self.problem(
+                "csrf.value",
+                "must be non-empty printable ASCII without leading or trailing spaces",
             );
         }
         if c.server.request_timeout.is_zero() {
@@ -1096,13 +1259,55 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A URL for display: any password is replaced.
+/// A URL for display: the password of its user part and the values of
+/// secret-looking query parameters (see [`StoreKind::shown`]) are replaced.
 fn shown(url: &Url) -> String {
     let mut url = url.clone();
     if url.password().is_some() {
         let _ = url.set_password(Some("[redacted]"));
     }
+    if let Some(query) = url.query() {
+        let redacted = redact_query(query);
+        url.set_query(Some(&redacted));
+    }
     url.to_string()
+}
+
+/// Parts of a parameter's name that mark its value as a secret.
+const SECRET_PARAMS: [&str; 8] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "sig",
+];
+
+/// A query string with the value of every secret-looking parameter replaced
+/// by `[redacted]`; names are compared percent-decoded and in any case.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = match pair.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (pair, None),
+            };
+            let decoded: String = url::form_urlencoded::parse(name.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect();
+            let decoded = decoded.to_ascii_lowercase();
+            let secret = SECRET_PARAMS.iter().any(|s| decoded.contains(s));
+            match value {
+                Some(_) if secret => format!("{name}=[redacted]"),
+                Some(value) => format!("{name}={value}"),
+                None => name.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 impl fmt::Display for GatewayConfig {
@@ -1213,12 +1418,7 @@ impl fmt::Display for GatewayConfig {
 
         writeln!(f, "\n[session]")?;
         line(f, "store", "session.store", s(&self.session.store.shown()))?;
-        let key_ids: Vec<String> = self
-            .session
-            .encryption_keys
-            .iter()
-            .map(|k| format!("{}:[redacted]", k.split(':').next().unwrap_or_default()))
-            .collect();
+        let key_ids = key_ids(&self.session.encryption_keys);
         line(
             f,
             "encryption_keys",
@@ -1240,6 +1440,10 @@ impl fmt::Display for GatewayConfig {
             "session.cookie_name",
             s(&self.session.cookie_name),
         )?;
+
+        writeln!(f, "\n[csrf]")?;
+        line(f, "header", "csrf.header", s(&self.csrf.header))?;
+        line(f, "value", "csrf.value", s(&self.csrf.value))?;
 
         writeln!(f, "\n[server]")?;
         line(
@@ -1388,6 +1592,31 @@ upstream = "http://127.0.0.1:7000"
             matches!(err.problems[0].origin, Some(Origin::File { line: 4, .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_query_parameters_are_redacted() {
+        assert_eq!(
+            redact_query("password=a&sslmode=disable&PassWord=b&x&api%5Fkey=c&Token=d&user=u"),
+            "password=[redacted]&sslmode=disable&PassWord=[redacted]&x&api%5Fkey=[redacted]\
+             &Token=[redacted]&user=u"
+        );
+        let store = StoreKind::Postgres(
+            "postgres://u:pw1@h:5432/db?password=pw2&application_name=bff&client_secret=pw3"
+                .to_owned(),
+        );
+        let shown = store.shown();
+        for secret in ["pw1", "pw2", "pw3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("application_name=bff"), "{shown}");
+        let debug = format!("{store:?}");
+        assert!(debug.starts_with("Postgres(\"postgres://u:"), "{debug}");
+        for secret in ["pw1", "pw2", "pw3"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        let sqlite = StoreKind::Sqlite("sqlite://s.db?mode=rwc&key=pw4".to_owned());
+        assert_eq!(sqlite.shown(), "sqlite://s.db?mode=rwc&key=[redacted]");
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl Gateway {
         let bff = Bff::builder(config.oidc.clone())
             .public_url(config.public_url.as_str())
             .cookie_name(config.session.cookie_name.clone())
+            .csrf_header(config.csrf.header.clone(), config.csrf.value.clone())
             .store(store)
             .build()?;
         for api in &config.api {

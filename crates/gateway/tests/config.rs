@@ -256,3 +256,147 @@ fn serve_refuses_a_bad_file_before_listening() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bff.toml:5: `oidc.client_id`"), "{stderr}");
 }
+
+#[test]
+fn passwords_in_the_store_urls_query_are_redacted() {
+    let key = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        &GOOD.replace(
+            "store = \"memory\"",
+            &format!(
+                "store = \"postgres://u@127.0.0.1:5432/db?password=hunter2&sslmode=disable\
+                 &PASS=hunter3&api_Token=hunter4&SecretKey=hunter5\"\n\
+                 encryption_keys = [\"{key}\"]"
+            ),
+        ),
+    );
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+        assert!(!stdout.contains(secret), "{secret} printed: {stdout}");
+    }
+    assert!(
+        stdout.contains(
+            "store = \"postgres://u@127.0.0.1:5432/db?password=[redacted]&sslmode=disable\
+             &PASS=[redacted]&api_Token=[redacted]&SecretKey=[redacted]\""
+        ),
+        "{stdout}"
+    );
+
+    // From a variable too.
+    let path = write(
+        &dir,
+        &GOOD.replace(
+            "store = \"memory\"",
+            &format!("store = \"memory\"\nencryption_keys = [\"{key}\"]"),
+        ),
+    );
+    let (code, stdout, stderr) = check(
+        &path,
+        &[(
+            "OIDC_BFF__SESSION__STORE",
+            "redis://127.0.0.1:6379/0?password=hunter6",
+        )],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("hunter6"), "{stdout}");
+    assert!(!stdout.contains("AAECAwQF"), "{stdout}");
+}
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let key = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let text = GOOD.replace(
+        "store = \"memory\"",
+        &format!(
+            "store = \"redis://:hunter2@127.0.0.1:6379/0?token=hunter3\"\n\
+             encryption_keys = [\"{key}\"]"
+        ),
+    );
+    let config =
+        oidc_bff_gateway::GatewayConfig::from_toml_str(&text, std::iter::empty::<(&str, &str)>())
+            .unwrap();
+    for debug in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{:?}", config.session),
+        format!("{:?}", config.session.store),
+    ] {
+        for secret in ["hunter2", "hunter3", "AAECAwQF", "s3cr3t-value"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+    let debug = format!("{config:?}");
+    assert!(debug.contains("k1:[redacted]"), "{debug}");
+    assert!(debug.contains("127.0.0.1:6379"), "{debug}");
+}
+
+#[test]
+fn the_anti_forgery_header_is_configurable_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default is printed.
+    let (code, stdout, stderr) = check(&write(&dir, GOOD), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("[csrf]\nheader = \"X-CSRF\"\nvalue = \"1\""),
+        "{stdout}"
+    );
+
+    let custom =
+        "[session]\nstore = \"memory\"\n[csrf]\nheader = \"X-Requested-By\"\nvalue = \"my-app\"";
+    let (code, stdout, stderr) = check(
+        &write(&dir, &GOOD.replace("[session]\nstore = \"memory\"", custom)),
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("[csrf]\nheader = \"X-Requested-By\"\nvalue = \"my-app\""),
+        "{stdout}"
+    );
+    let (code, stdout, _) = check(&write(&dir, GOOD), &[("OIDC_BFF__CSRF__VALUE", "from-env")]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("value = \"from-env\"  # from OIDC_BFF__CSRF__VALUE"),
+        "{stdout}"
+    );
+
+    // A header another site may send without a preflight protects nothing.
+    let err = failing(
+        "[session]\nstore = \"memory\"",
+        "[session]\nstore = \"memory\"\n[csrf]\nheader = \"Content-Type\"",
+        &[],
+    );
+    assert!(
+        err.contains("bff.toml:11: `csrf.header`: another site's page may send"),
+        "{err}"
+    );
+    let err = failing(
+        "[session]\nstore = \"memory\"",
+        "[session]\nstore = \"memory\"\n[csrf]\nheader = \"Sec-Fetch-Site\"",
+        &[],
+    );
+    assert!(err.contains("`csrf.header`: only the browser"), "{err}");
+    let err = failing(
+        "[session]\nstore = \"memory\"",
+        "[session]\nstore = \"memory\"\n[csrf]\nheader = \"bad header\"",
+        &[],
+    );
+    assert!(
+        err.contains("`csrf.header`: not a valid header name"),
+        "{err}"
+    );
+    let err = failing(
+        "[session]\nstore = \"memory\"",
+        "[session]\nstore = \"memory\"\n[csrf]\nvalue = \"\"",
+        &[],
+    );
+    assert!(err.contains("bff.toml:11: `csrf.value`"), "{err}");
+    let err = failing(
+        "[session]\nstore = \"memory\"",
+        "[session]\nstore = \"memory\"\n[csrf]\nheadr = \"X\"",
+        &[],
+    );
+    assert!(err.contains("`csrf.headr`: unknown key"), "{err}");
+}

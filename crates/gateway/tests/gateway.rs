@@ -404,3 +404,97 @@ async fn static_files_with_spa_fallback_and_json_logs() {
         .collect();
     assert!(!request_lines.is_empty(), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_anti_forgery_header_replaces_the_default() {
+    let idp = idp(Duration::from_secs(300)).await;
+    let upstream = Upstream::start().await;
+    let text = common::config_with(
+        &idp,
+        &upstream,
+        60,
+        "[csrf]\nheader = \"X-Requested-By\"\nvalue = \"my-app\"\n",
+    );
+    let gateway = Gateway::start(&text).await;
+    let mut browser = Browser::new();
+    browser.login(&gateway).await;
+
+    let call = |path: &str, header: Option<(&str, &str)>| {
+        let mut request = browser
+            .http
+            .get(format!("{}{path}", gateway.url))
+            .header("cookie", browser.cookie_header());
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for path in ["/api/data", "/bff/user"] {
+        let hits = upstream.hits();
+        // The default header no longer counts, nor a wrong value, nor nothing.
+        for header in [
+            Some(("x-csrf", "1")),
+            Some(("x-requested-by", "1")),
+            Some(("x-requested-by", "my-app2")),
+            None,
+        ] {
+            let response = call(path, header).await.unwrap();
+            assert_eq!(response.status(), 401, "{path} with {header:?}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "csrf_header_missing", "{path}");
+        }
+        assert_eq!(upstream.hits(), hits, "the upstream must not be called");
+        let response = call(path, Some(("X-Requested-By", "my-app")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_session_store_is_unreachable() {
+    let idp = idp(Duration::from_secs(300)).await;
+    let upstream = Upstream::start().await;
+    // Redis on a port nothing listens on.
+    let store = format!(
+        "[session]\nstore = \"redis://127.0.0.1:{}\"\n\
+         encryption_keys = [\"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]\n\
+         operation_timeout = 1\n",
+        common::free_port()
+    );
+    let text = config(&idp, &upstream, 60).replace("[session]\nstore = \"memory\"\n", &store);
+    assert!(text.contains("redis://"), "{text}");
+    let gateway = Gateway::start(&text).await;
+    let http = reqwest::Client::new();
+
+    // Alive, but not ready.
+    let health = http
+        .get(format!("{}/healthz", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = http
+        .get(format!("{}/readyz", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["store"], false, "{body}");
+    assert_eq!(body["status"], "not ready", "{body}");
+
+    // A caller with a session cookie gets 503, never 401 or the upstream.
+    let session = oidc_bff::tokens::SessionId::generate();
+    let response = http
+        .get(format!("{}/api/data", gateway.url))
+        .header("cookie", format!("__Host-bff={}", session.as_str()))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    assert_eq!(upstream.hits(), 0);
+}
