@@ -9,10 +9,11 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::stores::{Backend, TestStore};
-use oidc_bff_tokens::store::KeyRing;
+use oidc_bff_tokens::store::{KeyRing, SessionStore, Versioned, spawn_cleanup};
 use oidc_bff_tokens::{
     AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
     StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens,
@@ -477,21 +478,20 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
     );
     assert!(!dump.contains(&r.logout_id));
 
-    // Another key ring cannot read it.
-    let stranger = s.reopen(KeyRing::generate("test1")).await;
-    assert!(matches!(
-        stranger.load(&id).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    let unknown = s.reopen(KeyRing::generate("other")).await;
-    assert!(matches!(
-        unknown.load(&id).await,
-        Err(StoreError::Corrupt(_))
-    ));
-    assert!(matches!(
-        unknown.find_by_sub("alice").await,
-        Err(StoreError::Corrupt(_))
-    ));
+    // Another key ring (the same key id with another key, or an unknown
+    // id) cannot read it: to such an instance it does not exist. (Loading it
+    // there would delete it; see `unreadable_sessions_are_signed_out`.)
+    for stranger in [
+        s.reopen(KeyRing::generate("test1")).await,
+        s.reopen(KeyRing::generate("other")).await,
+    ] {
+        assert!(stranger.find_by_sub("alice").await.unwrap().is_empty());
+        assert!(stranger.find_by_sid("sid-enc").await.unwrap().is_empty());
+        assert_eq!(
+            stranger.get_transient("login:state-xyz").await.unwrap(),
+            None
+        );
+    }
 
     // A rotated ring (new key first, old key kept) reads old data and
     // writes with the new key.
@@ -514,11 +514,6 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
     );
     let dump = s.raw_dump().await.unwrap().join("\n");
     assert!(dump.contains("test2:"));
-    // ...which the old ring can no longer read.
-    assert!(matches!(
-        s.store.load(&id).await,
-        Err(StoreError::Corrupt(_))
-    ));
     assert_eq!(
         rotated
             .take_transient("login:state-xyz")
@@ -527,6 +522,204 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
             .as_deref(),
         Some("verifier-PLAINTEXT-secret")
     );
+    // An instance still on the old ring cannot read what the new key sealed:
+    // to it the session is gone, and it deletes it. Hence the rotation order:
+    // add the new key everywhere before making it first.
+    assert!(s.store.load(&id).await.unwrap().is_none());
+    assert!(rotated.load(&id).await.unwrap().is_none(), "deleted");
+}
+
+/// A record that cannot be opened any more (its key was dropped from the
+/// ring, or it is damaged) is no session: `None`, deleted, skipped by the
+/// back-channel lookups; never a `Corrupt` error, which would answer 503
+/// forever.
+async fn unreadable_sessions_are_signed_out(s: &TestStore) {
+    if !s.is_persistent() {
+        // The memory store keeps records as they are: nothing to decrypt.
+        return;
+    }
+    let sub = format!("unreadable-{}", common::stores::random_suffix());
+    let sid = format!("sid-{}", common::stores::random_suffix());
+    // Written by instances whose keys this one does not have: a key since
+    // dropped from the ring, and another key under this ring's key id.
+    let retired = s.reopen(KeyRing::generate("retired")).await;
+    let replaced = s.reopen(KeyRing::generate("test1")).await;
+    let (lost, clobbered, good) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    retired
+        .create(&lost, record(s, &sub, Some(&sid)))
+        .await
+        .unwrap();
+    replaced
+        .create(&clobbered, record(s, &sub, Some(&sid)))
+        .await
+        .unwrap();
+    let readable = record(s, &sub, Some(&sid));
+    s.store.create(&good, readable.clone()).await.unwrap();
+
+    // Back-channel logout still finds the readable session.
+    assert_eq!(s.store.find_by_sub(&sub).await.unwrap(), vec![good.clone()]);
+    assert_eq!(s.store.find_by_sid(&sid).await.unwrap(), vec![good.clone()]);
+
+    for (id, writer) in [(&lost, &retired), (&clobbered, &replaced)] {
+        assert!(
+            writer.load(id).await.unwrap().is_some(),
+            "its writer can read it"
+        );
+        assert!(s.store.load(id).await.unwrap().is_none(), "no session");
+        // ...and it is gone, for its writer too.
+        assert!(writer.load(id).await.unwrap().is_none(), "deleted");
+        assert!(s.store.load(id).await.unwrap().is_none());
+        assert_eq!(
+            s.store.update(id, readable.clone(), 1).await.unwrap(),
+            UpdateOutcome::Missing
+        );
+    }
+    assert_eq!(
+        retired.find_by_sub(&sub).await.unwrap(),
+        Vec::<SessionId>::new(),
+        "its index entries went with it"
+    );
+    assert_eq!(
+        *s.store.load(&good).await.unwrap().unwrap().record,
+        readable
+    );
+
+    // Transient values sealed with a dropped key are absent too.
+    let key = format!("login:{}", common::stores::random_suffix());
+    retired
+        .put_transient(&key, "pkce".into(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(s.store.get_transient(&key).await.unwrap(), None);
+    assert_eq!(s.store.take_transient(&key).await.unwrap(), None);
+}
+
+/// Counts the purges of the store it wraps, for `spawn_cleanup`.
+#[derive(Debug)]
+struct CountingPurges {
+    inner: Arc<dyn SessionStore>,
+    runs: AtomicUsize,
+    purged: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for CountingPurges {
+    async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
+        self.inner.create(id, record).await
+    }
+    async fn update(
+        &self,
+        id: &SessionId,
+        record: SessionRecord,
+        expected_version: u64,
+    ) -> Result<UpdateOutcome, StoreError> {
+        self.inner.update(id, record, expected_version).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.find_by_sub(sub).await
+    }
+    async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.find_by_sid(sid).await
+    }
+    async fn put_transient(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.put_transient(key, value, ttl).await
+    }
+    async fn put_transient_if_absent(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_transient_if_absent(key, value, ttl).await
+    }
+    async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.take_transient(key).await
+    }
+    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get_transient(key).await
+    }
+    async fn try_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.try_lease(id, owner, ttl).await
+    }
+    async fn renew_lease(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew_lease(id, owner, ttl).await
+    }
+    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(id, owner).await
+    }
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let purged = self.inner.purge_expired().await?;
+        self.purged.fetch_add(purged, Ordering::SeqCst);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(purged)
+    }
+}
+
+/// The background cleanup purges expired sessions (by the store's clock),
+/// keeps ticking, and stops when aborted.
+async fn cleanup_task_purges_expired_sessions(s: &TestStore) {
+    let sub = format!("cleanup-{}", common::stores::random_suffix());
+    let (short, long) = (SessionId::generate(), SessionId::generate());
+    let mut r = record(s, &sub, None);
+    r.expires_at = s.clock.now_unix() + 100;
+    s.store.create(&short, r.clone()).await.unwrap();
+    r.expires_at = s.clock.now_unix() + 10_000;
+    s.store.create(&long, r).await.unwrap();
+    s.clock.advance(Duration::from_secs(101));
+
+    let counting = Arc::new(CountingPurges {
+        inner: s.store.clone(),
+        runs: AtomicUsize::new(0),
+        purged: AtomicU64::new(0),
+    });
+    // Once a second (the least it allows), plus up to 10 % jitter.
+    let cleanup = spawn_cleanup(counting.clone(), Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counting.runs.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the cleanup task did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cleanup.abort();
+    assert_eq!(
+        counting.purged.load(Ordering::SeqCst),
+        1,
+        "the expired session, once"
+    );
+    // Gone from the backend: nothing is left for another purge.
+    assert_eq!(s.store.purge_expired().await.unwrap(), 0);
+    assert!(s.store.load(&short).await.unwrap().is_none());
+    assert!(s.store.load(&long).await.unwrap().is_some(), "kept");
+
+    // Aborted: no further runs.
+    let _ = cleanup.await;
+    let runs = counting.runs.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(counting.runs.load(Ordering::SeqCst), runs);
 }
 
 // ---------------------------------------------------------------------------
@@ -763,6 +956,8 @@ suite![
     leases_are_exclusive_owned_and_expire,
     concurrent_writers_one_winner_per_version,
     tokens_are_encrypted_at_rest,
+    unreadable_sessions_are_signed_out,
+    cleanup_task_purges_expired_sessions,
     engine_three_instances_refresh_once,
     engine_slow_token_endpoint_outlives_the_lease,
     engine_recovers_from_a_crashed_lease_holder,

@@ -90,6 +90,11 @@ pub enum StoreError {
     #[error("store timed out")]
     Timeout,
     /// A stored value could not be decoded (corrupt, or written with an unknown key).
+    ///
+    /// Sessions and transient values are not reported this way: the
+    /// persistent stores treat an unreadable one as absent (logged, and a
+    /// session deleted), so its user signs in again instead of getting 503
+    /// on every request.
     #[error("stored value could not be decoded: {0}")]
     Corrupt(String),
     /// The store is misconfigured (bad URL, missing encryption key, ...);
@@ -106,6 +111,10 @@ pub enum StoreError {
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Loads a session with its version; `None` when absent or expired.
+    ///
+    /// A stored record that cannot be decrypted or decoded (its key was
+    /// dropped from the key ring, or it is damaged) is also `None`: the store
+    /// logs a warning and deletes it, best effort.
     async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError>;
 
     /// Stores a new session; returns its first version. Overwrites nothing:
@@ -124,6 +133,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError>;
 
     /// Ids of the live sessions of a subject (for back-channel logout).
+    /// Entries that cannot be decrypted are skipped with a warning.
     async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError>;
 
     /// Ids of the live sessions with a provider session id `sid`.

@@ -122,6 +122,50 @@ impl Codec {
     }
 }
 
+/// Logs a stored session that cannot be opened (sealed with a key no longer
+/// in the ring, or damaged). The caller treats it as absent and deletes it:
+/// the user signs in again instead of getting 503 on every request. Only the
+/// store's name and the error's kind are logged, never a value.
+pub(crate) fn warn_unreadable_session(store: &'static str, err: &StoreError) {
+    tracing::warn!(
+        store,
+        error = %err,
+        "a stored session cannot be decrypted or decoded (its key was dropped from the \
+         key ring, or it is damaged); treating it as signed out and deleting it"
+    );
+}
+
+/// Logs an index entry (back-channel logout lookup) whose session handle
+/// cannot be opened; the caller skips it.
+pub(crate) fn warn_unreadable_handle(store: &'static str, err: &StoreError) {
+    tracing::warn!(
+        store,
+        error = %err,
+        "skipped a session whose stored handle cannot be decrypted"
+    );
+}
+
+/// Opens a sealed transient value; one that cannot be opened (its key was
+/// dropped from the ring, or it is damaged) is logged and treated as absent.
+pub(crate) fn open_value_or_none(
+    codec: &Codec,
+    store: &'static str,
+    hkey: &str,
+    sealed: &str,
+) -> Option<String> {
+    match codec.open_value(hkey, sealed) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!(
+                store,
+                error = %err,
+                "a stored transient value cannot be decrypted; treating it as absent"
+            );
+            None
+        }
+    }
+}
+
 /// Runs `op`, giving up with [`StoreError::Timeout`] after `limit`.
 pub(crate) async fn bounded<T>(
     limit: Duration,

@@ -32,6 +32,7 @@ use sqlx::{AssertSqlSafe, Row as _};
 
 use super::persistent::{
     Codec, Settings, bounded, common_builder_methods, hash_id, hash_key, millis,
+    open_value_or_none, warn_unreadable_handle, warn_unreadable_session,
 };
 use super::{SessionStore, StoreError, UpdateOutcome, Versioned};
 use crate::clock::SharedClock;
@@ -148,13 +149,34 @@ impl PostgresStore {
                     .fetch_all(&self.inner.pool),
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let hash: String = row.try_get(0).map_err(map_err)?;
-                let handle: String = row.try_get(1).map_err(map_err)?;
-                self.inner.codec.open_id(&hash, &handle)
-            })
-            .collect()
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let hash: String = row.try_get(0).map_err(map_err)?;
+            let handle: String = row.try_get(1).map_err(map_err)?;
+            // One unreadable entry must not fail a whole back-channel
+            // logout: it is skipped (and deleted when next loaded).
+            match self.inner.codec.open_id(&hash, &handle) {
+                Ok(id) => ids.push(id),
+                Err(err) => warn_unreadable_handle("postgres", &err),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes an unreadable session if it still has `version`; best effort
+    /// (a failure is logged, the next load tries again).
+    async fn discard(&self, hash: &str, version: i64) {
+        let done = self
+            .run(
+                sqlx::query(AssertSqlSafe(self.inner.sql.discard.clone()))
+                    .bind(hash)
+                    .bind(version)
+                    .execute(&self.inner.pool),
+            )
+            .await;
+        if let Err(err) = done {
+            tracing::warn!(error = %err, "could not delete an unreadable session");
+        }
     }
 }
 
@@ -272,6 +294,7 @@ struct Sql {
     update: Arc<str>,
     version_of: Arc<str>,
     delete: Arc<str>,
+    discard: Arc<str>,
     find_sub: Arc<str>,
     find_sid: Arc<str>,
     put: Arc<str>,
@@ -303,6 +326,9 @@ impl Sql {
             )),
             version_of: s(format!("SELECT version FROM {p}sessions WHERE id = $1")),
             delete: s(format!("DELETE FROM {p}sessions WHERE id = $1 RETURNING data")),
+            discard: s(format!(
+                "DELETE FROM {p}sessions WHERE id = $1 AND version = $2"
+            )),
             find_sub: s(format!(
                 "SELECT id, handle FROM {p}sessions WHERE sub = $1 AND expires_at > $2"
             )),
@@ -391,7 +417,14 @@ impl SessionStore for PostgresStore {
         let Some(row) = row else { return Ok(None) };
         let version: i64 = row.try_get(0).map_err(map_err)?;
         let data: String = row.try_get(1).map_err(map_err)?;
-        let record = self.inner.codec.open_record(&hash, &data)?;
+        let record = match self.inner.codec.open_record(&hash, &data) {
+            Ok(record) => record,
+            Err(err) => {
+                warn_unreadable_session("postgres", &err);
+                self.discard(&hash, version).await;
+                return Ok(None);
+            }
+        };
         Ok(Some(Versioned {
             version: u64::try_from(version).unwrap_or_default(),
             record: Arc::new(record),
@@ -545,7 +578,12 @@ impl SessionStore for PostgresStore {
         if !live {
             return Ok(None);
         }
-        self.inner.codec.open_value(&hkey, &sealed).map(Some)
+        Ok(open_value_or_none(
+            &self.inner.codec,
+            "postgres",
+            &hkey,
+            &sealed,
+        ))
     }
 
     async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -557,9 +595,7 @@ impl SessionStore for PostgresStore {
                     .fetch_optional(&self.inner.pool),
             )
             .await?;
-        sealed
-            .map(|s| self.inner.codec.open_value(&hkey, &s))
-            .transpose()
+        Ok(sealed.and_then(|s| open_value_or_none(&self.inner.codec, "postgres", &hkey, &s)))
     }
 
     async fn try_lease(

@@ -41,7 +41,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 
 use super::persistent::{
-    Codec, Settings, bounded, common_builder_methods, hash_id, hash_key, millis, sha256_hex,
+    Codec, Settings, bounded, common_builder_methods, hash_id, hash_key, millis,
+    open_value_or_none, sha256_hex, warn_unreadable_handle, warn_unreadable_session,
 };
 use super::{SessionStore, StoreError, UpdateOutcome, Versioned};
 use crate::clock::SharedClock;
@@ -74,6 +75,7 @@ struct Scripts {
     create: Script,
     update: Script,
     delete: Script,
+    discard: Script,
     renew: Script,
     release: Script,
 }
@@ -119,6 +121,17 @@ redis.call('DEL', KEYS[1])
 if f[2] then redis.call('SREM', f[2], ARGV[1]) end
 if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
 return f[1]
+";
+
+/// Deletes a session and its index entries only if it still has the version
+/// `ARGV[2]` (an unreadable record, unless another instance rewrote it).
+const DISCARD: &str = r"
+local f = redis.call('HMGET', KEYS[1], 'v', 'u', 'i')
+if f[1] ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+if f[2] then redis.call('SREM', f[2], ARGV[1]) end
+if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
+return 1
 ";
 
 /// Extends a lease only for its owner.
@@ -308,6 +321,26 @@ impl RedisStore {
         self.run(invocation.invoke_async(&mut con)).await
     }
 
+    /// Deletes an unreadable session if it still has `version`; best effort
+    /// (a failure is logged, the next load tries again).
+    async fn discard(&self, hash: &str, version: u64) {
+        let mut con = self.inner.conn.clone();
+        let done: Result<i64, StoreError> = self
+            .run(
+                self.inner
+                    .scripts
+                    .discard
+                    .key(self.session_key(hash))
+                    .arg(hash)
+                    .arg(version.to_string())
+                    .invoke_async(&mut con),
+            )
+            .await;
+        if let Err(err) = done {
+            tracing::warn!(error = %err, "could not delete an unreadable session");
+        }
+    }
+
     async fn ids(&self, index_key: &str) -> Result<Vec<SessionId>, StoreError> {
         let mut con = self.inner.conn.clone();
         let members: HashSet<String> = self.run(con.smembers(index_key)).await?;
@@ -329,8 +362,13 @@ impl RedisStore {
         let mut stale = Vec::new();
         for (hash, (handle, expires)) in members.iter().zip(found) {
             match (handle, expires) {
+                // One unreadable entry must not fail a whole back-channel
+                // logout: it is skipped (and deleted when next loaded).
                 (Some(handle), Some(x)) if x > now => {
-                    ids.push(self.inner.codec.open_id(hash, &handle)?)
+                    match self.inner.codec.open_id(hash, &handle) {
+                        Ok(id) => ids.push(id),
+                        Err(err) => warn_unreadable_handle("redis", &err),
+                    }
                 }
                 (Some(_), Some(_)) => {}
                 _ => stale.push(hash.clone()),
@@ -383,6 +421,7 @@ impl RedisStoreBuilder {
                     create: Script::new(CREATE),
                     update: Script::new(UPDATE),
                     delete: Script::new(DELETE),
+                    discard: Script::new(DISCARD),
                     renew: Script::new(RENEW),
                     release: Script::new(RELEASE),
                 },
@@ -436,7 +475,14 @@ impl SessionStore for RedisStore {
         if expires <= self.now() {
             return Ok(None);
         }
-        let record = self.inner.codec.open_record(&hash, &data)?;
+        let record = match self.inner.codec.open_record(&hash, &data) {
+            Ok(record) => record,
+            Err(err) => {
+                warn_unreadable_session("redis", &err);
+                self.discard(&hash, version).await;
+                return Ok(None);
+            }
+        };
         Ok(Some(Versioned {
             version,
             record: Arc::new(record),
@@ -554,18 +600,14 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
-        sealed
-            .map(|s| self.inner.codec.open_value(&hkey, &s))
-            .transpose()
+        Ok(sealed.and_then(|s| open_value_or_none(&self.inner.codec, "redis", &hkey, &s)))
     }
 
     async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
         let hkey = hash_key(key);
         let mut con = self.inner.conn.clone();
         let sealed: Option<String> = self.run(con.get(self.transient_key(&hkey))).await?;
-        sealed
-            .map(|s| self.inner.codec.open_value(&hkey, &s))
-            .transpose()
+        Ok(sealed.and_then(|s| open_value_or_none(&self.inner.codec, "redis", &hkey, &s)))
     }
 
     async fn try_lease(
