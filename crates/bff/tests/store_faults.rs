@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::harness::{self, Browser, Options, TestBff};
+use common::proxy_support::{self, ProxyBff, echoed};
 use oidc_bff_tokens::store::KeyRing;
 use oidc_bff_tokens::{ManualClock, SessionStore};
 use tokio::io::AsyncWriteExt as _;
@@ -195,6 +196,124 @@ async fn outage_and_recovery(name: &str, t: TestBff, proxy: &FaultProxy) {
     assert_eq!(user.status(), 200, "no session was lost");
     let session = t.session_of(&browser).await.expect("session in the store");
     assert_eq!(session.record.tokens.access_token.secret(), token);
+}
+
+/// The proxy during an outage: a caller with a session cookie gets 503 on
+/// every route whose token depends on the session — never forwarded without
+/// a token (`user-or-none`) or with the BFF's own (`user-or-client`) — and
+/// nothing reaches the upstream; routes that need no session still work.
+async fn proxy_outage_and_recovery(name: &str, t: &ProxyBff, proxy: &FaultProxy) {
+    let session = t.sign_in().await;
+    let (status, echo) = t.echo("/maybe/x", Some(&session)).await;
+    assert_eq!(status, 200);
+    let user_token = echoed(&echo, "authorization").expect("the user's token");
+    let get = |path: &str, session: Option<&str>| {
+        t.request(reqwest::Method::GET, path, session, true).send()
+    };
+
+    for mode in [Mode::Down, Mode::Hang] {
+        proxy.set(mode);
+        let hits = t.upstream.state.hits();
+        for path in ["/maybe/x", "/api/x", "/either/x"] {
+            let started = Instant::now();
+            let response = get(path, Some(&session)).await.unwrap();
+            let took = started.elapsed();
+            eprintln!(
+                "{name}: store {mode:?}: proxied {path} answered {} in {took:?}",
+                response.status()
+            );
+            assert_eq!(response.status(), 503, "{name} {mode:?} {path}");
+            assert!(response.headers().contains_key("retry-after"));
+            assert!(
+                response.headers().get("set-cookie").is_none(),
+                "the session cookie is kept"
+            );
+            assert!(
+                took < ANSWER_BOUND,
+                "{name} {mode:?} {path}: answered after {took:?}"
+            );
+        }
+        assert_eq!(
+            t.upstream.state.hits(),
+            hits,
+            "{name} {mode:?}: a request with a session cookie reached the upstream"
+        );
+        // No session cookie, or a route that sends no token: the store is
+        // not needed, so the call goes through.
+        for (path, cookie) in [("/maybe/x", None), ("/open/x", Some(session.as_str()))] {
+            let response = get(path, cookie).await.unwrap();
+            assert_eq!(response.status(), 200, "{name} {mode:?} {path}");
+            let echo: serde_json::Value = response.json().await.unwrap();
+            assert!(echo["headers"].get("authorization").is_none());
+        }
+        assert_eq!(t.upstream.state.hits(), hits + 2);
+    }
+
+    proxy.set(Mode::Forward);
+    let mut recovered = None;
+    for _ in 0..100 {
+        let (status, echo) = t.echo("/maybe/x", Some(&session)).await;
+        if status == 200 {
+            recovered = Some(echo);
+            break;
+        }
+        assert_eq!(status, 503, "{name}: only 503 until the store is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let echo = recovered.unwrap_or_else(|| panic!("{name}: no recovery"));
+    assert_eq!(
+        echoed(&echo, "authorization"),
+        Some(user_token),
+        "the same session, with its token"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_on_proxied_routes_gives_503() {
+    use oidc_bff_tokens::store::RedisStore;
+    if !service("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    let proxy = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let clock = ManualClock::starting_now();
+    let prefix = format!("{}:", unique("oidc-bff-fault-proxy-"));
+    let store = RedisStore::builder(format!("redis://{}", proxy.addr))
+        .key_prefix(&prefix)
+        .encryption(KeyRing::generate("fault"))
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(OP_TIMEOUT)
+        .build()
+        .await
+        .expect("redis through the proxy");
+    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+    let t = proxy_support::start_with_store(clock, Some(shared)).await;
+    proxy_outage_and_recovery("redis", &t, &proxy).await;
+    store.drop_all().await.unwrap();
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_on_proxied_routes_gives_503() {
+    use oidc_bff_tokens::store::PostgresStore;
+    if !service("PostgreSQL", "127.0.0.1:5432").await {
+        return;
+    }
+    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let clock = ManualClock::starting_now();
+    let store = PostgresStore::builder(format!("postgres://postgres@{}/test", proxy.addr))
+        .table_prefix(format!("{}_", unique("fault_proxy_")))
+        .encryption(KeyRing::generate("fault"))
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(OP_TIMEOUT)
+        .max_connections(4)
+        .build()
+        .await
+        .expect("postgres through the proxy");
+    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+    let t = proxy_support::start_with_store(clock, Some(shared)).await;
+    proxy_outage_and_recovery("postgres", &t, &proxy).await;
+    store.drop_tables().await.unwrap();
 }
 
 #[cfg(feature = "redis")]
