@@ -355,14 +355,23 @@ async fn a_down_scoped_token_is_asked_for_and_kept_apart() {
     assert_ne!(scoped, default_token);
     let about = introspect(&t, &scoped).await;
     assert_eq!(about["active"], true);
-    assert_eq!(about["scope"], "openid", "the provider issued the narrower scope");
+    assert_eq!(
+        about["scope"], "openid",
+        "the provider issued the narrower scope"
+    );
     assert_eq!(
         introspect(&t, &default_token).await["scope"],
         "openid profile offline_access"
     );
     // Cached under its own key; the default token is untouched.
-    assert_eq!(browser.api("/api/token/scoped").await.text().await.unwrap(), scoped);
-    assert_eq!(browser.api("/api/token").await.text().await.unwrap(), default_token);
+    assert_eq!(
+        browser.api("/api/token/scoped").await.text().await.unwrap(),
+        scoped
+    );
+    assert_eq!(
+        browser.api("/api/token").await.text().await.unwrap(),
+        default_token
+    );
     assert_eq!(t.idp.counters().refresh_grants, 1);
 }
 
@@ -401,10 +410,17 @@ async fn answers_that_are_not_oauth_errors_are_transient_and_keep_the_session() 
         let response = browser.api("/api/token").await;
         assert_eq!(response.status(), 503, "{status} {body}");
         assert!(response.headers().contains_key("retry-after"));
-        assert!(t.session_of(&browser).await.is_some(), "{status}: session kept");
+        assert!(
+            t.session_of(&browser).await.is_some(),
+            "{status}: session kept"
+        );
 
         t.idp.faults().set_refresh_answer(None);
-        assert_eq!(browser.api("/api/token").await.status(), 200, "{status}: recovers");
+        assert_eq!(
+            browser.api("/api/token").await.status(),
+            200,
+            "{status}: recovers"
+        );
         assert_eq!(t.idp.counters().refresh_grants, round as u64 + 1);
     }
     assert_eq!(t.idp.counters().refresh_reuse_detected, 0);
@@ -460,7 +476,11 @@ async fn a_jwks_outage_during_a_refresh_keeps_the_session_and_the_rotated_refres
 
     let response = browser.api("/api/token").await;
     assert_eq!(response.status(), 503, "cannot verify now: not a 401");
-    let kept = t.session_of(&browser).await.expect("the session is kept").record;
+    let kept = t
+        .session_of(&browser)
+        .await
+        .expect("the session is kept")
+        .record;
     assert_ne!(
         kept.tokens.refresh_token, original.tokens.refresh_token,
         "the rotated refresh token was stored"

@@ -165,7 +165,10 @@ mod tests {
             error: "invalid_scope".into(),
             description: Some("<script>alert(1)</script>".into()),
         };
-        assert_eq!(err.to_string(), "the provider returned an error: invalid_scope");
+        assert_eq!(
+            err.to_string(),
+            "the provider returned an error: invalid_scope"
+        );
         assert!(format!("{err:?}").contains("alert"), "kept for debugging");
     }
 }

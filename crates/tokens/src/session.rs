@@ -189,7 +189,12 @@ mod tests {
         };
         let shown = format!("{record:?}");
         assert!(shown.contains("alice"));
-        for secret in ["access-secret", "refresh-secret", "id-secret", "logout-secret"] {
+        for secret in [
+            "access-secret",
+            "refresh-secret",
+            "id-secret",
+            "logout-secret",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
     }

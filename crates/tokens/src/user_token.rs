@@ -422,9 +422,7 @@ impl OidcClient {
                 }
             })
         };
-        let result = self
-            .refresh_locked(session_id, request, seen, &held)
-            .await;
+        let result = self.refresh_locked(session_id, request, seen, &held).await;
         renewer.abort();
         if let Err(err) = store.release_lease(session_id, &owner).await {
             tracing::warn!(error = %err, "could not release the refresh lease; it will expire");
