@@ -78,7 +78,7 @@ pub fn main() -> ExitCode {
                 }
             };
             init_logging(&config.log);
-            run(serve(config))
+            run(config.server.threads(), serve(config))
         }
         Command::Demo(args) => {
             let log = LogConfig {
@@ -90,7 +90,9 @@ pub fn main() -> ExitCode {
                 ..LogConfig::default()
             };
             init_logging(&log);
-            run(demo(args))
+            let threads =
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            run(threads, demo(args))
         }
     }
 }
@@ -109,11 +111,21 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(job: impl std::future::Future<Output = Result<(), GatewayError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `job` on a runtime with `threads` worker threads; one thread means
+/// a single-threaded runtime (on one core it serves a request with about a
+/// sixth less CPU than a pool of one: docs/BENCHMARKS.md).
+fn run(
+    threads: usize,
+    job: impl std::future::Future<Output = Result<(), GatewayError>>,
+) -> ExitCode {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

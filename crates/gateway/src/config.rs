@@ -337,6 +337,22 @@ pub struct ServerConfig {
     /// Ctrl-C, in seconds (`shutdown_timeout`, default 30).
     #[serde(default = "default_server_timeout", with = "secs")]
     pub shutdown_timeout: Duration,
+    /// Threads that serve requests (`worker_threads`, default: one per core
+    /// the process may use). With 1 the gateway runs on a single-threaded
+    /// runtime, which costs less per request than a one-thread pool.
+    #[serde(default)]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
+}
+
+impl ServerConfig {
+    /// The number of threads that serve requests: `worker_threads`, or one
+    /// per core this process may run on.
+    pub fn threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            std::num::NonZeroUsize::get,
+        )
+    }
 }
 
 impl Default for ServerConfig {
@@ -344,6 +360,7 @@ impl Default for ServerConfig {
         Self {
             request_timeout: default_server_timeout(),
             shutdown_timeout: default_server_timeout(),
+            worker_threads: None,
         }
     }
 }
@@ -1458,6 +1475,11 @@ impl fmt::Display for GatewayConfig {
             "server.shutdown_timeout",
             secs(self.server.shutdown_timeout),
         )?;
+        let threads = match self.server.worker_threads {
+            Some(n) => n.to_string(),
+            None => format!("{}  # default: one per core", self.server.threads()),
+        };
+        line(f, "worker_threads", "server.worker_threads", threads)?;
 
         if let Some(st) = &self.static_files {
             writeln!(f, "\n[static]")?;

@@ -400,3 +400,23 @@ fn the_anti_forgery_header_is_configurable_and_checked() {
     );
     assert!(err.contains("`csrf.headr`: unknown key"), "{err}");
 }
+
+#[test]
+fn worker_threads_is_shown_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, GOOD);
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("worker_threads = ") && stdout.contains("# default: one per core"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = check(&path, &[("OIDC_BFF__SERVER__WORKER_THREADS", "1")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("worker_threads = 1  # from OIDC_BFF__SERVER__WORKER_THREADS"),
+        "{stdout}"
+    );
+    let err = failing("", "", &[("OIDC_BFF__SERVER__WORKER_THREADS", "0")]);
+    assert!(err.contains("`server.worker_threads`"), "{err}");
+}

@@ -498,3 +498,31 @@ async fn readiness_fails_while_the_session_store_is_unreachable() {
     assert!(response.headers().get("retry-after").is_some());
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_gateway_signs_in_proxies_and_shares_one_refresh() {
+    // `server.worker_threads = 1`: a current-thread runtime. Everything that
+    // spawns (refresh flights, lease renewal, streaming) must work on it.
+    let idp = idp(Duration::from_secs(3)).await;
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start_with_env(
+        &config(&idp, &upstream, 1),
+        &[("OIDC_BFF__SERVER__WORKER_THREADS", "1")],
+    )
+    .await;
+    let mut browser = Browser::new();
+    browser.login(&gateway).await;
+    let (status, _) = browser.get_json(&format!("{}/api/one", gateway.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(idp.counters().refresh_grants, 0);
+
+    // Past the renewal point: 50 concurrent requests share one refresh.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let url = format!("{}/api/burst", gateway.url);
+    let answers = futures_util::future::join_all((0..50).map(|_| browser.get_json(&url))).await;
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(idp.counters().refresh_grants, 1);
+    assert_eq!(upstream.hits(), 51);
+}
