@@ -201,16 +201,40 @@ async fn a_userinfo_answer_about_another_subject_is_discarded() {
         |c| c.load_userinfo(true),
     )
     .await;
-    t.idp.faults().set_userinfo_sub(Some("mallory"));
+    // A claim that only the userinfo answer carries, never the id_token: it
+    // shows whether the answer was merged or discarded.
+    t.idp
+        .faults()
+        .set_userinfo_extra_claims(Some(serde_json::json!({ "phone_number": "+1 555 0100" })));
+
+    // About the signed-in subject: merged.
     let browser = t.browser();
     browser.sign_in("/").await;
     assert_eq!(t.idp.counters().userinfo, 1);
+    let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
+    assert_eq!(user["sub"], "alice");
+    assert_eq!(
+        user["claims"]["phone_number"], "+1 555 0100",
+        "a matching userinfo answer is merged: {user}"
+    );
+
+    // About another subject: discarded as a whole; the id_token's claims stay.
+    t.idp.faults().set_userinfo_sub(Some("mallory"));
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    assert_eq!(t.idp.counters().userinfo, 2);
     let session = t.session_of(&browser).await.unwrap();
     assert_eq!(session.record.sub, "alice");
     assert_eq!(session.record.claims["sub"], "alice");
+    assert!(!session.record.claims.contains_key("phone_number"));
     let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
     assert_eq!(user["sub"], "alice");
     assert_eq!(user["claims"]["sub"], "alice");
+    assert_eq!(user["claims"]["name"], "Alice Example");
+    assert!(
+        user["claims"].get("phone_number").is_none(),
+        "the answer about another subject was merged: {user}"
+    );
 }
 
 #[tokio::test]
