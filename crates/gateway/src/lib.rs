@@ -32,6 +32,7 @@
 //! - [`cli`]: the command line.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod demo;

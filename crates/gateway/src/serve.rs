@@ -27,16 +27,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use oidc_bff::Bff;
 use oidc_bff::tokens::store::{KeyRing, OpenOptions, open_url, spawn_cleanup};
 use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::GatewayError;
+use crate::access_log::AccessLogLayer;
 use crate::config::{GatewayConfig, StoreKind};
 
 /// How often expired sessions are purged from the store.
@@ -136,21 +135,9 @@ impl Gateway {
                 app.fallback_service(timeout.service(dir))
             };
         }
-        app.layer(self.bff.layer()).layer(
-            TraceLayer::new_for_http()
-                // Method and path only: queries (codes, states) and headers
-                // (cookies, tokens) are never logged.
-                .make_span_with(|request: &Request<_>| {
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
-        )
+        // The access log names method and path only: queries (codes,
+        // states) and headers (cookies, tokens) are never logged.
+        app.layer(self.bff.layer()).layer(AccessLogLayer)
     }
 
     /// Serves on `listener` until `shutdown` completes; requests in flight

@@ -388,7 +388,7 @@ async fn static_files_with_spa_fallback_and_json_logs() {
         "console.log(1)"
     );
     // Client-side routes get index.html; the gateway's own routes still win.
-    let deep = get("/orders/42").await.unwrap();
+    let deep = get("/orders/42?code=leak-me").await.unwrap();
     assert_eq!(deep.status(), 200);
     assert_eq!(deep.text().await.unwrap(), "<h1>the app</h1>");
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
@@ -400,9 +400,19 @@ async fn static_files_with_spa_fallback_and_json_logs() {
     let request_lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-        .filter(|v: &serde_json::Value| v["span"]["path"] == "/orders/42")
+        .filter(|v: &serde_json::Value| v["fields"]["path"] == "/orders/42")
         .collect();
-    assert!(!request_lines.is_empty(), "{logs}");
+    assert_eq!(
+        request_lines.len(),
+        1,
+        "one access line per request: {logs}"
+    );
+    assert_eq!(request_lines[0]["fields"]["status"], 200);
+    assert_eq!(request_lines[0]["fields"]["method"], "GET");
+    assert_eq!(request_lines[0]["level"], "INFO");
+    assert!(request_lines[0]["fields"]["latency_ms"].is_f64());
+    // Queries (codes, states) never reach the log.
+    assert!(!logs.contains("leak-me"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
