@@ -38,7 +38,10 @@ pub struct BffSettings {
     pub cookie_name: String,
     /// Name of the sign-in transaction cookie (default: session cookie name + `-login`).
     pub login_cookie_name: String,
-    /// Anti-forgery header name and value (default `X-CSRF: 1`).
+    /// Anti-forgery header name and value (default `X-CSRF: 1`). A header a
+    /// cross-site page may send freely (`Content-Type`) or one only the
+    /// browser sets (`Cookie`) is refused by [`build`](Self::build); see
+    /// [`check_header_name`](crate::csrf::check_header_name).
     pub csrf_header: (http::HeaderName, String),
     /// Where the provider sends the browser after logout (default: the public URL's root).
     pub post_logout_redirect_uri: Option<String>,
@@ -142,7 +145,10 @@ impl BffBuilder {
         self
     }
 
-    /// Anti-forgery header name and value (default `X-CSRF: 1`).
+    /// Anti-forgery header name and value (default `X-CSRF: 1`). A header a
+    /// cross-site page may send freely (`Content-Type`) or one only the
+    /// browser sets (`Cookie`) is refused by [`build`](Self::build); see
+    /// [`check_header_name`](crate::csrf::check_header_name).
     pub fn csrf_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.csrf_header = (name.into(), value.into());
         self
@@ -225,6 +231,10 @@ impl BffBuilder {
                 "cookie_name may only hold letters, digits, '-', '_' and '.'".into(),
             ));
         }
+        crate::csrf::check_header_name(&self.csrf_header.0)
+            .map_err(|why| BffError::Config(format!("csrf header name: {why}")))?;
+        crate::csrf::check_header_value(&self.csrf_header.1)
+            .map_err(|why| BffError::Config(format!("csrf header value: {why}")))?;
         let csrf_name = http::HeaderName::from_bytes(self.csrf_header.0.as_bytes())
             .map_err(|_| BffError::Config("csrf header name is not a valid header name".into()))?;
         let settings = BffSettings {
@@ -244,5 +254,41 @@ impl BffBuilder {
                 clients,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> BffBuilder {
+        let config = oidc_bff_tokens::OidcConfig::builder("https://login.example.com", "bff")
+            .client_secret("s")
+            .build()
+            .unwrap();
+        Bff::builder(config).public_url("https://app.example.com")
+    }
+
+    #[tokio::test]
+    async fn unsafe_anti_forgery_headers_are_refused() {
+        for (name, value) in [
+            ("Content-Type", "x"),
+            ("cookie", "1"),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Proxy-Authorization", "1"),
+            ("bad header", "1"),
+            ("X-CSRF", ""),
+            ("X-CSRF", " 1"),
+        ] {
+            let err = builder().csrf_header(name, value).build().unwrap_err();
+            assert!(err.to_string().contains("csrf header"), "{name}: {err}");
+        }
+        assert!(
+            builder()
+                .csrf_header("X-Requested-By", "app")
+                .build()
+                .is_ok()
+        );
+        assert!(builder().build().is_ok(), "the default X-CSRF: 1");
     }
 }

@@ -44,6 +44,85 @@ impl CsrfLayer {
     }
 }
 
+/// Request headers a page on another site may send without a CORS preflight
+/// (Fetch: CORS-safelisted request headers): useless against forgery.
+const CORS_SAFELISTED: [&str; 5] = [
+    "accept",
+    "accept-language",
+    "content-language",
+    "content-type",
+    "range",
+];
+
+/// Request headers only the browser sets (Fetch: forbidden request headers):
+/// the single-page app could not send them.
+const BROWSER_ONLY: [&str; 21] = [
+    "accept-charset",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "connection",
+    "content-length",
+    "cookie",
+    "cookie2",
+    "date",
+    "dnt",
+    "expect",
+    "host",
+    "keep-alive",
+    "origin",
+    "referer",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+];
+
+/// Checks an anti-forgery header name: it must be a valid header name that
+/// a cross-site page cannot send without a CORS preflight and that the
+/// application's own script can set. The error says why not.
+///
+/// ```
+/// use oidc_bff::csrf::check_header_name;
+///
+/// assert!(check_header_name("X-CSRF").is_ok());
+/// assert!(check_header_name("Content-Type").is_err()); // sent cross-site freely
+/// assert!(check_header_name("Cookie").is_err());       // only the browser sets it
+/// ```
+pub fn check_header_name(name: &str) -> Result<(), &'static str> {
+    let name = name.to_ascii_lowercase();
+    if HeaderName::from_bytes(name.as_bytes()).is_err() {
+        Err("not a valid header name")
+    } else if CORS_SAFELISTED.contains(&name.as_str()) {
+        Err(
+            "another site's page may send this header without a CORS preflight; \
+             choose a custom one such as \"X-CSRF\"",
+        )
+    } else if BROWSER_ONLY.contains(&name.as_str())
+        || name.starts_with("proxy-")
+        || name.starts_with("sec-")
+    {
+        Err("only the browser sets this header; choose a custom one such as \"X-CSRF\"")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an anti-forgery header value: non-empty printable ASCII without
+/// leading or trailing spaces.
+pub fn check_header_value(value: &str) -> Result<(), &'static str> {
+    if value.is_empty()
+        || value.trim() != value
+        || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        Err("must be non-empty printable ASCII without leading or trailing spaces")
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn has_header(headers: &http::HeaderMap, name: &HeaderName, value: &str) -> bool {
     headers
         .get(name)

@@ -287,42 +287,6 @@ fn default_csrf_value() -> String {
     "1".to_owned()
 }
 
-/// Request headers a cross-site page may send without a CORS preflight
-/// (Fetch: CORS-safelisted request headers): useless against forgery.
-const CORS_SAFELISTED: [&str; 5] = [
-    "accept",
-    "accept-language",
-    "content-language",
-    "content-type",
-    "range",
-];
-
-/// Request headers only the browser sets (Fetch: forbidden request headers):
-/// the single-page app could not send them.
-const BROWSER_ONLY: [&str; 21] = [
-    "accept-charset",
-    "accept-encoding",
-    "access-control-request-headers",
-    "access-control-request-method",
-    "connection",
-    "content-length",
-    "cookie",
-    "cookie2",
-    "date",
-    "dnt",
-    "expect",
-    "host",
-    "keep-alive",
-    "origin",
-    "referer",
-    "set-cookie",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "via",
-];
-
 /// `[server]`: timeouts of the gateway's own HTTP server.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -952,33 +916,11 @@ impl Loader {
                 "may only hold letters, digits, '-', '_' and '.'",
             );
         }
-        let name = c.csrf.header.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            self.problem("csrf.header", "not a valid header name");
-        } else if CORS_SAFELISTED.contains(&name.as_str()) {
-            self.problem(
-                "csrf.header",
-                "another site's page may send this header without a CORS preflight; \
-                 choose a custom one such as \"X-CSRF\"",
-            );
-        } else if BROWSER_ONLY.contains(&name.as_str())
-            || name.starts_with("proxy-")
-            || name.starts_with("sec-")
-        {
-            self.problem(
-                "csrf.header",
-                "only the browser sets this header; choose a custom one such as \"X-CSRF\"",
-            );
+        if let Err(why) = oidc_bff::csrf::check_header_name(&c.csrf.header) {
+            self.problem("csrf.header", why);
         }
-        let value = &c.csrf.value;
-        if value.is_empty()
-            || value.trim() != value
-            || !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        {
-            self.problem(
-                "csrf.value",
-                "must be non-empty printable ASCII without leading or trailing spaces",
-            );
+        if let Err(why) = oidc_bff::csrf::check_header_value(&c.csrf.value) {
+            self.problem("csrf.value", why);
         }
         if c.server.request_timeout.is_zero() {
             self.problem("server.request_timeout", "must be greater than zero");
