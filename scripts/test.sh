@@ -17,6 +17,14 @@ set -o pipefail
 cargo test --workspace --all-targets 2>&1 | tee -a "$log"
 cargo test --workspace --doc 2>&1 | tee -a "$log"
 
+# The client examples check their own results (each exits non-zero on a
+# wrong one); the test build above compiled them.
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+for example in named_client typed_client client_credentials; do
+  echo "== example $example"
+  "$target_dir/debug/examples/$example" 2>&1 | tee -a "$log"
+done
+
 if [ -x crates/gateway/tests/browser/run.sh ]; then
   crates/gateway/tests/browser/run.sh 2>&1 | tee -a "$log"
 fi

@@ -15,6 +15,8 @@ use axum::{Router, routing::get};
 use oidc_bff::client::{ApiClients, ClientRegistration};
 use oidc_bff::{Bff, BffError, ClientCredentialsRequest, OidcConfig};
 
+use axum::http::StatusCode;
+
 mod support;
 
 /// A handler: no user needed, the client's own token is sent.
@@ -55,6 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..3 {
         let (status, body) = browser.api("/api/catalog").await?;
         println!("handler:         GET /api/catalog -> {status}: {body}");
+        support::expect("handler", status, StatusCode::OK)?;
     }
 
     // ...and a background job, outside of any request: the same client.
@@ -82,6 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "token requests at the IdP: {} (one, then served from the cache)",
         idp.counters().client_credentials_grants
     );
+    let grants = idp.counters().client_credentials_grants;
+    if grants != 1 {
+        return Err(format!("expected one token request, the IdP saw {grants}").into());
+    }
     idp.shutdown().await;
     Ok(())
 }

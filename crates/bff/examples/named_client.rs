@@ -15,6 +15,8 @@ use axum::{Router, routing::get};
 use oidc_bff::client::{ApiClients, ClientRegistration};
 use oidc_bff::{Bff, BffError, OidcConfig};
 
+use axum::http::StatusCode;
+
 mod support;
 
 /// The handler: takes the client by name and calls the API.
@@ -57,10 +59,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     browser.sign_in().await?;
     let (status, body) = browser.api("/api/remote").await?;
     println!("signed in:  GET /api/remote -> {status}: {body}");
+    support::expect("signed in", status, StatusCode::OK)?;
 
     let anonymous = support::Browser::new(&app_url)?;
     let (status, body) = anonymous.api("/api/remote").await?;
     println!("anonymous:  GET /api/remote -> {status}: {body}");
+    support::expect("anonymous", status, StatusCode::UNAUTHORIZED)?;
 
     idp.shutdown().await;
     Ok(())

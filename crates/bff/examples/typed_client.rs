@@ -15,6 +15,8 @@ use axum::{Router, routing::get};
 use oidc_bff::client::{Api, ClientRegistration, ManagedClient, TypedClient};
 use oidc_bff::{Bff, BffError, OidcConfig};
 
+use axum::http::StatusCode;
+
 mod support;
 
 /// The typed client: any struct around a `ManagedClient`.
@@ -67,10 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     browser.sign_in().await?;
     let (status, body) = browser.api("/api/data").await?;
     println!("signed in:  GET /api/data -> {status}: {body}");
+    support::expect("signed in", status, StatusCode::OK)?;
 
     let anonymous = support::Browser::new(&app_url)?;
     let (status, body) = anonymous.api("/api/data").await?;
     println!("anonymous:  GET /api/data -> {status}: {body}");
+    support::expect("anonymous", status, StatusCode::UNAUTHORIZED)?;
 
     idp.shutdown().await;
     Ok(())

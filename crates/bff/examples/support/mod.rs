@@ -111,3 +111,13 @@ fn cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .find(|pair| pair.starts_with(&format!("{name}=")))
         .map(str::to_owned)
 }
+
+/// Fails the example unless `got` is `expected`: CI runs every example, so a
+/// broken one fails the build instead of printing a wrong answer.
+pub fn expect(what: &str, got: StatusCode, expected: StatusCode) -> Result<(), Error> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {expected}, got {got}").into())
+    }
+}
