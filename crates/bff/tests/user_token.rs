@@ -505,101 +505,20 @@ mod lease {
     //! instance may be spending the same refresh token.
 
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use async_trait::async_trait;
-    use oidc_bff_tokens::store::{MemoryStore, StoreError, UpdateOutcome};
-    use oidc_bff_tokens::{ManualClock, SessionId, SessionRecord, SessionStore, Versioned};
+    use oidc_bff_tokens::ManualClock;
+    use oidc_bff_tokens::store::MemoryStore;
+    use oidc_bff_tokens::store::testing::FaultyStore;
 
     use super::harness::{self, Options};
-
-    /// A memory store whose lease renewals report the lease lost and whose
-    /// reads are slow while `faulty` is set.
-    #[derive(Debug)]
-    struct LeaseLosingStore {
-        inner: MemoryStore,
-        faulty: AtomicBool,
-    }
-
-    #[async_trait]
-    impl SessionStore for LeaseLosingStore {
-        async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
-            if self.faulty.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
-            self.inner.load(id).await
-        }
-        async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
-            self.inner.create(id, record).await
-        }
-        async fn update(
-            &self,
-            id: &SessionId,
-            record: SessionRecord,
-            expected_version: u64,
-        ) -> Result<UpdateOutcome, StoreError> {
-            self.inner.update(id, record, expected_version).await
-        }
-        async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.find_by_sub(sub).await
-        }
-        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.find_by_sid(sid).await
-        }
-        async fn put_transient(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<(), StoreError> {
-            self.inner.put_transient(key, value, ttl).await
-        }
-        async fn put_transient_if_absent(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            self.inner.put_transient_if_absent(key, value, ttl).await
-        }
-        async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
-            self.inner.take_transient(key).await
-        }
-        async fn try_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            self.inner.try_lease(id, owner, ttl).await
-        }
-        async fn renew_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            if self.faulty.load(Ordering::SeqCst) {
-                return Ok(false);
-            }
-            self.inner.renew_lease(id, owner, ttl).await
-        }
-        async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-            self.inner.release_lease(id, owner).await
-        }
-    }
 
     #[tokio::test]
     async fn a_refresh_whose_lease_was_lost_sends_no_grant() {
         let clock = ManualClock::starting_now();
-        let store = Arc::new(LeaseLosingStore {
-            inner: MemoryStore::with_clock(Arc::new(clock.clone())),
-            faulty: AtomicBool::new(false),
-        });
+        let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::with_clock(
+            Arc::new(clock.clone()),
+        ))));
         let options = Options {
             refresh_lease: Duration::from_millis(300), // renewed every 100 ms
             ..Options::default()
@@ -611,7 +530,8 @@ mod lease {
 
         // The re-read under the lease takes longer than a renewal period,
         // and the renewal finds the lease gone.
-        store.faulty.store(true, Ordering::SeqCst);
+        store.delay_loads(Duration::from_millis(400));
+        store.lose_leases(true);
         let response = browser.api("/api/token").await;
         assert_eq!(response.status(), 503);
         assert_eq!(
@@ -620,7 +540,8 @@ mod lease {
             "no grant without the lease"
         );
 
-        store.faulty.store(false, Ordering::SeqCst);
+        store.delay_loads(Duration::ZERO);
+        store.lose_leases(false);
         assert_eq!(browser.api("/api/token").await.status(), 200);
         assert_eq!(t.idp.counters().refresh_grants, 1);
     }

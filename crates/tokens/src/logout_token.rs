@@ -789,123 +789,6 @@ mod tests {
         }
     }
 
-    /// A memory store whose deletes fail while `fail_deletes` is set: the
-    /// store going away in the middle of a back-channel logout.
-    #[derive(Debug)]
-    struct DeletesFail {
-        inner: crate::store::MemoryStore,
-        fail_deletes: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl crate::store::SessionStore for DeletesFail {
-        async fn load(
-            &self,
-            id: &SessionId,
-        ) -> Result<Option<crate::store::Versioned>, crate::store::StoreError> {
-            self.inner.load(id).await
-        }
-
-        async fn create(
-            &self,
-            id: &SessionId,
-            record: crate::session::SessionRecord,
-        ) -> Result<u64, crate::store::StoreError> {
-            self.inner.create(id, record).await
-        }
-
-        async fn update(
-            &self,
-            id: &SessionId,
-            record: crate::session::SessionRecord,
-            expected_version: u64,
-        ) -> Result<crate::store::UpdateOutcome, crate::store::StoreError> {
-            self.inner.update(id, record, expected_version).await
-        }
-
-        async fn delete(
-            &self,
-            id: &SessionId,
-        ) -> Result<Option<Arc<crate::session::SessionRecord>>, crate::store::StoreError> {
-            if self.fail_deletes.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(crate::store::StoreError::Unavailable(
-                    "injected delete failure".into(),
-                ));
-            }
-            self.inner.delete(id).await
-        }
-
-        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, crate::store::StoreError> {
-            self.inner.find_by_sub(sub).await
-        }
-
-        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, crate::store::StoreError> {
-            self.inner.find_by_sid(sid).await
-        }
-
-        async fn put_transient(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.put_transient(key, value, ttl).await
-        }
-
-        async fn put_transient_if_absent(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.put_transient_if_absent(key, value, ttl).await
-        }
-
-        async fn take_transient(
-            &self,
-            key: &str,
-        ) -> Result<Option<String>, crate::store::StoreError> {
-            self.inner.take_transient(key).await
-        }
-
-        async fn get_transient(
-            &self,
-            key: &str,
-        ) -> Result<Option<String>, crate::store::StoreError> {
-            self.inner.get_transient(key).await
-        }
-
-        async fn try_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.try_lease(id, owner, ttl).await
-        }
-
-        async fn renew_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.renew_lease(id, owner, ttl).await
-        }
-
-        async fn release_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.release_lease(id, owner).await
-        }
-
-        async fn purge_expired(&self) -> Result<u64, crate::store::StoreError> {
-            crate::store::SessionStore::purge_expired(&self.inner).await
-        }
-    }
-
     /// Signs the dev IdP's user in through `client` (no browser); returns
     /// the new session id.
     async fn sign_in_at_dev_idp(client: &OidcClient) -> SessionId {
@@ -944,7 +827,6 @@ mod tests {
     #[tokio::test]
     async fn after_a_store_failure_the_providers_retry_ends_the_session() {
         use crate::clock::Clock as _;
-        use std::sync::atomic::Ordering;
 
         let clock = ManualClock::starting_now();
         let idp_clock = clock.clone();
@@ -953,10 +835,9 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let store = Arc::new(DeletesFail {
-            inner: crate::store::MemoryStore::with_clock(Arc::new(clock.clone())),
-            fail_deletes: std::sync::atomic::AtomicBool::new(false),
-        });
+        let store = Arc::new(crate::store::testing::FaultyStore::new(Arc::new(
+            crate::store::MemoryStore::with_clock(Arc::new(clock.clone())),
+        )));
         let config = crate::OidcConfig::builder(idp.url().as_str(), "bff")
             .client_secret("secret")
             .timeouts(Duration::from_secs(2), Duration::from_secs(5))
@@ -981,14 +862,14 @@ mod tests {
 
         // The store fails while the session is being ended: a transient
         // error (503 at the endpoint), and the session is still there.
-        store.fail_deletes.store(true, Ordering::SeqCst);
+        store.fail_deletes(true);
         let err = client.backchannel_logout(&token).await.unwrap_err();
         assert!(matches!(err, TokenError::Store(_)), "{err}");
         assert!(err.is_transient());
         assert!(client.load_session(&id).await.unwrap().is_some());
 
         // The store is back and the provider retries the same token.
-        store.fail_deletes.store(false, Ordering::SeqCst);
+        store.fail_deletes(false);
         let done = client.backchannel_logout(&token).await.unwrap();
         assert!(done.ended == [id.clone()], "the retry ended the session");
         assert_eq!(done.revoked, 1);

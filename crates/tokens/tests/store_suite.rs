@@ -9,11 +9,11 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::stores::{Backend, TestStore};
-use oidc_bff_tokens::store::{KeyRing, SessionStore, Versioned, spawn_cleanup};
+use oidc_bff_tokens::store::testing::FaultyStore;
+use oidc_bff_tokens::store::{KeyRing, spawn_cleanup};
 use oidc_bff_tokens::{
     AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
     StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens,
@@ -598,88 +598,6 @@ async fn unreadable_sessions_are_signed_out(s: &TestStore) {
     assert_eq!(s.store.take_transient(&key).await.unwrap(), None);
 }
 
-/// Counts the purges of the store it wraps, for `spawn_cleanup`.
-#[derive(Debug)]
-struct CountingPurges {
-    inner: Arc<dyn SessionStore>,
-    runs: AtomicUsize,
-    purged: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl SessionStore for CountingPurges {
-    async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
-        self.inner.load(id).await
-    }
-    async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
-        self.inner.create(id, record).await
-    }
-    async fn update(
-        &self,
-        id: &SessionId,
-        record: SessionRecord,
-        expected_version: u64,
-    ) -> Result<UpdateOutcome, StoreError> {
-        self.inner.update(id, record, expected_version).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.find_by_sub(sub).await
-    }
-    async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.find_by_sid(sid).await
-    }
-    async fn put_transient(
-        &self,
-        key: &str,
-        value: String,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.inner.put_transient(key, value, ttl).await
-    }
-    async fn put_transient_if_absent(
-        &self,
-        key: &str,
-        value: String,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.put_transient_if_absent(key, value, ttl).await
-    }
-    async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.take_transient(key).await
-    }
-    async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.get_transient(key).await
-    }
-    async fn try_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.try_lease(id, owner, ttl).await
-    }
-    async fn renew_lease(
-        &self,
-        id: &SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.renew_lease(id, owner, ttl).await
-    }
-    async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        self.inner.release_lease(id, owner).await
-    }
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let purged = self.inner.purge_expired().await?;
-        self.purged.fetch_add(purged, Ordering::SeqCst);
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        Ok(purged)
-    }
-}
-
 /// The background cleanup purges expired sessions (by the store's clock),
 /// keeps ticking, and stops when aborted.
 async fn cleanup_task_purges_expired_sessions(s: &TestStore) {
@@ -692,24 +610,16 @@ async fn cleanup_task_purges_expired_sessions(s: &TestStore) {
     s.store.create(&long, r).await.unwrap();
     s.clock.advance(Duration::from_secs(101));
 
-    let counting = Arc::new(CountingPurges {
-        inner: s.store.clone(),
-        runs: AtomicUsize::new(0),
-        purged: AtomicU64::new(0),
-    });
+    let counting = Arc::new(FaultyStore::new(s.store.clone()));
     // Once a second (the least it allows), plus up to 10 % jitter.
     let cleanup = spawn_cleanup(counting.clone(), Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while counting.runs.load(Ordering::SeqCst) < 2 {
+    while counting.purge_runs() < 2 {
         assert!(Instant::now() < deadline, "the cleanup task did not run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cleanup.abort();
-    assert_eq!(
-        counting.purged.load(Ordering::SeqCst),
-        1,
-        "the expired session, once"
-    );
+    assert_eq!(counting.purged(), 1, "the expired session, once");
     // Gone from the backend: nothing is left for another purge.
     assert_eq!(s.store.purge_expired().await.unwrap(), 0);
     assert!(s.store.load(&short).await.unwrap().is_none());
@@ -717,9 +627,9 @@ async fn cleanup_task_purges_expired_sessions(s: &TestStore) {
 
     // Aborted: no further runs.
     let _ = cleanup.await;
-    let runs = counting.runs.load(Ordering::SeqCst);
+    let runs = counting.purge_runs();
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(counting.runs.load(Ordering::SeqCst), runs);
+    assert_eq!(counting.purge_runs(), runs);
 }
 
 // ---------------------------------------------------------------------------
