@@ -18,7 +18,9 @@ cargo test --workspace --all-targets 2>&1 | tee -a "$log"
 cargo test --workspace --doc 2>&1 | tee -a "$log"
 
 # The client examples check their own results (each exits non-zero on a
-# wrong one); the test build above compiled them.
+# wrong one). `cargo test` built them only as test executables: link the
+# binaries (the libraries are already compiled).
+cargo build -q --workspace --examples
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 for example in named_client typed_client client_credentials; do
   echo "== example $example"
