@@ -38,10 +38,7 @@ pub struct BffSettings {
     pub cookie_name: String,
     /// Name of the sign-in transaction cookie (default: session cookie name + `-login`).
     pub login_cookie_name: String,
-    /// Anti-forgery header name and value (default `X-CSRF: 1`). A header a
-    /// cross-site page may send freely (`Content-Type`) or one only the
-    /// browser sets (`Cookie`) is refused by [`build`](Self::build); see
-    /// [`check_header_name`](crate::csrf::check_header_name).
+    /// Anti-forgery header name and value (default `X-CSRF: 1`).
     pub csrf_header: (http::HeaderName, String),
     /// Where the provider sends the browser after logout (default: the public URL's root).
     pub post_logout_redirect_uri: Option<String>,
