@@ -367,7 +367,11 @@ impl OidcClient {
         let ttl = self.inner.config.refresh_lease;
         let owner = crate::session::random_token();
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout + ttl * 2;
+        // Set when the lease was held by someone else first: if we get it,
+        // that holder let it lapse and may still be finishing its grant.
+        let mut inherited = false;
         while !store.try_lease(session_id, &owner, ttl).await? {
+            inherited = true;
             // Another instance is refreshing: wait, then see whether it is done.
             let current = self
                 .load_session(session_id)
@@ -422,7 +426,9 @@ impl OidcClient {
                 }
             })
         };
-        let result = self.refresh_locked(session_id, request, seen, &held).await;
+        let result = self
+            .refresh_locked(session_id, request, seen, &held, inherited)
+            .await;
         renewer.abort();
         if let Err(err) = store.release_lease(session_id, &owner).await {
             tracing::warn!(error = %err, "could not release the refresh lease; it will expire");
@@ -486,6 +492,7 @@ impl OidcClient {
         request: &UserTokenRequest,
         seen: Option<&AccessToken>,
         lease_held: &AtomicBool,
+        inherited: bool,
     ) -> Result<AccessToken, TokenError> {
         // Re-read: an earlier flight, or another instance, may have renewed.
         let current = self
@@ -532,12 +539,25 @@ impl OidcClient {
             Ok(response) => response,
             Err(TokenError::Provider { error, .. }) if is_dead_grant(&error) => {
                 // Another instance may have rotated the token meanwhile (a lost
-                // lease): believe the store before ending the session.
-                if let Some(latest) = self.load_session(session_id).await?
-                    && latest.record.tokens.refresh_token.as_ref() != Some(&refresh_token)
-                    && let Decision::Use(token) = self.decide(&latest.record, request, None)
-                {
-                    return Ok(token);
+                // lease): believe the store before ending the session. If we
+                // took the lease over from a holder that let it lapse, its
+                // grant may have won and its write still be on the way: wait
+                // for it as long as a grant may take.
+                let wait_until = inherited
+                    .then(|| tokio::time::Instant::now() + self.inner.config.request_timeout);
+                loop {
+                    if let Some(latest) = self.load_session(session_id).await?
+                        && latest.record.tokens.refresh_token.as_ref() != Some(&refresh_token)
+                        && let Decision::Use(token) = self.decide(&latest.record, request, None)
+                    {
+                        return Ok(token);
+                    }
+                    match wait_until {
+                        Some(until) if tokio::time::Instant::now() < until => {
+                            tokio::time::sleep(poll_interval()).await;
+                        }
+                        _ => break,
+                    }
                 }
                 tracing::info!(sub = %current.record.sub, %error, "refresh token rejected; ending the session");
                 self.end_session(session_id, "refresh rejected").await;

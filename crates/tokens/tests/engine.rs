@@ -180,3 +180,77 @@ async fn an_ended_session_is_not_authenticated() {
         .unwrap_err();
     assert!(err.is_unauthorized());
 }
+
+/// Instance A's lease lapses while its grant is in flight (its renewals
+/// fail), B takes the lease over and spends the same refresh token, and the
+/// provider (rotation without reuse detection) refuses B with
+/// `invalid_grant`. A's grant won, but its write is slow: B must wait for it
+/// instead of ending the session, and both get A's new token.
+#[tokio::test]
+async fn an_inherited_lease_waits_for_the_previous_holders_write() {
+    use oidc_bff_tokens::store::testing::FaultyStore;
+
+    let clock = ManualClock::starting_now();
+    let idp = common::idp(
+        common::default_idp()
+            .refresh_token_rotation(true)
+            .refresh_reuse_detection(false),
+        &clock,
+    )
+    .await;
+    let store = Arc::new(FaultyStore::new(Arc::new(MemoryStore::with_clock(
+        Arc::new(clock.clone()),
+    ))));
+    let instance = || {
+        let config = oidc_bff_tokens::OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_secs(2), Duration::from_secs(5))
+            .refresh_lease(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        oidc_bff_tokens::OidcClient::builder(config)
+            .store(store.clone())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(), instance());
+    let id = common::sign_in(&a).await;
+    let original = a.load_session(&id).await.unwrap().unwrap();
+
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(600)));
+    store.lose_leases(true); // renewals fail: A's lease lapses after 300 ms
+    store.delay_updates(Duration::from_millis(800)); // A's write lands late
+    clock.advance(Duration::from_secs(400));
+
+    let first = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move {
+            a.user_access_token(&id, None, &UserTokenRequest::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = b
+        .user_access_token(&id, None, &UserTokenRequest::default())
+        .await;
+    let first = first.await.unwrap();
+
+    let counters = idp.counters();
+    assert_eq!(counters.refresh_attempts, 2, "B did send its own grant");
+    assert_eq!(counters.refresh_grants, 1, "and only A's succeeded");
+    let a_token = first.expect("A's refresh stands");
+    let b_token = second.expect("B waited for A's write instead of ending the session");
+    assert_eq!(a_token, b_token);
+    let stored = a
+        .load_session(&id)
+        .await
+        .unwrap()
+        .expect("the session lives");
+    assert_ne!(
+        stored.record.tokens.refresh_token,
+        original.record.tokens.refresh_token
+    );
+    assert_eq!(&stored.record.tokens.access_token, &a_token);
+}

@@ -3,7 +3,8 @@
 //!
 //! [`FaultyStore`] passes every call to the store it wraps, except where a
 //! fault is switched on: deletes that fail, lease renewals that report the
-//! lease lost, slow loads. It also counts the purges of expired sessions.
+//! lease lost, slow loads and updates. It also counts the purges of expired
+//! sessions.
 //! Faults can be switched on and off while the code under test runs.
 //!
 //! ```
@@ -38,6 +39,7 @@ pub struct FaultyStore {
     fail_deletes: AtomicBool,
     lose_leases: AtomicBool,
     load_delay_ms: AtomicU64,
+    update_delay_ms: AtomicU64,
     purge_runs: AtomicU64,
     purged: AtomicU64,
 }
@@ -50,6 +52,7 @@ impl FaultyStore {
             fail_deletes: AtomicBool::new(false),
             lose_leases: AtomicBool::new(false),
             load_delay_ms: AtomicU64::new(0),
+            update_delay_ms: AtomicU64::new(0),
             purge_runs: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         }
@@ -71,6 +74,13 @@ impl FaultyStore {
     pub fn delay_loads(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.load_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Every [`update`](SessionStore::update) waits this long first (zero:
+    /// no wait): a slow writer.
+    pub fn delay_updates(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.update_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many times [`purge_expired`](SessionStore::purge_expired) ran.
@@ -104,6 +114,10 @@ impl SessionStore for FaultyStore {
         record: SessionRecord,
         expected_version: u64,
     ) -> Result<UpdateOutcome, StoreError> {
+        let delay = self.update_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.inner.update(id, record, expected_version).await
     }
 
