@@ -271,21 +271,12 @@ async fn proxy_outage_and_recovery(name: &str, t: &ProxyBff, proxy: &FaultProxy)
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_on_proxied_routes_gives_503() {
-    use oidc_bff_tokens::store::RedisStore;
     if !service("Redis", "127.0.0.1:6379").await {
         return;
     }
     let proxy = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await;
     let clock = ManualClock::starting_now();
-    let prefix = format!("{}:", unique("oidc-bff-fault-proxy-"));
-    let store = RedisStore::builder(format!("redis://{}", proxy.addr))
-        .key_prefix(&prefix)
-        .encryption(KeyRing::generate("fault"))
-        .clock(Arc::new(clock.clone()))
-        .operation_timeout(OP_TIMEOUT)
-        .build()
-        .await
-        .expect("redis through the proxy");
+    let store = redis_through(&proxy, &clock, "oidc-bff-fault-proxy-").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = proxy_support::start_with_store(clock, Some(shared)).await;
     proxy_outage_and_recovery("redis", &t, &proxy).await;
@@ -295,21 +286,12 @@ async fn redis_outage_on_proxied_routes_gives_503() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_outage_on_proxied_routes_gives_503() {
-    use oidc_bff_tokens::store::PostgresStore;
     if !service("PostgreSQL", "127.0.0.1:5432").await {
         return;
     }
     let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let clock = ManualClock::starting_now();
-    let store = PostgresStore::builder(format!("postgres://postgres@{}/test", proxy.addr))
-        .table_prefix(format!("{}_", unique("fault_proxy_")))
-        .encryption(KeyRing::generate("fault"))
-        .clock(Arc::new(clock.clone()))
-        .operation_timeout(OP_TIMEOUT)
-        .max_connections(4)
-        .build()
-        .await
-        .expect("postgres through the proxy");
+    let store = postgres_through(&proxy, &clock, "fault_proxy_").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = proxy_support::start_with_store(clock, Some(shared)).await;
     proxy_outage_and_recovery("postgres", &t, &proxy).await;
@@ -319,21 +301,12 @@ async fn postgres_outage_on_proxied_routes_gives_503() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_gives_503_and_recovers() {
-    use oidc_bff_tokens::store::RedisStore;
     if !service("Redis", "127.0.0.1:6379").await {
         return;
     }
     let proxy = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await;
     let clock = ManualClock::starting_now();
-    let prefix = format!("{}:", unique("oidc-bff-fault-"));
-    let store = RedisStore::builder(format!("redis://{}", proxy.addr))
-        .key_prefix(&prefix)
-        .encryption(KeyRing::generate("fault"))
-        .clock(Arc::new(clock.clone()))
-        .operation_timeout(OP_TIMEOUT)
-        .build()
-        .await
-        .expect("redis through the proxy");
+    let store = redis_through(&proxy, &clock, "oidc-bff-fault-").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = harness::start_with_store(Options::default(), clock, shared).await;
     outage_and_recovery("redis", t, &proxy).await;
@@ -343,23 +316,52 @@ async fn redis_outage_gives_503_and_recovers() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_outage_gives_503_and_recovers() {
-    use oidc_bff_tokens::store::PostgresStore;
     if !service("PostgreSQL", "127.0.0.1:5432").await {
         return;
     }
     let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let clock = ManualClock::starting_now();
-    let store = PostgresStore::builder(format!("postgres://postgres@{}/test", proxy.addr))
-        .table_prefix(format!("{}_", unique("fault_")))
-        .encryption(KeyRing::generate("fault"))
-        .clock(Arc::new(clock.clone()))
-        .operation_timeout(OP_TIMEOUT)
-        .max_connections(4)
-        .build()
-        .await
-        .expect("postgres through the proxy");
+    let store = postgres_through(&proxy, &clock, "fault_").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = harness::start_with_store(Options::default(), clock, shared).await;
     outage_and_recovery("postgres", t, &proxy).await;
     store.drop_tables().await.unwrap();
+}
+
+/// A Redis store reached through `proxy`, its keys under a unique prefix.
+#[cfg(feature = "redis")]
+async fn redis_through(
+    proxy: &FaultProxy,
+    clock: &ManualClock,
+    prefix: &str,
+) -> oidc_bff_tokens::store::RedisStore {
+    oidc_bff_tokens::store::RedisStore::builder(format!("redis://{}", proxy.addr))
+        .key_prefix(format!("{}:", unique(prefix)))
+        .encryption(KeyRing::generate("fault"))
+        .clock(Arc::new(clock.clone()))
+        .operation_timeout(OP_TIMEOUT)
+        .build()
+        .await
+        .expect("redis through the proxy")
+}
+
+/// A PostgreSQL store reached through `proxy`, in tables with a unique prefix.
+#[cfg(feature = "postgres")]
+async fn postgres_through(
+    proxy: &FaultProxy,
+    clock: &ManualClock,
+    prefix: &str,
+) -> oidc_bff_tokens::store::PostgresStore {
+    oidc_bff_tokens::store::PostgresStore::builder(format!(
+        "postgres://postgres@{}/test",
+        proxy.addr
+    ))
+    .table_prefix(format!("{}_", unique(prefix)))
+    .encryption(KeyRing::generate("fault"))
+    .clock(Arc::new(clock.clone()))
+    .operation_timeout(OP_TIMEOUT)
+    .max_connections(4)
+    .build()
+    .await
+    .expect("postgres through the proxy")
 }
