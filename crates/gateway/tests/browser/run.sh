@@ -12,7 +12,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../../.." && pwd)"
 cd "$root"
 
-cargo build -p oidc-bff-gateway --bin oidc-bff
+# The workspace's features, as the test suite builds them: building one
+# package alone would compile much of the dependency tree a second time.
+cargo build -q --workspace --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
 bin="$target_dir/debug/oidc-bff"
 
