@@ -119,6 +119,20 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// logs a warning and deletes it, best effort.
     async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError>;
 
+    /// Loads a session straight from the backend, bypassing any read cache
+    /// the store keeps; `None` when absent or expired.
+    ///
+    /// The refresh engine uses it for every read that decides whether to
+    /// spend a refresh token (the re-read under the lease, waiters polling
+    /// for another instance's result, the check after `invalid_grant`): a
+    /// cached copy that is a few milliseconds old there could spend a
+    /// rotated one-time refresh token twice. Everything else uses
+    /// [`load`](Self::load). The default is `load`, for stores without a
+    /// cache.
+    async fn load_latest(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+        self.load(id).await
+    }
+
     /// Stores a new session; returns its first version. Overwrites nothing:
     /// ids are random 256-bit values, a collision is treated as an error.
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError>;
