@@ -32,13 +32,15 @@
 //! ```
 //!
 //! ## Modules
-//! - [`config`]: the [`Bff`] handle and its builder.
+//! - [`Bff`] (the handle) and [`BffBuilder`] (its settings, each with its
+//!   default) are at the crate root, with the types most apps use.
 //! - [`client`]: HTTP clients that send the right access token themselves
 //!   (named, typed, client credentials).
 //! - [`session`]: the [`BffSession`] and [`UserAccessToken`] extractors.
 //! - [`endpoints`]: login, callback, logout and user endpoints.
 //! - [`csrf`]: the anti-forgery header layer.
 //! - [`proxy`]: remote APIs mounted under a local path, tokens attached.
+//! - [`TokenPolicy`]: which token a proxied route or a managed client sends.
 //! - [`error`]: [`BffError`] and its HTTP statuses.
 //!
 //! The token engine itself is the framework-agnostic `oidc-bff-tokens`
@@ -46,7 +48,10 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod backchannel;
+mod bff;
+mod builder;
 pub mod client;
+#[doc(hidden)]
 pub mod config;
 mod cookies;
 pub mod csrf;
@@ -54,16 +59,22 @@ pub mod endpoints;
 pub mod error;
 pub mod proxy;
 pub mod session;
+mod token_policy;
 
-pub use config::{Bff, BffBuilder, BffSettings};
+pub use bff::{Bff, BffSettings};
+pub use builder::{BffBuilder, DEFAULT_COOKIE_NAME};
+pub use client::{Api, ApiClients, BearerTokenExt, ClientRegistration, ManagedClient, TypedClient};
 pub use csrf::CsrfLayer;
 pub use error::BffError;
 pub use oidc_bff_tokens as tokens;
 pub use oidc_bff_tokens::{
     AccessToken, ClientCredentialsRequest, OidcConfig, TokenError, UserTokenRequest,
 };
-pub use proxy::{RemoteApi, TokenRequirement};
+pub use proxy::RemoteApi;
+#[allow(deprecated)]
+pub use proxy::TokenRequirement;
 pub use session::{BffSession, UserAccessToken};
+pub use token_policy::TokenPolicy;
 
 /// The README's code compiles (doctest only).
 #[cfg(doctest)]

@@ -26,7 +26,7 @@ use oidc_bff_tokens::{
     AccessToken, SessionId, SessionRecord, TokenError, UserTokenRequest, Versioned,
 };
 
-use crate::config::Bff;
+use crate::bff::Bff;
 use crate::cookies;
 use crate::error::BffError;
 
@@ -112,17 +112,6 @@ impl BffSession {
         };
         parts.extensions.insert(Loaded(session.clone()));
         Ok(session)
-    }
-}
-
-impl Bff {
-    /// The `Bff` placed in the request by [`Bff::layer`].
-    pub(crate) fn from_parts(parts: &Parts) -> Result<Bff, BffError> {
-        parts.extensions.get::<Bff>().cloned().ok_or_else(|| {
-            BffError::Config(
-                "the BFF layer is missing: add `.layer(bff.layer())` to the router".into(),
-            )
-        })
     }
 }
 

@@ -15,7 +15,7 @@ use common::harness::Browser;
 use futures_util::StreamExt as _;
 use http::StatusCode;
 use oidc_bff::client::{Api, ApiClients, ClientRegistration, ManagedClient, TypedClient};
-use oidc_bff::{Bff, BffBuilder, BffError, OidcConfig};
+use oidc_bff::{Bff, BffBuilder, BffError, OidcConfig, TokenPolicy};
 use oidc_bff_dev_idp::{DevIdp, RunningIdp};
 use oidc_bff_tokens::{ManualClock, SessionId};
 
@@ -106,6 +106,10 @@ fn register(builder: BffBuilder, api: &str) -> BffBuilder {
                 .retry_on_unauthorized(false)
                 .configure(no_proxy),
         )
+        .api_client(
+            ClientRegistration::new("maybe", &base, TokenPolicy::UserOrNone).configure(no_proxy),
+        )
+        .api_client(ClientRegistration::new("open", &base, TokenPolicy::None).configure(no_proxy))
 }
 
 async fn setup() -> Setup {
@@ -625,4 +629,41 @@ async fn debug_output_never_shows_tokens_or_session_ids() {
     let printed = format!("{clients:?} {api:?} {:?}", api.get("y"));
     assert!(!printed.contains(&token));
     assert!(!printed.contains(id.as_str()));
+}
+
+#[tokio::test]
+async fn user_or_none_and_none_clients_send_what_their_policy_calls_for() {
+    let s = setup().await;
+    // Anonymous: both go out without a token (and the API refuses them).
+    let anonymous = s.browser();
+    for client in ["maybe", "open"] {
+        let response = anonymous.api(&format!("/api/named/{client}")).await;
+        assert_eq!(response.status(), 401, "{client}: the API's own answer");
+    }
+    assert_eq!(s.api.tokens(), vec![None, None]);
+
+    // Signed in: `maybe` sends the user's token, `open` still none.
+    let browser = s.signed_in().await;
+    let response = browser.api("/api/named/maybe").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "hello alice from /v1/remoteApi"
+    );
+    let response = browser.api("/api/named/open").await;
+    assert_eq!(response.status(), 401);
+    let session = s
+        .bff
+        .client()
+        .load_session(&session_id(&browser))
+        .await
+        .unwrap()
+        .unwrap();
+    let current = session.record.tokens.access_token.secret().to_owned();
+    assert_eq!(s.api.tokens()[2..], [Some(current), None]);
+    assert_eq!(
+        s.idp.counters().refresh_attempts,
+        0,
+        "no token to renew after the 401 of a request sent without one"
+    );
 }

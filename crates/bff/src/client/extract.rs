@@ -7,9 +7,10 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 use oidc_bff_tokens::SessionId;
 
-use super::managed::{Binding, ManagedClient};
+use super::binding::Binding;
+use super::managed::ManagedClient;
 use super::registry::TypedClient;
-use crate::config::Bff;
+use crate::bff::Bff;
 use crate::error::BffError;
 use crate::session::BffSession;
 
@@ -17,7 +18,7 @@ use crate::session::BffSession;
 /// request's user (or nobody, for anonymous requests).
 ///
 /// As an extractor it never rejects anonymous requests: a
-/// [`TokenKind::User`](super::TokenKind::User) client then fails at `send()`
+/// [`TokenPolicy::User`](crate::TokenPolicy::User) client then fails at `send()`
 /// with 401, while client-token clients work.
 ///
 /// ```

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use http::Method;
-use oidc_bff_tokens::{AccessToken, SessionId, TokenError};
+use oidc_bff_tokens::{AccessToken, TokenError};
 use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use url::Url;
 
+use super::binding::{Binding, BoundTo, Refused};
 use super::middleware::TokenSource;
 use crate::error::BffError;
-use crate::session::BffSession;
 
 /// A registered client, shared by every [`ManagedClient`] handed out for it.
 pub(crate) struct ClientShared {
@@ -34,28 +34,8 @@ impl ClientShared {
     }
 }
 
-/// Whose token a managed client's requests carry.
-#[derive(Clone, Debug)]
-pub(crate) enum Binding {
-    /// Nobody is signed in (or no request at all: a background job).
-    Anonymous,
-    /// The session loaded in the current request.
-    Request(BffSession),
-    /// A session known by id only (background jobs); read from the store.
-    Session(SessionId),
-}
-
-/// Request extension that tells the middleware whose token to send.
-#[derive(Clone, Debug)]
-pub(crate) struct BoundTo(pub(crate) Arc<Binding>);
-
-/// Request extension: the URL was refused, the middleware fails the request
-/// before anything is sent.
-#[derive(Clone, Debug)]
-pub(crate) struct Refused(pub(crate) &'static str);
-
 /// A registered API client, bound to a user (or to nobody): every request
-/// it sends carries the access token its [`TokenKind`](super::TokenKind)
+/// it sends carries the access token its [`TokenPolicy`](crate::TokenPolicy)
 /// calls for — current and valid, renewed first when needed.
 ///
 /// Get one from [`ApiClients`](super::ApiClients) (in a handler, or for a
@@ -93,7 +73,7 @@ impl std::fmt::Debug for ManagedClient {
         f.debug_struct("ManagedClient")
             .field("name", &self.shared.name)
             .field("base_url", &self.shared.base_url.as_str())
-            .field("kind", &self.shared.source.kind)
+            .field("policy", &self.shared.source.policy)
             .field("bound_to", &bound)
             .finish()
     }
@@ -170,12 +150,13 @@ impl ManagedClient {
     }
 
     /// The access token this client's next request would carry (for calls
-    /// made some other way, e.g. a WebSocket or gRPC channel).
+    /// made some other way, e.g. a WebSocket or gRPC channel). When its
+    /// [`TokenPolicy`](crate::TokenPolicy) sends none (`None`, or
+    /// `UserOrNone` for an anonymous user): [`TokenError::NotAuthenticated`].
     pub async fn access_token(&self) -> Result<AccessToken, TokenError> {
-        self.shared
-            .source
-            .token(&self.binding)
-            .await
-            .map(|(token, _)| token)
+        match self.shared.source.token(&self.binding).await? {
+            Some((token, _)) => Ok(token),
+            None => Err(TokenError::NotAuthenticated),
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! send ──► URL refused? ──yes──► error 400, nothing sent
 //!            │ no
 //!            ▼
-//!          token for the binding (user / client / user-or-client)
+//!          token for the binding, per the client's `TokenPolicy`
 //!            │ none can be had ──► error 401 (503 if the provider is down)
+//!            │ the policy sends none ──► sent as it is
 //!            ▼
 //!          clone the request if it can be replayed and retry is on
 //!            ▼
@@ -27,76 +28,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Extensions;
-use oidc_bff_tokens::{
-    AccessToken, ClientCredentialsRequest, OidcClient, SessionId, TokenError, UserTokenRequest,
-};
+use oidc_bff_tokens::{AccessToken, OidcClient, TokenError};
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
 use super::bearer::bearer_header;
-use super::managed::{Binding, BoundTo, Refused};
-use super::registry::TokenKind;
+use super::binding::{Binding, BoundTo, Refused};
 use crate::error::BffError;
+use crate::token_policy::{Holder, TokenPolicy, TokenRequests, Used};
 
 /// Where a client's tokens come from.
 pub(crate) struct TokenSource {
     pub(crate) oidc: OidcClient,
-    pub(crate) kind: TokenKind,
-    pub(crate) user_request: UserTokenRequest,
-    pub(crate) client_request: ClientCredentialsRequest,
-    pub(crate) client_token_on_user_failure: bool,
-}
-
-/// Which token a request carried.
-pub(crate) enum Used {
-    User(SessionId),
-    Client,
+    pub(crate) policy: TokenPolicy,
+    pub(crate) tokens: TokenRequests,
 }
 
 impl TokenSource {
-    /// The token for a request bound to `binding`.
-    pub(crate) async fn token(&self, binding: &Binding) -> Result<(AccessToken, Used), TokenError> {
-        match self.kind {
-            TokenKind::Client => self.client_token().await,
-            TokenKind::User => self
-                .user_token(binding)
-                .await
-                .unwrap_or(Err(TokenError::NotAuthenticated)),
-            TokenKind::UserOrClient => match self.user_token(binding).await {
-                None => self.client_token().await,
-                Some(Ok(found)) => Ok(found),
-                Some(Err(err)) if self.client_token_on_user_failure => {
-                    tracing::info!(error = %err, "no user token; sending the client token as configured");
-                    self.client_token().await
-                }
-                Some(Err(err)) => Err(err),
-            },
-        }
-    }
-
-    async fn client_token(&self) -> Result<(AccessToken, Used), TokenError> {
-        let token = self.oidc.client_access_token(&self.client_request).await?;
-        Ok((token, Used::Client))
-    }
-
-    /// The user's token; `None` when nobody is signed in.
-    async fn user_token(
+    /// The token for a request bound to `binding`; `None`: send none.
+    pub(crate) async fn token(
         &self,
         binding: &Binding,
-    ) -> Option<Result<(AccessToken, Used), TokenError>> {
-        let (id, result) = match binding {
-            Binding::Anonymous => return None,
-            Binding::Request(session) => {
-                (session.id(), session.access_token(&self.user_request).await)
-            }
-            Binding::Session(id) => (
-                id,
-                self.oidc
-                    .user_access_token(id, None, &self.user_request)
-                    .await,
-            ),
+    ) -> Result<Option<(AccessToken, Used)>, TokenError> {
+        let user = match binding {
+            Binding::Anonymous => None,
+            Binding::Request(session) => Some(Holder::Session(session)),
+            Binding::Session(id) => Some(Holder::Id(id)),
         };
-        Some(result.map(|token| (token, Used::User(id.clone()))))
+        self.policy
+            .resolve(&self.oidc, &self.tokens, user)
+            .await
+            .map_err(|refused| refused.error)
     }
 
     /// A token to replace `sent`, which the API refused.
@@ -104,20 +66,20 @@ impl TokenSource {
         match used {
             Used::Client => {
                 self.oidc
-                    .renew_client_access_token(&self.client_request, sent)
+                    .renew_client_access_token(&self.tokens.client, sent)
                     .await
             }
             Used::User(id) => {
                 // Another request may have renewed it meanwhile: read the store.
                 let current = self
                     .oidc
-                    .user_access_token(id, None, &self.user_request)
+                    .user_access_token(id, None, &self.tokens.user)
                     .await?;
                 if current != *sent {
                     return Ok(current);
                 }
                 self.oidc
-                    .user_access_token(id, None, &self.user_request.clone().force_renewal())
+                    .user_access_token(id, None, &self.tokens.user.clone().force_renewal())
                     .await
             }
         }
@@ -178,7 +140,10 @@ impl TokenMiddleware {
             Some(BoundTo(binding)) => binding.clone(),
             None => Arc::new(Binding::Anonymous),
         };
-        let (token, used) = self.source.token(&binding).await.map_err(fail)?;
+        let Some((token, used)) = self.source.token(&binding).await.map_err(fail)? else {
+            // The policy sends no token here: nothing to renew either.
+            return next.run(request, extensions).await;
+        };
         // `None` for streamed bodies: those are never sent twice.
         let replay = if self.retry_on_unauthorized {
             request.try_clone()

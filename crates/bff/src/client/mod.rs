@@ -53,13 +53,18 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
-//! # Token kinds
+//! # Which token
 //!
-//! | [`TokenKind`] | signed-in user | anonymous |
+//! A client sends what its [`TokenPolicy`](crate::TokenPolicy) calls for,
+//! the same policy proxied routes use:
+//!
+//! | policy | signed-in user | anonymous |
 //! |---|---|---|
 //! | `User` ([`ClientRegistration::user`]) | the user's token | 401 |
 //! | `Client` ([`ClientRegistration::client`]) | the client's token | the client's token |
 //! | `UserOrClient` ([`ClientRegistration::user_or_client`]) | the user's token | the client's token |
+//! | `UserOrNone` ([`ClientRegistration::new`]) | the user's token | no token |
+//! | `None` ([`ClientRegistration::new`]) | no token | no token |
 //!
 //! A `UserOrClient` client never falls back to the client's token after the
 //! user's could not be had, unless
@@ -141,6 +146,7 @@
 //! ```
 
 mod bearer;
+mod binding;
 mod extract;
 mod managed;
 mod middleware;
@@ -149,8 +155,8 @@ mod registry;
 pub use bearer::BearerTokenExt;
 pub use extract::{Api, ApiClients};
 pub use managed::ManagedClient;
-pub use registry::{
-    ClientRegistration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, TokenKind, TypedClient,
-};
+#[allow(deprecated)]
+pub use registry::TokenKind;
+pub use registry::{ClientRegistration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, TypedClient};
 
 pub(crate) use registry::{Registry, TypedRegistration};

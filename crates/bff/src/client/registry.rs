@@ -1,5 +1,5 @@
-//! Registering managed clients at start-up: [`ClientRegistration`],
-//! [`TokenKind`] and the [`TypedClient`] trait.
+//! Registering managed clients at start-up: [`ClientRegistration`] and the
+//! [`TypedClient`] trait.
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -13,26 +13,17 @@ use url::Url;
 use super::managed::{ClientShared, ManagedClient};
 use super::middleware::{TokenMiddleware, TokenSource};
 use crate::error::BffError;
+use crate::token_policy::{TokenPolicy, TokenRequests};
 
 /// Connect timeout of a managed client unless configured otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Total timeout of a managed client's requests unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which access token a managed client sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TokenKind {
-    /// The signed-in user's token (refreshed as needed). Without a signed-in
-    /// user, requests fail with 401 before anything is sent.
-    User,
-    /// The client's own token (client credentials grant, cached).
-    Client,
-    /// The user's token for signed-in users, the client's token for
-    /// anonymous ones. A failure to get the user's token is an error unless
-    /// [`ClientRegistration::client_token_on_user_failure`] is set.
-    UserOrClient,
-}
+/// Which access token a managed client sends: the [`TokenPolicy`] proxied
+/// routes use as well.
+#[deprecated(note = "use `oidc_bff::TokenPolicy`")]
+pub type TokenKind = TokenPolicy;
 
 type Configure = Box<dyn FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send>;
 
@@ -64,11 +55,9 @@ type Configure = Box<dyn FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilde
 pub struct ClientRegistration {
     pub(crate) name: String,
     base_url: String,
-    kind: TokenKind,
-    user_request: UserTokenRequest,
-    client_request: ClientCredentialsRequest,
+    policy: TokenPolicy,
+    tokens: TokenRequests,
     retry_on_unauthorized: bool,
-    client_token_on_user_failure: bool,
     configure: Vec<Configure>,
     middleware: Vec<Arc<dyn Middleware>>,
 }
@@ -78,64 +67,54 @@ impl std::fmt::Debug for ClientRegistration {
         f.debug_struct("ClientRegistration")
             .field("name", &self.name)
             .field("base_url", &self.base_url)
-            .field("kind", &self.kind)
-            .field("user_request", &self.user_request)
-            .field("client_request", &self.client_request)
+            .field("policy", &self.policy)
+            .field("tokens", &self.tokens)
             .field("retry_on_unauthorized", &self.retry_on_unauthorized)
-            .field(
-                "client_token_on_user_failure",
-                &self.client_token_on_user_failure,
-            )
             .field("middleware", &self.middleware.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ClientRegistration {
-    /// A client named `name` sending `kind` tokens to `base_url`.
-    pub fn new(name: impl Into<String>, base_url: impl Into<String>, kind: TokenKind) -> Self {
+    /// A client named `name` sending the tokens `policy` calls for to
+    /// `base_url`.
+    pub fn new(name: impl Into<String>, base_url: impl Into<String>, policy: TokenPolicy) -> Self {
         Self {
             name: name.into(),
             base_url: base_url.into(),
-            kind,
-            user_request: UserTokenRequest::default(),
-            client_request: ClientCredentialsRequest::default(),
+            policy,
+            tokens: TokenRequests::default(),
             retry_on_unauthorized: true,
-            client_token_on_user_failure: false,
             configure: Vec::new(),
             middleware: Vec::new(),
         }
     }
 
-    /// A client that sends the signed-in user's token ([`TokenKind::User`]).
+    /// A client that sends the signed-in user's token ([`TokenPolicy::User`]).
     pub fn user(name: impl Into<String>, base_url: impl Into<String>) -> Self {
-        Self::new(name, base_url, TokenKind::User)
+        Self::new(name, base_url, TokenPolicy::User)
     }
 
-    /// A client that sends the client's own token ([`TokenKind::Client`]).
+    /// A client that sends the client's own token ([`TokenPolicy::Client`]).
     pub fn client(name: impl Into<String>, base_url: impl Into<String>) -> Self {
-        Self::new(name, base_url, TokenKind::Client)
+        Self::new(name, base_url, TokenPolicy::Client)
     }
 
     /// A client that sends the user's token, or the client's token for
-    /// anonymous users ([`TokenKind::UserOrClient`]).
+    /// anonymous users ([`TokenPolicy::UserOrClient`]).
     pub fn user_or_client(name: impl Into<String>, base_url: impl Into<String>) -> Self {
-        Self::new(name, base_url, TokenKind::UserOrClient)
+        Self::new(name, base_url, TokenPolicy::UserOrClient)
     }
 
     /// Asks for tokens with these scopes (user and client tokens).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        let scope = scope.into();
-        self.user_request = self.user_request.scope(scope.clone());
-        self.client_request = self.client_request.scope(scope);
+        self.tokens.scope(scope.into());
         self
     }
 
     /// Asks for tokens for this resource (RFC 8707; user and client tokens).
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
-        let resource = resource.into();
-        self.user_request = self.user_request.resource(resource.clone());
-        self.client_request = self.client_request.resource(resource);
+        self.tokens.resource(resource.into());
         self
     }
 
@@ -144,7 +123,7 @@ impl ClientRegistration {
     /// ignored: renewal happens when needed, and after a 401.
     pub fn user_token_request(mut self, mut request: UserTokenRequest) -> Self {
         request.force_renewal = false;
-        self.user_request = request;
+        self.tokens.user = request;
         self
     }
 
@@ -152,7 +131,7 @@ impl ClientRegistration {
     /// and [`resource`](Self::resource) for client tokens), e.g. a token
     /// endpoint other than the discovered one.
     pub fn client_token_request(mut self, request: ClientCredentialsRequest) -> Self {
-        self.client_request = request;
+        self.tokens.client = request;
         self
     }
 
@@ -165,12 +144,12 @@ impl ClientRegistration {
         self
     }
 
-    /// For [`TokenKind::UserOrClient`]: when the user's token cannot be had
+    /// For [`TokenPolicy::UserOrClient`]: when the user's token cannot be had
     /// (refresh rejected, provider down, ...), send the client's token
     /// instead of failing. Off by default: a signed-in user's request never
     /// silently runs with the client's rights.
     pub fn client_token_on_user_failure(mut self, on: bool) -> Self {
-        self.client_token_on_user_failure = on;
+        self.tokens.client_token_on_user_failure = on;
         self
     }
 
@@ -211,10 +190,8 @@ impl ClientRegistration {
             .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
         let source = Arc::new(TokenSource {
             oidc: oidc.clone(),
-            kind: self.kind,
-            user_request: self.user_request,
-            client_request: self.client_request,
-            client_token_on_user_failure: self.client_token_on_user_failure,
+            policy: self.policy,
+            tokens: self.tokens,
         });
         let mut http = reqwest_middleware::ClientBuilder::new(http).with(TokenMiddleware {
             source: source.clone(),

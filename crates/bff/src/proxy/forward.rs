@@ -42,14 +42,15 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use url::Url;
 
-use crate::config::Bff;
+use crate::bff::Bff;
 use crate::cookies;
 use crate::csrf::has_header;
 use crate::error::BffError;
 use crate::proxy::headers::{self, Added};
-use crate::proxy::route::{RemoteApi, TokenRequirement};
+use crate::proxy::route::RemoteApi;
 use crate::proxy::{path, websocket};
 use crate::session::BffSession;
+use crate::token_policy::{Holder, Refused};
 
 /// One mounted remote API: settings plus its HTTP client.
 #[derive(Debug)]
@@ -213,40 +214,31 @@ impl Proxy {
         Ok(url)
     }
 
-    /// The token for this request per the route's requirement. Errors are
-    /// finished responses.
+    /// The token for this request per the route's [`TokenPolicy`](crate::TokenPolicy).
+    /// Errors are finished responses.
     async fn token(&self, parts: &mut Parts) -> Result<Option<AccessToken>, Box<Response>> {
-        let requirement = self.api.token;
-        match requirement {
-            TokenRequirement::None => return Ok(None),
-            TokenRequirement::Client => return self.client_token().await.map(Some),
-            _ => {}
-        }
-        if parts.extensions.get::<Bff>().is_none() {
-            parts.extensions.insert(self.bff.clone());
-        }
-        let had_cookie = cookies::read(&parts.headers, &self.bff.settings().cookie_name).is_some();
-        let session = BffSession::from_parts(parts)
-            .await
-            .map_err(|e| Box::new(e.into_response()))?;
-        match (session, requirement) {
-            (Some(session), _) => session
-                .access_token(&self.api.user_token_request)
+        let policy = self.api.token;
+        let mut had_cookie = false;
+        let session = if policy.uses_session() {
+            if parts.extensions.get::<Bff>().is_none() {
+                parts.extensions.insert(self.bff.clone());
+            }
+            had_cookie = cookies::read(&parts.headers, &self.bff.settings().cookie_name).is_some();
+            BffSession::from_parts(parts)
                 .await
-                .map(Some)
-                .map_err(|e| self.user_token_failed(e, had_cookie)),
-            (None, TokenRequirement::UserOrClient) => self.client_token().await.map(Some),
-            (None, TokenRequirement::UserOrNone) => Ok(None),
-            (None, _) => Err(self.user_token_failed(TokenError::NotAuthenticated, had_cookie)),
-        }
-    }
-
-    async fn client_token(&self) -> Result<AccessToken, Box<Response>> {
-        self.bff
-            .client()
-            .client_access_token(&self.api.client_token_request)
+                .map_err(|e| Box::new(e.into_response()))?
+        } else {
+            None
+        };
+        let user = session.as_ref().map(Holder::Session);
+        match policy
+            .resolve(self.bff.client(), &self.api.tokens, user)
             .await
-            .map_err(|e| Box::new(BffError::from(e).into_response()))
+        {
+            Ok(found) => Ok(found.map(|(token, _)| token)),
+            Err(Refused { error, user: true }) => Err(self.user_token_failed(error, had_cookie)),
+            Err(Refused { error, .. }) => Err(Box::new(BffError::from(error).into_response())),
+        }
     }
 
     /// 401/503 for a failed user token; a dead session's cookie is cleared.

@@ -2,7 +2,8 @@
 //! user's (or the BFF's own) access token attached.
 //!
 //! ```no_run
-//! use oidc_bff::proxy::{RemoteApi, TokenRequirement};
+//! use oidc_bff::TokenPolicy;
+//! use oidc_bff::proxy::RemoteApi;
 //!
 //! # async fn run(bff: oidc_bff::Bff) -> Result<(), Box<dyn std::error::Error>> {
 //! let app: axum::Router = axum::Router::new()
@@ -11,7 +12,7 @@
 //!     // /catalog/... → the catalog with the user's token, or the BFF's own when anonymous
 //!     .merge(bff.proxy(
 //!         RemoteApi::new("/catalog", "https://catalog.internal/".parse()?)
-//!             .token(TokenRequirement::UserOrClient)
+//!             .token(TokenPolicy::UserOrClient)
 //!             .client_token_request(Some("catalog.read".into()), None),
 //!     ))
 //!     .merge(bff.routes())
@@ -32,7 +33,7 @@
 //!   WebSocket handshakes may show the BFF's own `Origin` instead (browsers
 //!   cannot add headers to them). Failures are always 401/403/503 statuses,
 //!   never a redirect to the provider.
-//! - **Token** ([`TokenRequirement`]): the same engine as the extractors —
+//! - **Token** ([`TokenPolicy`](crate::TokenPolicy)): the same engine as the extractors —
 //!   a token about to expire is refreshed first, concurrent requests share
 //!   one refresh, a session whose refresh is rejected is ended (and its
 //!   cookie cleared) and the request answered 401.
@@ -68,9 +69,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::any;
 
-pub use route::{RemoteApi, TokenRequirement};
+pub use route::RemoteApi;
+#[allow(deprecated)]
+pub use route::TokenRequirement;
 
-use crate::config::Bff;
+use crate::bff::Bff;
 use forward::Proxy;
 
 impl Bff {

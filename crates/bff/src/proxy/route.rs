@@ -1,13 +1,13 @@
-//! [`RemoteApi`]: one remote API mounted under a local path prefix, and the
-//! [`TokenRequirement`] of its route.
+//! [`RemoteApi`]: one remote API mounted under a local path prefix, with
+//! the [`TokenPolicy`] of its route.
 //!
 //! ```
 //! use std::time::Duration;
-//! use oidc_bff::proxy::{RemoteApi, TokenRequirement};
-//! use oidc_bff::UserTokenRequest;
+//! use oidc_bff::proxy::RemoteApi;
+//! use oidc_bff::{TokenPolicy, UserTokenRequest};
 //!
 //! let api = RemoteApi::new("/api", "https://api.example.com/v1/".parse().unwrap())
-//!     .token(TokenRequirement::UserOrClient)
+//!     .token(TokenPolicy::UserOrClient)
 //!     .user_token_request(UserTokenRequest::default().resource("https://api.example.com"))
 //!     .client_token_request(Some("catalog.read".into()), None)
 //!     .timeout(Duration::from_secs(10))
@@ -23,33 +23,12 @@ use url::Url;
 
 use crate::error::BffError;
 use crate::proxy::path;
+use crate::token_policy::{TokenPolicy, TokenRequests};
 
-/// Which access token a proxied route sends upstream.
-///
-/// In configuration files: `"none"`, `"user"`, `"client"`,
-/// `"user-or-client"`, `"user-or-none"`.
-///
-/// ```
-/// use oidc_bff::proxy::TokenRequirement;
-///
-/// let t: TokenRequirement = serde_json::from_str("\"user-or-client\"").unwrap();
-/// assert_eq!(t, TokenRequirement::UserOrClient);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TokenRequirement {
-    /// No token: the request is forwarded without `Authorization`.
-    None,
-    /// The signed-in user's token; anonymous requests get 401.
-    #[default]
-    User,
-    /// The BFF's own client credentials token, whoever asks.
-    Client,
-    /// The user's token when signed in, else the client credentials token.
-    UserOrClient,
-    /// The user's token when signed in, else no token.
-    UserOrNone,
-}
+/// Which access token a proxied route sends upstream: the [`TokenPolicy`]
+/// managed clients use as well.
+#[deprecated(note = "use `oidc_bff::TokenPolicy`")]
+pub type TokenRequirement = TokenPolicy;
 
 /// A remote API mounted under a local path prefix; see [`Bff::proxy`](crate::Bff::proxy).
 ///
@@ -60,9 +39,8 @@ pub enum TokenRequirement {
 pub struct RemoteApi {
     pub(crate) local_prefix: String,
     pub(crate) upstream: Url,
-    pub(crate) token: TokenRequirement,
-    pub(crate) user_token_request: UserTokenRequest,
-    pub(crate) client_token_request: ClientCredentialsRequest,
+    pub(crate) token: TokenPolicy,
+    pub(crate) tokens: TokenRequests,
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) websockets: bool,
@@ -75,29 +53,46 @@ impl RemoteApi {
         RemoteApi {
             local_prefix: local_prefix.into(),
             upstream,
-            token: TokenRequirement::User,
-            user_token_request: UserTokenRequest::default(),
-            client_token_request: ClientCredentialsRequest::default(),
+            token: TokenPolicy::User,
+            tokens: TokenRequests::default(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             websockets: false,
         }
     }
 
-    /// The token the route sends upstream (default [`TokenRequirement::User`]).
-    pub fn token(mut self, t: TokenRequirement) -> Self {
-        self.token = t;
+    /// The token the route sends upstream (default [`TokenPolicy::User`]).
+    pub fn token(mut self, policy: TokenPolicy) -> Self {
+        self.token = policy;
         self
     }
 
-    /// Resource and scope of the user token (default: the sign-in token).
+    /// Asks for tokens with these scopes (user and client tokens; default:
+    /// the sign-in token's scopes, the client's default scopes).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.tokens.scope(scope.into());
+        self
+    }
+
+    /// Asks for tokens for this resource (RFC 8707; user and client tokens;
+    /// default: none).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.tokens.resource(resource.into());
+        self
+    }
+
+    /// Resource and scope of the user token (replaces [`scope`](Self::scope)
+    /// and [`resource`](Self::resource) for user tokens; default: the
+    /// sign-in token).
     pub fn user_token_request(mut self, r: UserTokenRequest) -> Self {
-        self.user_token_request = r;
+        self.tokens.user = r;
         self
     }
 
     /// Scope and resource of the client credentials token, for
-    /// [`TokenRequirement::Client`] and [`TokenRequirement::UserOrClient`].
+    /// [`TokenPolicy::Client`] and [`TokenPolicy::UserOrClient`] (replaces
+    /// [`scope`](Self::scope) and [`resource`](Self::resource) for client
+    /// tokens; default: neither).
     pub fn client_token_request(mut self, scope: Option<String>, resource: Option<String>) -> Self {
         let mut request = ClientCredentialsRequest::default();
         if let Some(scope) = scope {
@@ -106,7 +101,16 @@ impl RemoteApi {
         if let Some(resource) = resource {
             request = request.resource(resource);
         }
-        self.client_token_request = request;
+        self.tokens.client = request;
+        self
+    }
+
+    /// For [`TokenPolicy::UserOrClient`]: when the user's token cannot be had
+    /// (refresh rejected, provider down, ...), send the client's token
+    /// instead of failing. Off by default: a signed-in user's request never
+    /// silently runs with the client's rights.
+    pub fn client_token_on_user_failure(mut self, on: bool) -> Self {
+        self.tokens.client_token_on_user_failure = on;
         self
     }
 
@@ -186,7 +190,7 @@ mod tests {
     #[test]
     fn defaults() {
         let a = api("/api/", "http://127.0.0.1:7000/v1/");
-        assert_eq!(a.token, TokenRequirement::User);
+        assert_eq!(a.token, TokenPolicy::User);
         assert_eq!(a.timeout, Duration::from_secs(30));
         assert_eq!(a.connect_timeout, Duration::from_secs(5));
         assert!(!a.websockets);
@@ -224,15 +228,15 @@ mod tests {
     #[test]
     fn token_requirements_deserialize() {
         for (raw, t) in [
-            ("none", TokenRequirement::None),
-            ("user", TokenRequirement::User),
-            ("client", TokenRequirement::Client),
-            ("user-or-client", TokenRequirement::UserOrClient),
-            ("user-or-none", TokenRequirement::UserOrNone),
+            ("none", TokenPolicy::None),
+            ("user", TokenPolicy::User),
+            ("client", TokenPolicy::Client),
+            ("user-or-client", TokenPolicy::UserOrClient),
+            ("user-or-none", TokenPolicy::UserOrNone),
         ] {
-            let parsed: TokenRequirement = serde_json::from_str(&format!("\"{raw}\"")).unwrap();
+            let parsed: TokenPolicy = serde_json::from_str(&format!("\"{raw}\"")).unwrap();
             assert_eq!(parsed, t);
         }
-        assert!(serde_json::from_str::<TokenRequirement>("\"User\"").is_err());
+        assert!(serde_json::from_str::<TokenPolicy>("\"User\"").is_err());
     }
 }

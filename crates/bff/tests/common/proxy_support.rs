@@ -16,7 +16,8 @@ use axum::routing::{any, get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use oidc_bff::proxy::{RemoteApi, TokenRequirement};
+use oidc_bff::TokenPolicy;
+use oidc_bff::proxy::RemoteApi;
 use oidc_bff::{Bff, OidcConfig};
 use oidc_bff_dev_idp::{DevIdp, RunningIdp};
 use oidc_bff_tokens::{ManualClock, SessionId, SessionStore};
@@ -372,28 +373,25 @@ pub async fn start_with_store(
     let bff = builder.build().expect("bff");
 
     let v1: url::Url = format!("{}/v1/", upstream.url).parse().unwrap();
-    let mount = |prefix: &str, t: TokenRequirement| RemoteApi::new(prefix, v1.clone()).token(t);
+    let mount = |prefix: &str, t: TokenPolicy| RemoteApi::new(prefix, v1.clone()).token(t);
     let client_scope = || Some("catalog.read".to_owned());
     let dead: url::Url = format!("http://{}/", dead_port().await).parse().unwrap();
     let ws_url: url::Url = ws.url.parse().unwrap();
     let app = Router::new()
-        .merge(bff.proxy(mount("/api", TokenRequirement::User)))
-        .merge(bff.proxy(mount("/open", TokenRequirement::None)))
-        .merge(bff.proxy(mount("/maybe", TokenRequirement::UserOrNone)))
-        .merge(
-            bff.proxy(
-                mount("/either", TokenRequirement::UserOrClient)
-                    .client_token_request(client_scope(), None),
-            ),
-        )
+        .merge(bff.proxy(mount("/api", TokenPolicy::User)))
+        .merge(bff.proxy(mount("/open", TokenPolicy::None)))
+        .merge(bff.proxy(mount("/maybe", TokenPolicy::UserOrNone)))
         .merge(bff.proxy(
-            mount("/m2m", TokenRequirement::Client).client_token_request(client_scope(), None),
+            mount("/either", TokenPolicy::UserOrClient).client_token_request(client_scope(), None),
         ))
         .merge(
-            bff.proxy(mount("/slow", TokenRequirement::None).timeout(Duration::from_millis(300))),
+            bff.proxy(
+                mount("/m2m", TokenPolicy::Client).client_token_request(client_scope(), None),
+            ),
         )
-        .merge(bff.proxy(mount("/trickle", TokenRequirement::None).timeout(Duration::from_secs(1))))
-        .merge(bff.proxy(RemoteApi::new("/dead", dead).token(TokenRequirement::None)))
+        .merge(bff.proxy(mount("/slow", TokenPolicy::None).timeout(Duration::from_millis(300))))
+        .merge(bff.proxy(mount("/trickle", TokenPolicy::None).timeout(Duration::from_secs(1))))
+        .merge(bff.proxy(RemoteApi::new("/dead", dead).token(TokenPolicy::None)))
         .merge(bff.proxy(RemoteApi::new("/ws", ws_url.clone()).websockets(true)))
         .merge(bff.proxy(RemoteApi::new("/ws-off", ws_url)))
         .merge(
