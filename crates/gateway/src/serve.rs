@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use oidc_bff::Bff;
-use oidc_bff::tokens::store::{KeyRing, OpenOptions, open_url, spawn_cleanup};
+use oidc_bff::tokens::store::{OpenOptions, open_url, spawn_cleanup};
 use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::timeout::TimeoutLayer;
@@ -61,8 +61,12 @@ impl Gateway {
             // schema); until the store answers, requests get 503 and
             // /readyz reports it.
             persistent => {
-                let keys = KeyRing::from_config(&config.session.encryption_keys)
-                    .map_err(|e| GatewayError::Startup(format!("session.encryption_keys: {e}")))?;
+                // Built once, while the settings were validated.
+                let keys = config.key_ring().cloned().ok_or_else(|| {
+                    GatewayError::Startup(
+                        "session.encryption_keys: a persistent session store needs a key".into(),
+                    )
+                })?;
                 let mut options = OpenOptions::new()
                     .encryption(keys)
                     .operation_timeout(config.session.operation_timeout);
@@ -79,9 +83,6 @@ impl Gateway {
             .csrf_header(config.csrf.header.clone(), config.csrf.value.clone())
             .store(store)
             .build()?;
-        for api in &config.api {
-            api.remote_api().validate()?;
-        }
         Ok(Self {
             config: Arc::new(config),
             bff,
@@ -122,8 +123,9 @@ impl Gateway {
         // Timeouts of proxied calls are the APIs' own; the server's request
         // timeout covers everything else.
         app = app.layer(timeout);
-        for api in &self.config.api {
-            app = app.merge(self.bff.proxy(api.remote_api()));
+        // Checked while the settings were validated.
+        for api in self.config.remote_apis() {
+            app = app.merge(self.bff.proxy(api.clone()));
         }
         if let Some(files) = &self.config.static_files {
             let dir = ServeDir::new(&files.dir);

@@ -1,0 +1,379 @@
+//! Loading: the TOML file, the `OIDC_BFF__*` environment overrides merged
+//! over it, `[oidc]` with its `client_secret_file`, and every error turned
+//! into a [`Problem`] that names its key and origin.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use oidc_bff::OidcConfig;
+use oidc_bff::tokens::ClientSecret;
+
+use super::locate::{line_of, locate};
+use super::redact::redact_message;
+use super::{
+    Built, ConfigError, ENV_PREFIX, GatewayConfig, Origin, Problem, RawConfig, StaticFilesConfig,
+    validate,
+};
+
+/// Loads and validates one configuration.
+pub(super) struct Loader {
+    text: String,
+    file: Option<PathBuf>,
+    doc: toml_edit::ImDocument<String>,
+    /// `OIDC_BFF__*` variables: dotted lowercase key → (name, value).
+    env: BTreeMap<String, (String, String)>,
+    problems: Vec<Problem>,
+}
+
+impl Loader {
+    pub(super) fn new<I, K, V>(
+        text: String,
+        file: Option<PathBuf>,
+        env: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let doc = toml_edit::ImDocument::parse(text.clone()).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            ConfigError {
+                problems: vec![Problem {
+                    key: None,
+                    origin: match (&file, line) {
+                        (Some(path), Some(line)) => Some(Origin::File {
+                            path: path.clone(),
+                            line,
+                        }),
+                        _ => None,
+                    },
+                    message: format!("invalid TOML: {}", e.message()),
+                }],
+            }
+        })?;
+        let env = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let name: String = k.into();
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                if rest.is_empty() || rest.split("__").any(str::is_empty) {
+                    return None;
+                }
+                let key = rest
+                    .split("__")
+                    .collect::<Vec<_>>()
+                    .join(".")
+                    .to_ascii_lowercase();
+                Some((key, (name, v.into())))
+            })
+            .collect();
+        Ok(Self {
+            text,
+            file,
+            doc,
+            env,
+            problems: Vec::new(),
+        })
+    }
+
+    fn figment(&mut self) -> Figment {
+        let base = match &self.file {
+            Some(path) => Figment::from(Toml::file_exact(path)),
+            None => Figment::from(Toml::string(&self.text)),
+        };
+        // Overrides of `[[api]]` entries are applied index by index to the
+        // file's list; all other keys nest normally.
+        let mut dict = Dict::new();
+        let mut api = match base.find_value("api") {
+            Ok(Value::Array(_, items)) => Some(items),
+            _ => None,
+        };
+        // Numeric parts in numeric order, so `api.2` is added before `api.10`.
+        let mut overrides: Vec<_> = self.env.iter().collect();
+        overrides.sort_by_key(|(key, _)| {
+            key.split('.')
+                .map(|p| {
+                    p.parse::<usize>()
+                        .map_or_else(|_| p.to_owned(), |n| format!("{n:020}"))
+                })
+                .collect::<Vec<_>>()
+        });
+        for (key, (name, raw)) in overrides {
+            let value = env_value(raw);
+            let parts: Vec<&str> = key.split('.').collect();
+            if let ["api", index, rest @ ..] = parts.as_slice() {
+                let items = api.get_or_insert_with(Vec::new);
+                let Ok(i) = index.parse::<usize>() else {
+                    self.problems.push(Problem {
+                        key: Some(key.clone()),
+                        origin: Some(Origin::Env(name.clone())),
+                        message: "entries of `api` are addressed by index, e.g. OIDC_BFF__API__0__UPSTREAM"
+                            .into(),
+                    });
+                    continue;
+                };
+                if i > items.len() {
+                    self.problems.push(Problem {
+                        key: Some(key.clone()),
+                        origin: Some(Origin::Env(name.clone())),
+                        message: format!(
+                            "only indexes 0 to {} of `api` exist; a new entry must use index {}",
+                            items.len().saturating_sub(1),
+                            items.len()
+                        ),
+                    });
+                    continue;
+                }
+                if i == items.len() {
+                    items.push(Value::from(Dict::new()));
+                }
+                if rest.is_empty() {
+                    items[i] = value;
+                } else if let Value::Dict(_, entry) = &mut items[i] {
+                    insert_path(entry, rest, value);
+                }
+                continue;
+            }
+            insert_path(&mut dict, &parts, value);
+        }
+        if let Some(items) = api
+            && self.env.keys().any(|k| k.starts_with("api."))
+        {
+            dict.insert("api".into(), Value::from(items));
+        }
+        base.merge(EnvOverrides { dict })
+    }
+
+    pub(super) fn load(mut self) -> Result<GatewayConfig, ConfigError> {
+        let figment = self.figment();
+        let raw: Option<RawConfig> = match figment.extract_lossy::<RawConfig>() {
+            Ok(raw) => Some(raw),
+            Err(err) => {
+                self.figment_problems(err, &[]);
+                None
+            }
+        };
+        let oidc = self.oidc(&figment);
+        let (raw, oidc) = match (raw, oidc) {
+            (Some(raw), Some(oidc)) if self.problems.is_empty() => (raw, oidc),
+            _ => return Err(self.into_error()),
+        };
+        let static_files = raw.static_files.map(|s| StaticFilesConfig {
+            dir: s.dir.relative(),
+            spa_fallback: s.spa_fallback,
+        });
+        let from_env = self
+            .env
+            .iter()
+            .map(|(k, (name, _))| (k.clone(), name.clone()))
+            .collect();
+        let config = GatewayConfig {
+            listen: raw.listen,
+            public_url: raw.public_url,
+            oidc,
+            session: raw.session,
+            csrf: raw.csrf,
+            server: raw.server,
+            static_files,
+            log: raw.log,
+            api: raw.api,
+            from_env,
+            built: Built::default(),
+        };
+        match validate::validate(&config) {
+            Ok(built) => Ok(GatewayConfig { built, ..config }),
+            Err(found) => {
+                for (key, message) in found {
+                    self.problem(&key, message);
+                }
+                Err(self.into_error())
+            }
+        }
+    }
+
+    /// Reads `[oidc]` into [`OidcConfig`], taking the client secret from
+    /// `client_secret_file` when given.
+    fn oidc(&mut self, figment: &Figment) -> Option<OidcConfig> {
+        let mut dict = match figment.find_value("oidc") {
+            Ok(Value::Dict(_, dict)) => dict,
+            // RawConfig reports a missing or mistyped section.
+            _ => return None,
+        };
+        let secret_file = dict.remove("client_secret_file").map(|_| {
+            figment
+                .extract_inner_lossy::<RelativePathBuf>("oidc.client_secret_file")
+                .map_err(Box::new)
+        });
+        let secret_file = match secret_file {
+            None => None,
+            Some(Ok(path)) => Some(path.relative()),
+            Some(Err(err)) => {
+                self.figment_problems(*err, &[]);
+                return None;
+            }
+        };
+        let mut oidc = match Figment::from(Serialized::defaults(dict)).extract_lossy::<OidcConfig>()
+        {
+            Ok(oidc) => oidc,
+            Err(err) => {
+                self.figment_problems(err, &["oidc"]);
+                return None;
+            }
+        };
+        if let Some(path) = secret_file {
+            if oidc.client_secret.is_some() {
+                self.problem(
+                    "oidc.client_secret_file",
+                    "give either `client_secret` or `client_secret_file`, not both",
+                );
+                return None;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(secret) => {
+                    let secret = secret.trim_end_matches(['\r', '\n']);
+                    if secret.is_empty() {
+                        self.problem(
+                            "oidc.client_secret_file",
+                            format!("{} is empty", path.display()),
+                        );
+                        return None;
+                    }
+                    oidc.client_secret = Some(ClientSecret::new(secret));
+                }
+                Err(e) => {
+                    self.problem(
+                        "oidc.client_secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(oidc)
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let path: Vec<&str> = key.split('.').collect();
+        let origin = self.origin(&path);
+        self.problems.push(Problem {
+            key: Some(key.to_owned()),
+            origin,
+            message: message.into(),
+        });
+    }
+
+    /// Turns figment's errors into problems; `prefix` is the path of the
+    /// value the failing extraction started at.
+    fn figment_problems(&mut self, err: figment::Error, prefix: &[&str]) {
+        for err in err {
+            let mut path: Vec<String> = prefix.iter().map(|s| (*s).to_owned()).collect();
+            path.extend(err.path.iter().cloned());
+            let (message, leaf) = match &err.kind {
+                figment::error::Kind::UnknownField(field, expected) => (
+                    if expected.is_empty() {
+                        "unknown key".to_owned()
+                    } else {
+                        format!("unknown key; expected one of: {}", expected.join(", "))
+                    },
+                    Some(field.clone()),
+                ),
+                figment::error::Kind::MissingField(field) => {
+                    ("missing required key".to_owned(), Some(field.to_string()))
+                }
+                kind => (kind.to_string(), None),
+            };
+            if let Some(leaf) = leaf
+                && path.last() != Some(&leaf)
+            {
+                path.push(leaf);
+            }
+            let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+            let origin = self.origin(&parts);
+            self.problems.push(Problem {
+                key: (!path.is_empty()).then(|| path.join(".")),
+                origin,
+                message: redact_message(&message, &parts),
+            });
+        }
+    }
+
+    /// The environment variable that set `path`, else the line of the file
+    /// holding it (or its closest enclosing table).
+    fn origin(&self, path: &[&str]) -> Option<Origin> {
+        let key = path.join(".");
+        if let Some((name, _)) = self.env.get(&key) {
+            return Some(Origin::Env(name.clone()));
+        }
+        let file = self
+            .file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<config>"));
+        let offset = locate(&self.doc, path)?;
+        Some(Origin::File {
+            path: file,
+            line: line_of(&self.text, offset),
+        })
+    }
+
+    fn into_error(self) -> ConfigError {
+        ConfigError {
+            problems: self.problems,
+        }
+    }
+}
+
+/// Parses an environment value like figment's `Env` does, but keeps
+/// scalars as strings: lossy extraction turns them into numbers or booleans
+/// only where one is expected, so a numeric secret stays a string.
+fn env_value(raw: &str) -> Value {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        let Ok(value) = trimmed.parse::<Value>();
+        if matches!(value, Value::Array(..) | Value::Dict(..)) {
+            return value;
+        }
+    }
+    Value::from(raw.to_owned())
+}
+
+fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// The environment overrides as a figment provider.
+struct EnvOverrides {
+    dict: Dict,
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable").interpolater(|_: &Profile, keys: &[&str]| {
+            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}

@@ -1,0 +1,149 @@
+//! Unit tests of loading, locating and redacting.
+
+use super::redact::redact_query;
+use super::*;
+
+const BASE: &str = r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+oidc = { authority = "http://127.0.0.1:9000", client_id = "bff" }
+
+[[api]]
+path = "/api"
+upstream = "http://127.0.0.1:7000"
+"#;
+
+fn load(env: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+    GatewayConfig::from_toml_str(BASE, env.iter().copied())
+}
+
+#[test]
+fn numeric_env_values_stay_strings_for_string_keys() {
+    let c = load(&[
+        ("OIDC_BFF__OIDC__CLIENT_SECRET", "12345"),
+        ("OIDC_BFF__OIDC__REFRESH_MARGIN", "45"),
+        ("OIDC_BFF__OIDC__LOAD_USERINFO", "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.oidc.client_secret.unwrap().secret(), "12345");
+    assert_eq!(c.oidc.refresh_margin, Duration::from_secs(45));
+    assert!(c.oidc.load_userinfo);
+}
+
+#[test]
+fn api_entries_are_overridden_and_added_by_index() {
+    let mut env = vec![
+        ("OIDC_BFF__API__0__TOKEN", "none".to_owned()),
+        ("OIDC_BFF__OIDC__CLIENT_SECRET", "s".to_owned()),
+    ];
+    // Indexes 1..=10, given out of numeric order.
+    let names: Vec<(String, String)> = (1..=10)
+        .rev()
+        .flat_map(|i| {
+            [
+                (format!("OIDC_BFF__API__{i}__PATH"), format!("/p{i}")),
+                (
+                    format!("OIDC_BFF__API__{i}__UPSTREAM"),
+                    "http://127.0.0.1:1".to_owned(),
+                ),
+            ]
+        })
+        .collect();
+    let c = GatewayConfig::from_toml_str(
+        BASE,
+        env.drain(..).map(|(k, v)| (k.to_owned(), v)).chain(names),
+    )
+    .unwrap();
+    assert_eq!(c.api.len(), 11);
+    assert_eq!(c.api[0].token, TokenPolicy::None);
+    assert_eq!(c.api[10].path, "/p10");
+    assert_eq!(c.from_env["api.0.token"], "OIDC_BFF__API__0__TOKEN");
+}
+
+#[test]
+fn inline_tables_are_located() {
+    let err = GatewayConfig::from_toml_str(
+        &BASE.replace("client_id = \"bff\"", "client_id = \"bff\", nope = 1"),
+        std::iter::empty::<(String, String)>(),
+    )
+    .unwrap_err();
+    assert_eq!(err.problems[0].key.as_deref(), Some("oidc.nope"));
+    assert!(
+        matches!(err.problems[0].origin, Some(Origin::File { line: 4, .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn secret_query_parameters_are_redacted() {
+    assert_eq!(
+        redact_query("password=a&sslmode=disable&PassWord=b&x&api%5Fkey=c&Token=d&user=u"),
+        "password=[redacted]&sslmode=disable&PassWord=[redacted]&x&api%5Fkey=[redacted]\
+         &Token=[redacted]&user=u"
+    );
+    let store = StoreKind::Postgres(
+        "postgres://u:pw1@h:5432/db?password=pw2&application_name=bff&client_secret=pw3".to_owned(),
+    );
+    let shown = store.shown();
+    for secret in ["pw1", "pw2", "pw3"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert!(shown.contains("application_name=bff"), "{shown}");
+    let debug = format!("{store:?}");
+    assert!(debug.starts_with("Postgres(\"postgres://u:"), "{debug}");
+    for secret in ["pw1", "pw2", "pw3"] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
+    let sqlite = StoreKind::Sqlite("sqlite://s.db?mode=rwc&key=pw4".to_owned());
+    assert_eq!(sqlite.shown(), "sqlite://s.db?mode=rwc&key=[redacted]");
+}
+
+#[test]
+fn secrets_are_not_quoted_in_errors() {
+    let err = load(&[("OIDC_BFF__OIDC__CLIENT_SECRET", "[hunter2]")]).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert_eq!(err.problems[0].key.as_deref(), Some("oidc.client_secret"));
+}
+
+#[test]
+fn rendered_settings_are_toml_from_the_schema_with_env_comments() {
+    let c = load(&[
+        ("OIDC_BFF__OIDC__REFRESH_MARGIN", "45"),
+        ("OIDC_BFF__API__0__SCOPE", "api.read"),
+    ])
+    .unwrap();
+    let text = c.to_string();
+    let doc: toml_edit::DocumentMut = text.parse().expect("valid TOML");
+    // Every section of the schema is there, defaults included.
+    for section in ["oidc", "session", "csrf", "server", "log"] {
+        assert!(doc.get(section).is_some_and(|s| s.is_table()), "{text}");
+    }
+    assert_eq!(doc["api"][0]["scope"].as_str(), Some("api.read"));
+    assert_eq!(doc["oidc"]["refresh_margin"].as_integer(), Some(45));
+    assert!(text.contains("refresh_margin = 45  # from OIDC_BFF__OIDC__REFRESH_MARGIN"));
+    assert!(text.contains("scope = \"api.read\"  # from OIDC_BFF__API__0__SCOPE"));
+    assert!(
+        text.contains("client_secret = \"\"  # none: public client"),
+        "{text}"
+    );
+    assert!(text.contains("# default: one per core"), "{text}");
+    assert!(!text.contains("[static]"), "{text}");
+}
+
+#[test]
+fn validation_builds_the_routes_and_the_key_ring_once() {
+    let c = load(&[("OIDC_BFF__API__0__TOKEN", "user-or-none")]).unwrap();
+    assert_eq!(c.remote_apis().len(), 1);
+    assert_eq!(c.remote_apis()[0].local_prefix(), "/api");
+    assert!(c.key_ring().is_none(), "memory store: no keys");
+
+    let c = load(&[
+        ("OIDC_BFF__SESSION__STORE", "sqlite://sessions.db"),
+        (
+            "OIDC_BFF__SESSION__ENCRYPTION_KEYS",
+            "[\"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]",
+        ),
+    ])
+    .unwrap();
+    assert!(c.key_ring().is_some());
+}

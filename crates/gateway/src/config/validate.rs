@@ -1,0 +1,245 @@
+//! Validation: one check per section of the file, every problem reported at
+//! once. What the checks build on the way (the key ring, the proxy routes)
+//! is kept, so the gateway does not build it a second time.
+
+use oidc_bff::TokenPolicy;
+use oidc_bff::proxy::RemoteApi;
+use oidc_bff::tokens::store::KeyRing;
+use url::Url;
+
+use super::{Built, GatewayConfig, StoreKind};
+
+/// The problems found so far: dotted key and message.
+#[derive(Default)]
+struct Found(Vec<(String, String)>);
+
+impl Found {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push((key.into(), message.into()));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Checks every section of `c`: the objects built from it, or all problems
+/// found (dotted key and message), in the order of the file's sections.
+pub(super) fn validate(c: &GatewayConfig) -> Result<Built, Vec<(String, String)>> {
+    let mut found = Found::default();
+    public_url(c, &mut found);
+    oidc(c, &mut found);
+    let key_ring = session(c, &mut found);
+    csrf(c, &mut found);
+    server(c, &mut found);
+    static_files(c, &mut found);
+    log(c, &mut found);
+    let remote_apis = api(c, &mut found);
+    if found.is_empty() {
+        Ok(Built {
+            key_ring,
+            remote_apis,
+        })
+    } else {
+        Err(found.0)
+    }
+}
+
+/// `public_url`.
+fn public_url(c: &GatewayConfig, found: &mut Found) {
+    match c.public_url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&c.public_url) => {}
+        "http" => found.add(
+            "public_url",
+            "must be an https URL (http only for loopback): the session cookie is Secure",
+        ),
+        _ => found.add("public_url", "must be an http(s) URL"),
+    }
+    if c.public_url.query().is_some() || c.public_url.fragment().is_some() {
+        found.add("public_url", "must not have a query or fragment");
+    }
+}
+
+/// `[oidc]`; the token engine's own checks run when nothing else is wrong.
+fn oidc(c: &GatewayConfig, found: &mut Found) {
+    match c.oidc.authority.scheme() {
+        "https" => {}
+        "http" if is_loopback(&c.oidc.authority) => {}
+        _ => found.add(
+            "oidc.authority",
+            "must be an https URL (http is accepted for loopback only)",
+        ),
+    }
+    if c.oidc.client_id.is_empty() {
+        found.add("oidc.client_id", "must not be empty");
+    }
+    if !c.oidc.scopes.iter().any(|s| s == "openid") {
+        found.add("oidc.scopes", "must include \"openid\"");
+    }
+    for (key, value) in [
+        ("connect_timeout", c.oidc.connect_timeout),
+        ("request_timeout", c.oidc.request_timeout),
+    ] {
+        if value.is_zero() {
+            found.add(format!("oidc.{key}"), "must be greater than zero");
+        }
+    }
+    if found.is_empty()
+        && let Err(err) = c.oidc.validate()
+    {
+        found.add("oidc", err.to_string());
+    }
+}
+
+/// `[session]`: the key ring of a persistent store.
+fn session(c: &GatewayConfig, found: &mut Found) -> Option<KeyRing> {
+    let mut key_ring = None;
+    if c.session.store != StoreKind::Memory {
+        if c.session.encryption_keys.is_empty() {
+            found.add(
+                "session.encryption_keys",
+                "a persistent session store needs at least one key (\"id:base64 of 32 random \
+                 bytes\", e.g. from `openssl rand -base64 32`): tokens are encrypted at rest",
+            );
+        } else {
+            match KeyRing::from_config(&c.session.encryption_keys) {
+                Ok(keys) => key_ring = Some(keys),
+                Err(err) => found.add("session.encryption_keys", err.to_string()),
+            }
+        }
+    }
+    if c.session.operation_timeout.is_zero() {
+        found.add("session.operation_timeout", "must be greater than zero");
+    }
+    let cookie = &c.session.cookie_name;
+    if cookie.is_empty()
+        || !cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        found.add(
+            "session.cookie_name",
+            "may only hold letters, digits, '-', '_' and '.'",
+        );
+    }
+    key_ring
+}
+
+/// `[csrf]`.
+fn csrf(c: &GatewayConfig, found: &mut Found) {
+    if let Err(why) = oidc_bff::csrf::check_header_name(&c.csrf.header) {
+        found.add("csrf.header", why);
+    }
+    if let Err(why) = oidc_bff::csrf::check_header_value(&c.csrf.value) {
+        found.add("csrf.value", why);
+    }
+}
+
+/// `[server]`.
+fn server(c: &GatewayConfig, found: &mut Found) {
+    if c.server.request_timeout.is_zero() {
+        found.add("server.request_timeout", "must be greater than zero");
+    }
+}
+
+/// `[static]`.
+fn static_files(c: &GatewayConfig, found: &mut Found) {
+    if let Some(s) = &c.static_files
+        && !s.dir.is_dir()
+    {
+        found.add(
+            "static.dir",
+            format!("{} is not a directory", s.dir.display()),
+        );
+    }
+}
+
+/// `[log]`.
+fn log(c: &GatewayConfig, found: &mut Found) {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        found.add("log.level", format!("not a valid filter: {e}"));
+    }
+}
+
+/// `[[api]]`: the proxy route of each entry.
+fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
+    let mut seen = Vec::new();
+    let mut routes = Vec::with_capacity(c.api.len());
+    for (i, api) in c.api.iter().enumerate() {
+        let key = |k: &str| format!("api.{i}.{k}");
+        let path = api.path.as_str();
+        if !path.starts_with('/') || path.len() < 2 {
+            found.add(key("path"), "must be a path like \"/api\"");
+        } else if path.ends_with('/')
+            || path.contains(['?', '#', '%', '*', '{', '}', ' '])
+            || path.split('/').any(|s| s == "." || s == "..")
+            || path.contains("//")
+        {
+            found.add(
+                key("path"),
+                "must be a plain path like \"/api\" (no trailing '/', no '..', '%', '*', '?' or '#')",
+            );
+        } else if is_under(path, "/bff") || is_under(path, "/healthz") || is_under(path, "/readyz")
+        {
+            found.add(
+                key("path"),
+                "collides with the gateway's own endpoints (/bff, /healthz, /readyz)",
+            );
+        } else if let Some(j) = seen
+            .iter()
+            .position(|p: &&str| is_under(path, p) || is_under(p, path))
+        {
+            found.add(key("path"), format!("overlaps with api.{j}.path"));
+        }
+        seen.push(path);
+        if !matches!(api.upstream.scheme(), "http" | "https") || api.upstream.host().is_none() {
+            found.add(key("upstream"), "must be an http(s) URL");
+        }
+        if api.upstream.query().is_some() || api.upstream.fragment().is_some() {
+            found.add(key("upstream"), "must not have a query or fragment");
+        }
+        if matches!(api.token, TokenPolicy::Client | TokenPolicy::UserOrClient)
+            && c.oidc.client_secret.is_none()
+        {
+            found.add(
+                key("token"),
+                "client tokens need `oidc.client_secret` (or `oidc.client_secret_file`)",
+            );
+        }
+        if !api.upstream.username().is_empty() || api.upstream.password().is_some() {
+            found.add(key("upstream"), "must not hold credentials");
+        }
+        if api.timeout.is_zero() {
+            found.add(key("timeout"), "must be greater than zero");
+        }
+        if api.connect_timeout.is_zero() {
+            found.add(key("connect_timeout"), "must be greater than zero");
+        }
+        let route = api.remote_api();
+        if found.is_empty() {
+            // The proxy's own checks, as a backstop.
+            if let Err(err) = route.validate() {
+                found.add(format!("api.{i}"), err.to_string());
+            }
+        }
+        routes.push(route);
+    }
+    routes
+}
+
+fn is_under(path: &str, prefix: &str) -> bool {
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
