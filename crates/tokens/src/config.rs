@@ -36,51 +36,58 @@ pub struct OidcConfig {
     pub authority: Url,
     /// Our client id at the provider.
     pub client_id: String,
-    /// Our client secret (confidential client). `None` for a public client.
+    /// Our client secret (confidential client). `None` (the default) for a
+    /// public client.
     #[serde(default)]
     pub client_secret: Option<ClientSecret>,
-    /// Scopes requested at sign-in.
+    /// Scopes requested at sign-in (default `openid profile offline_access`).
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// Renew the access token when it expires within this margin.
+    /// Renew the access token when it expires within this margin (default 60 s).
     #[serde(default = "default_refresh_margin", with = "secs")]
     pub refresh_margin: Duration,
-    /// Lifetime assumed for an access token whose response lacks `expires_in`.
+    /// Lifetime assumed for an access token whose response lacks `expires_in`
+    /// (default 300 s).
     #[serde(default = "default_token_lifetime", with = "secs")]
     pub default_token_lifetime: Duration,
-    /// Clock skew tolerated when validating id_tokens.
+    /// Clock skew tolerated when validating id_tokens (default 60 s).
     #[serde(default = "default_leeway", with = "secs")]
     pub clock_leeway: Duration,
-    /// How long a fetched discovery document is used before it is fetched again.
+    /// How long a fetched discovery document is used before it is fetched
+    /// again (default 1 h).
     #[serde(default = "default_discovery_refresh", with = "secs")]
     pub discovery_refresh: Duration,
-    /// The least time between two JWKS fetches caused by an unknown `kid`.
+    /// The least time between two JWKS fetches caused by an unknown `kid`
+    /// (default 30 s).
     #[serde(default = "default_jwks_refetch", with = "secs")]
     pub jwks_min_refetch: Duration,
-    /// Connect timeout of every call to the provider.
+    /// Connect timeout of every call to the provider (default 5 s).
     #[serde(default = "default_connect_timeout", with = "secs")]
     pub connect_timeout: Duration,
-    /// Total timeout of every call to the provider.
+    /// Total timeout of every call to the provider (default 15 s).
     #[serde(default = "default_request_timeout", with = "secs")]
     pub request_timeout: Duration,
     /// Initial time-to-live of a session's refresh lease (renewed while the
-    /// refresh runs); bounds how long a crashed instance blocks others.
+    /// refresh runs; default 5 s); bounds how long a crashed instance blocks
+    /// others.
     #[serde(default = "default_refresh_lease", with = "secs")]
     pub refresh_lease: Duration,
-    /// Absolute lifetime of a session.
+    /// Absolute lifetime of a session (default 8 h).
     #[serde(default = "default_session_lifetime", with = "secs")]
     pub session_lifetime: Duration,
     /// Idle (sliding) lifetime: a session unused for this long ends, even
     /// before its absolute lifetime. `None` (the default) disables it.
     #[serde(default, with = "opt_secs")]
     pub idle_timeout: Option<Duration>,
-    /// How long a started sign-in may take before its callback is refused.
+    /// How long a started sign-in may take before its callback is refused
+    /// (default 10 min).
     #[serde(default = "default_login_timeout", with = "secs")]
     pub login_timeout: Duration,
-    /// Call the userinfo endpoint at sign-in and merge its claims.
+    /// Call the userinfo endpoint at sign-in and merge its claims (default off).
     #[serde(default)]
     pub load_userinfo: bool,
-    /// Revoke the refresh token at the provider when the user signs out.
+    /// Revoke the refresh token at the provider when the user signs out
+    /// (default on).
     #[serde(default = "yes")]
     pub revoke_on_logout: bool,
     /// Back-channel logout ends every session of the token's `sub`, not only
@@ -246,14 +253,16 @@ pub struct OidcConfigBuilder {
 }
 
 impl OidcConfigBuilder {
-    /// The client secret (confidential client).
+    /// The client secret (confidential client; default: none, a public
+    /// client).
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.config.client_secret = Some(ClientSecret::new(secret));
         self
     }
 
-    /// Scopes requested at sign-in (must include `openid`; add `offline_access`
-    /// to get a refresh token from most providers).
+    /// Scopes requested at sign-in (default `openid profile offline_access`;
+    /// must include `openid`; `offline_access` gets a refresh token from
+    /// most providers).
     pub fn scopes<I, S>(mut self, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -106,13 +106,15 @@ impl ClientRegistration {
         Self::new(name, base_url, TokenPolicy::UserOrClient)
     }
 
-    /// Asks for tokens with these scopes (user and client tokens).
+    /// Asks for tokens with these scopes (user and client tokens; default:
+    /// the sign-in token for the user, no `scope` parameter for the client).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.tokens.scope(scope.into());
         self
     }
 
-    /// Asks for tokens for this resource (RFC 8707; user and client tokens).
+    /// Asks for tokens for this resource (RFC 8707; user and client tokens;
+    /// default: none).
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.tokens.resource(resource.into());
         self

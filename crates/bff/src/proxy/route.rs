@@ -68,7 +68,7 @@ impl RemoteApi {
     }
 
     /// Asks for tokens with these scopes (user and client tokens; default:
-    /// the sign-in token's scopes, the client's default scopes).
+    /// the sign-in token for the user, no `scope` parameter for the client).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.tokens.scope(scope.into());
         self
