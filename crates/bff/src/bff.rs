@@ -37,6 +37,9 @@ use url::Url;
 use crate::client::Registry;
 use crate::error::BffError;
 
+/// The default name of the session cookie.
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-bff";
+
 /// Settings of the BFF's HTTP surface.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -24,13 +24,10 @@ use std::sync::Arc;
 use oidc_bff_tokens::{OidcClient, OidcClientBuilder, OidcConfig, SessionStore, SharedClock};
 use url::Url;
 
-use crate::bff::{Bff, BffInner, BffSettings};
+use crate::bff::{Bff, BffInner, BffSettings, DEFAULT_COOKIE_NAME};
 use crate::client::{ClientRegistration, Registry, TypedClient, TypedRegistration};
 use crate::csrf::{check_header_name, check_header_value};
 use crate::error::BffError;
-
-/// The default name of the session cookie.
-pub const DEFAULT_COOKIE_NAME: &str = "__Host-bff";
 
 impl Bff {
     /// Starts a builder for the provider in `config`. Only

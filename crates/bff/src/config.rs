@@ -1,7 +1,7 @@
-//! Former home of the [`Bff`] handle and its builder, now in `bff.rs` and
-//! `builder.rs` and re-exported at the crate root (`oidc_bff::Bff`,
+//! Former home of the [`Bff`] handle, now in `bff.rs` (its builder is in
+//! `builder.rs`), all re-exported at the crate root (`oidc_bff::Bff`,
 //! `oidc_bff::BffBuilder`, ...). Kept so paths written against earlier
-//! versions still resolve.
+//! versions still resolve; it re-exports from `bff.rs` only, so the files
+//! that still import `crate::config::Bff` form no import cycle.
 
-pub use crate::bff::{Bff, BffSettings};
-pub use crate::builder::{BffBuilder, DEFAULT_COOKIE_NAME};
+pub use crate::bff::{Bff, BffSettings, DEFAULT_COOKIE_NAME};

@@ -61,8 +61,8 @@ pub mod proxy;
 pub mod session;
 mod token_policy;
 
-pub use bff::{Bff, BffSettings};
-pub use builder::{BffBuilder, DEFAULT_COOKIE_NAME};
+pub use bff::{Bff, BffSettings, DEFAULT_COOKIE_NAME};
+pub use builder::BffBuilder;
 pub use client::{Api, ApiClients, BearerTokenExt, ClientRegistration, ManagedClient, TypedClient};
 pub use csrf::CsrfLayer;
 pub use error::BffError;

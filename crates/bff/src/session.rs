@@ -64,6 +64,11 @@ impl BffSession {
         &self.current.record.claims
     }
 
+    /// The session record with the version it was loaded at.
+    pub(crate) fn versioned(&self) -> &Versioned {
+        &self.current
+    }
+
     /// The BFF this session belongs to.
     pub fn bff(&self) -> &Bff {
         &self.bff

@@ -27,9 +27,8 @@
 
 use oidc_bff_tokens::{
     AccessToken, ClientCredentialsRequest, OidcClient, SessionId, TokenError, UserTokenRequest,
+    Versioned,
 };
-
-use crate::session::BffSession;
 
 /// Which access token a proxied route or a managed client sends.
 ///
@@ -147,8 +146,12 @@ impl TokenRequests {
 
 /// The signed-in user a token is asked for.
 pub(crate) enum Holder<'a> {
-    /// The session loaded for the current request.
-    Session(&'a BffSession),
+    /// The session loaded for the current request: its id and the record
+    /// as loaded (a valid token in it costs no store read).
+    Loaded {
+        id: &'a SessionId,
+        current: &'a Versioned,
+    },
     /// A session known by id only (outside of a request); read from the store.
     Id(&'a SessionId),
 }
@@ -159,10 +162,11 @@ impl Holder<'_> {
         oidc: &OidcClient,
         request: &UserTokenRequest,
     ) -> Result<(AccessToken, Used), TokenError> {
-        let (id, result) = match self {
-            Holder::Session(session) => (session.id(), session.access_token(request).await),
-            Holder::Id(id) => (*id, oidc.user_access_token(id, None, request).await),
+        let (id, loaded) = match self {
+            Holder::Loaded { id, current } => (*id, Some(*current)),
+            Holder::Id(id) => (*id, None),
         };
+        let result = oidc.user_access_token(id, loaded, request).await;
         result.map(|token| (token, Used::User(id.clone())))
     }
 }

@@ -4,17 +4,15 @@
 
 use std::sync::Arc;
 
-use oidc_bff_tokens::SessionId;
-
-use crate::session::BffSession;
+use oidc_bff_tokens::{SessionId, Versioned};
 
 /// Whose token a managed client's requests carry.
 #[derive(Clone, Debug)]
 pub(crate) enum Binding {
     /// Nobody is signed in (or no request at all: a background job).
     Anonymous,
-    /// The session loaded in the current request.
-    Request(BffSession),
+    /// The session loaded in the current request, as loaded.
+    Request { id: SessionId, current: Versioned },
     /// A session known by id only (background jobs); read from the store.
     Session(SessionId),
 }

@@ -57,7 +57,7 @@ impl ApiClients {
 
     /// The clients acting for the user of a session loaded in a request.
     pub fn for_session(session: &BffSession) -> Self {
-        Self::new(session.bff().clone(), Binding::Request(session.clone()))
+        Self::new(session.bff().clone(), bound_to(session))
     }
 
     /// The client registered under `name`.
@@ -115,7 +115,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiClients {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let bff = Bff::from_parts(parts)?;
         let binding = match BffSession::from_parts(parts).await? {
-            Some(session) => Binding::Request(session),
+            Some(session) => bound_to(&session),
             None => Binding::Anonymous,
         };
         Ok(ApiClients::new(bff, binding))
@@ -163,5 +163,13 @@ impl<S: Send + Sync, T: TypedClient> FromRequestParts<S> for Api<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let clients = ApiClients::from_request_parts(parts, state).await?;
         clients.typed::<T>().map(Api)
+    }
+}
+
+/// The binding to the session loaded in the current request.
+fn bound_to(session: &BffSession) -> Binding {
+    Binding::Request {
+        id: session.id().clone(),
+        current: session.versioned().clone(),
     }
 }

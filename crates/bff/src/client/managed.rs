@@ -67,7 +67,7 @@ impl std::fmt::Debug for ManagedClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bound = match &*self.binding {
             Binding::Anonymous => "anonymous",
-            Binding::Request(_) => "request session",
+            Binding::Request { .. } => "request session",
             Binding::Session(_) => "session",
         };
         f.debug_struct("ManagedClient")

@@ -52,7 +52,7 @@ impl TokenSource {
     ) -> Result<Option<(AccessToken, Used)>, TokenError> {
         let user = match binding {
             Binding::Anonymous => None,
-            Binding::Request(session) => Some(Holder::Session(session)),
+            Binding::Request { id, current } => Some(Holder::Loaded { id, current }),
             Binding::Session(id) => Some(Holder::Id(id)),
         };
         self.policy

@@ -230,7 +230,10 @@ impl Proxy {
         } else {
             None
         };
-        let user = session.as_ref().map(Holder::Session);
+        let user = session.as_ref().map(|session| Holder::Loaded {
+            id: session.id(),
+            current: session.versioned(),
+        });
         match policy
             .resolve(self.bff.client(), &self.api.tokens, user)
             .await
