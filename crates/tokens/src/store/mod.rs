@@ -31,16 +31,16 @@
 //!
 //! Run [`spawn_cleanup`] to purge expired sessions in the background.
 
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+mod cache;
 mod crypto;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 mod persistent;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
@@ -49,12 +49,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-#[cfg(feature = "postgres")]
-pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use self::sql::{PostgresStore, PostgresStoreBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::sql::{SqlStore, SqlStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use self::sql::{SqliteStore, SqliteStoreBuilder};
 pub use crypto::{KEY_LEN, KeyRing};
 pub use memory::MemoryStore;
 
@@ -282,47 +284,17 @@ pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>
     match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         #[cfg(feature = "sqlite")]
-        "sqlite" => {
-            let mut b = SqliteStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.table_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "sqlite" => Ok(Arc::new(
+            SqliteStore::builder(url).options(options).build_lazy()?,
+        )),
         #[cfg(feature = "redis")]
-        "redis" | "redis+unix" | "unix" => {
-            let mut b = RedisStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.key_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "redis" | "redis+unix" | "unix" => Ok(Arc::new(
+            RedisStore::builder(url).options(options).build_lazy()?,
+        )),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            let mut b = PostgresStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.table_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "postgres" | "postgresql" => Ok(Arc::new(
+            PostgresStore::builder(url).options(options).build_lazy()?,
+        )),
         #[allow(unreachable_patterns)]
         "sqlite" | "redis" | "redis+unix" | "unix" | "postgres" | "postgresql" => {
             Err(StoreError::Config(format!(
