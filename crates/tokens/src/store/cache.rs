@@ -166,13 +166,12 @@ impl ReadCache {
     /// to `version` ([`GONE`] when deleted).
     pub(crate) fn invalidate(&self, hash: &str, version: u64) {
         let id = self.by_hash.get(hash).map(|e| e.value().clone());
-        if version != GONE {
-            if let Some(id) = &id {
-                if self.entries.get(id).is_some_and(|e| e.version >= version) {
-                    // Already has this write (this instance's own, written through).
-                    return;
-                }
-            }
+        if version != GONE
+            && let Some(id) = &id
+            && self.entries.get(id).is_some_and(|e| e.version >= version)
+        {
+            // Already has this write (this instance's own, written through).
+            return;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(id) = id {

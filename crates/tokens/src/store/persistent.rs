@@ -213,6 +213,7 @@ impl Settings {
         })
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     /// Checks a SQL table prefix: lowercase letters, digits and `_`, starting
     /// with a letter or `_`, at most 40 characters.
     pub(crate) fn sql_prefix(&self) -> Result<&str, StoreError> {

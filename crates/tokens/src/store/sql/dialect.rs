@@ -137,6 +137,50 @@ pub(crate) fn map_err<D: Dialect>(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// `Backend::{execute, fetch, script}` for a dialect whose pool is
+/// `self.pool`, as an inherent `impl` (the trait's methods call them).
+macro_rules! pool_queries {
+    ($dialect:ty) => {
+        impl $dialect {
+            async fn pool_execute(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: &[$crate::store::sql::dialect::Arg<'_>],
+            ) -> Result<u64, sqlx::Error> {
+                let query = $crate::store::sql::dialect::bind_all!(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone())),
+                    args
+                );
+                Ok(query.execute(&self.pool).await?.rows_affected())
+            }
+
+            async fn pool_fetch(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: &[$crate::store::sql::dialect::Arg<'_>],
+            ) -> Result<Vec<Vec<$crate::store::sql::dialect::Value>>, sqlx::Error> {
+                let query = $crate::store::sql::dialect::bind_all!(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone())),
+                    args
+                );
+                let rows = query.fetch_all(&self.pool).await?;
+                Ok(rows
+                    .iter()
+                    .map(|row| $crate::store::sql::dialect::decode_row!(row))
+                    .collect())
+            }
+
+            async fn pool_script(&self, sql: String) -> Result<(), sqlx::Error> {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    };
+}
+pub(crate) use pool_queries;
+
 /// Binds `args` to a query of any sqlx database, in order.
 macro_rules! bind_all {
     ($query:expr, $args:expr) => {{

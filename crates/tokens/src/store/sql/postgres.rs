@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::dialect::{Arg, Value, bind_all, decode_row, map_err, private::Backend};
+use super::dialect::{Arg, Value, map_err, pool_queries, private::Backend};
 use crate::store::StoreError;
 use crate::store::cache::{Channel, ChannelTask, ReadCache, spawn_channel};
 use crate::store::persistent::{Settings, bounded};
@@ -30,6 +30,8 @@ pub struct PostgresDialect {
 fn channel_name(prefix: &str) -> String {
     format!("{prefix}changes")
 }
+
+pool_queries!(PostgresDialect);
 
 #[async_trait]
 impl Backend for PostgresDialect {
@@ -58,8 +60,7 @@ impl Backend for PostgresDialect {
     }
 
     async fn execute(&self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let query = bind_all!(sqlx::query(AssertSqlSafe(sql.clone())), args);
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        self.pool_execute(sql, args).await
     }
 
     async fn fetch(
@@ -67,16 +68,11 @@ impl Backend for PostgresDialect {
         sql: &Arc<str>,
         args: &[Arg<'_>],
     ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
-        let query = bind_all!(sqlx::query(AssertSqlSafe(sql.clone())), args);
-        let rows = query.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(|row| decode_row!(row)).collect())
+        self.pool_fetch(sql, args).await
     }
 
     async fn script(&self, sql: String) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        self.pool_script(sql).await
     }
 
     async fn migrate(

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::dialect::{Arg, Value, bind_all, decode_row, private::Backend};
+use super::dialect::{Arg, Value, pool_queries, private::Backend};
 use crate::store::StoreError;
 use crate::store::cache::{ChannelTask, ReadCache};
 use crate::store::persistent::Settings;
@@ -21,6 +21,8 @@ use crate::store::persistent::Settings;
 pub struct SqliteDialect {
     pool: SqlitePool,
 }
+
+pool_queries!(SqliteDialect);
 
 #[async_trait]
 impl Backend for SqliteDialect {
@@ -51,8 +53,7 @@ impl Backend for SqliteDialect {
     }
 
     async fn execute(&self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let query = bind_all!(sqlx::query(AssertSqlSafe(sql.clone())), args);
-        Ok(query.execute(&self.pool).await?.rows_affected())
+        self.pool_execute(sql, args).await
     }
 
     async fn fetch(
@@ -60,16 +61,11 @@ impl Backend for SqliteDialect {
         sql: &Arc<str>,
         args: &[Arg<'_>],
     ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
-        let query = bind_all!(sqlx::query(AssertSqlSafe(sql.clone())), args);
-        let rows = query.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(|row| decode_row!(row)).collect())
+        self.pool_fetch(sql, args).await
     }
 
     async fn script(&self, sql: String) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        self.pool_script(sql).await
     }
 
     async fn migrate(
