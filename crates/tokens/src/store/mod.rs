@@ -18,8 +18,11 @@
 //! | feature    | store             | use |
 //! |------------|-------------------|-----|
 //! | `sqlite`   | `SqliteStore`     | one machine; survives restarts; instances on that machine share the file |
-//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster) |
-//! | `postgres` | `PostgresStore`   | many instances; PostgreSQL |
+//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster); read cache |
+//! | `postgres` | `PostgresStore`   | many instances; PostgreSQL; read cache |
+//!
+//! `SqliteStore` and `PostgresStore` are one implementation,
+//! `sql::SqlStore`, over two `sql::Dialect`s.
 //!
 //! All three keep sessions under the SHA-256 of their id, encrypt the record
 //! with a [`KeyRing`] (AES-256-GCM), bound every operation by a timeout
@@ -28,6 +31,23 @@
 //! exactly one instance refreshes a session's tokens (see
 //! `docs/COORDINATION.md`). Connections are plain TCP or Unix sockets (no
 //! TLS yet): run the backend on loopback or a trusted private network.
+//!
+//! # Read cache
+//!
+//! `RedisStore` and `PostgresStore` answer [`load`](SessionStore::load)
+//! from a per-instance cache of the sessions they read or wrote, so the hot
+//! path costs no round trip. The store keeps it coherent: every update and
+//! delete announces the session's hash and new version on a channel, in the
+//! same Lua script (Redis `PUBLISH`) or statement (PostgreSQL `NOTIFY`) as
+//! the change, and each instance drops what changed as soon as the
+//! announcement arrives (another instance's logout takes effect within
+//! 100 ms; measured in milliseconds). While the channel is not live —
+//! before it is subscribed, after its connection drops, or when a heartbeat
+//! does not come back — the cache is emptied and every read goes to the
+//! backend. Writes, leases and compare-and-set always go to the backend,
+//! and [`load_latest`](SessionStore::load_latest) (the refresh engine's read)
+//! bypasses the cache. The builders' `read_cache(capacity)` sizes it (0
+//! turns it off). The protocol is in `docs/COORDINATION.md`.
 //!
 //! Run [`spawn_cleanup`] to purge expired sessions in the background.
 
