@@ -263,9 +263,13 @@ impl Drop for ChannelTask {
     }
 }
 
-/// Starts the loop that keeps `cache` coherent through `channel`.
-pub(crate) fn spawn_channel<C: Channel>(cache: Arc<ReadCache>, channel: C) -> ChannelTask {
-    ChannelTask(tokio::spawn(run_channel(cache, channel)).abort_handle())
+/// Starts the loop that keeps `cache` coherent through `channel`; `None`
+/// outside a Tokio runtime (the store then keeps no cache).
+pub(crate) fn spawn_channel<C: Channel>(cache: Arc<ReadCache>, channel: C) -> Option<ChannelTask> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    Some(ChannelTask(
+        runtime.spawn(run_channel(cache, channel)).abort_handle(),
+    ))
 }
 
 /// Subscribes, applies invalidations, and proves the subscription with a

@@ -516,7 +516,7 @@ impl RedisStoreBuilder {
         });
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(map_err)?;
-        let channel_task = cache.as_ref().map(|cache| {
+        let channel_task = cache.as_ref().and_then(|cache| {
             let subscriber = RedisChannel {
                 client: resp3(&client),
                 conn: conn.clone(),
@@ -525,6 +525,8 @@ impl RedisStoreBuilder {
             };
             spawn_channel(cache.clone(), subscriber)
         });
+        // No channel, no cache.
+        let cache = cache.filter(|_| channel_task.is_some());
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,

@@ -112,7 +112,7 @@ impl Backend for PostgresDialect {
             channel: self.channel.clone(),
             op_timeout: self.op_timeout,
         };
-        Some(spawn_channel(cache.clone(), channel))
+        spawn_channel(cache.clone(), channel)
     }
 }
 
