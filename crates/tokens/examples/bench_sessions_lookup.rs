@@ -213,6 +213,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     RedisStore::builder(url)
                         .key_prefix("oidc-bff-bench-lookup:")
                         .encryption(keys())
+                        // The backend's lookup, not the read cache's.
+                        .read_cache(0)
                         .build()
                         .await?,
                 );
@@ -229,6 +231,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .table_prefix("bench_lookup_")
                         .encryption(keys())
                         .max_connections(16)
+                        // The backend's lookup, not the read cache's.
+                        .read_cache(0)
                         .build()
                         .await?,
                 );

@@ -16,7 +16,7 @@ use oidc_bff_tokens::store::testing::FaultyStore;
 use oidc_bff_tokens::store::{KeyRing, spawn_cleanup};
 use oidc_bff_tokens::{
     AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
-    StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens,
+    SessionStore, StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens, Versioned,
 };
 
 /// A record whose secrets are unique strings that a dump must not show.
@@ -81,7 +81,9 @@ async fn create_load_update_delete(s: &TestStore) {
         s.store.update(&id, second.clone(), 1).await.unwrap(),
         UpdateOutcome::Updated(2)
     );
-    let loaded = other.load(&id).await.unwrap().unwrap();
+    let loaded = load_settled(&other, &id, |v| v.as_ref().is_some_and(|v| v.version == 2))
+        .await
+        .unwrap();
     assert_eq!((loaded.version, &*loaded.record), (2, &second));
 
     let deleted = s.store.delete(&id).await.unwrap().expect("deleted record");
@@ -93,6 +95,63 @@ async fn create_load_update_delete(s: &TestStore) {
     s.store.create(&id2, first.clone()).await.unwrap();
     assert!(s.store.create(&id2, second.clone()).await.is_err());
     assert_eq!(*s.store.load(&id2).await.unwrap().unwrap().record, first);
+}
+
+/// Reads `id` through `store` until `settled` holds, for at most 5 s.
+///
+/// A store with a read cache sees another instance's write once that
+/// write's announcement arrives (milliseconds; docs/COORDINATION.md), not
+/// at the moment the write returns; `load_latest` sees it at once.
+async fn load_settled(
+    store: &Arc<dyn SessionStore>,
+    id: &SessionId,
+    settled: impl Fn(&Option<Versioned>) -> bool,
+) -> Option<Versioned> {
+    let started = Instant::now();
+    loop {
+        let seen = store.load(id).await.unwrap();
+        if settled(&seen) || started.elapsed() > Duration::from_secs(5) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `load_latest` reads the backend: another instance's write is seen at
+/// once, whatever a read cache holds, and `load` sees it afterwards.
+async fn load_latest_sees_other_instances_at_once(s: &TestStore) {
+    let id = SessionId::generate();
+    let first = record(s, "alice", Some("sid-latest"));
+    s.store.create(&id, first.clone()).await.unwrap();
+    let other = s.another_instance().await;
+    for _ in 0..3 {
+        assert_eq!(other.load(&id).await.unwrap().unwrap().version, 1);
+    }
+    let mut second = first.clone();
+    second.tokens.access_token = AccessToken::new("AT-latest");
+    assert_eq!(
+        s.store.update(&id, second.clone(), 1).await.unwrap(),
+        UpdateOutcome::Updated(2)
+    );
+    let latest = other.load_latest(&id).await.unwrap().expect("latest");
+    assert_eq!((latest.version, &*latest.record), (2, &second));
+    let cached = other.load(&id).await.unwrap().expect("loaded");
+    assert_eq!(cached.version, 2, "load_latest refreshed the cache");
+    // A version mismatch on write still wins over anything cached.
+    assert_eq!(
+        other.update(&id, first.clone(), 1).await.unwrap(),
+        UpdateOutcome::Conflict
+    );
+    s.store.delete(&id).await.unwrap();
+    assert!(other.load_latest(&id).await.unwrap().is_none());
+    assert!(other.load(&id).await.unwrap().is_none());
+    assert!(
+        s.store
+            .load_latest(&SessionId::generate())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn versioned_update_conflict_and_missing(s: &TestStore) {
@@ -418,7 +477,11 @@ async fn concurrent_writers_one_winner_per_version(s: &TestStore) {
         .map(Result::unwrap)
         .collect();
     assert_eq!(versions, (3..=52).collect());
-    let last = s.store.load(&id).await.unwrap().unwrap();
+    let last = load_settled(&s.store, &id, |v| {
+        v.as_ref().is_some_and(|v| v.version == 52)
+    })
+    .await
+    .unwrap();
     assert_eq!(last.version, 52);
     // No lost update: every increment is there.
     let first_winner = last.record.tokens.refresh_count - 50;
@@ -571,7 +634,10 @@ async fn unreadable_sessions_are_signed_out(s: &TestStore) {
         );
         assert!(s.store.load(id).await.unwrap().is_none(), "no session");
         // ...and it is gone, for its writer too.
-        assert!(writer.load(id).await.unwrap().is_none(), "deleted");
+        assert!(
+            load_settled(writer, id, Option::is_none).await.is_none(),
+            "deleted"
+        );
         assert!(s.store.load(id).await.unwrap().is_none());
         assert_eq!(
             s.store.update(id, readable.clone(), 1).await.unwrap(),
@@ -859,6 +925,7 @@ macro_rules! suite {
 
 suite![
     create_load_update_delete,
+    load_latest_sees_other_instances_at_once,
     versioned_update_conflict_and_missing,
     sessions_are_indexed_by_sub_and_sid,
     expired_sessions_are_gone_and_purged,

@@ -18,8 +18,11 @@
 //! | feature    | store             | use |
 //! |------------|-------------------|-----|
 //! | `sqlite`   | `SqliteStore`     | one machine; survives restarts; instances on that machine share the file |
-//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster) |
-//! | `postgres` | `PostgresStore`   | many instances; PostgreSQL |
+//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster); read cache |
+//! | `postgres` | `PostgresStore`   | many instances; PostgreSQL; read cache |
+//!
+//! `SqliteStore` and `PostgresStore` are one implementation,
+//! `sql::SqlStore`, over two `sql::Dialect`s.
 //!
 //! All three keep sessions under the SHA-256 of their id, encrypt the record
 //! with a [`KeyRing`] (AES-256-GCM), bound every operation by a timeout
@@ -29,18 +32,35 @@
 //! `docs/COORDINATION.md`). Connections are plain TCP or Unix sockets (no
 //! TLS yet): run the backend on loopback or a trusted private network.
 //!
+//! # Read cache
+//!
+//! `RedisStore` and `PostgresStore` answer [`load`](SessionStore::load)
+//! from a per-instance cache of the sessions they read or wrote, so the hot
+//! path costs no round trip. The store keeps it coherent: every update and
+//! delete announces the session's hash and new version on a channel, in the
+//! same Lua script (Redis `PUBLISH`) or statement (PostgreSQL `NOTIFY`) as
+//! the change, and each instance drops what changed as soon as the
+//! announcement arrives (another instance's logout takes effect within
+//! 100 ms; measured in milliseconds). While the channel is not live —
+//! before it is subscribed, after its connection drops, or when a heartbeat
+//! does not come back — the cache is emptied and every read goes to the
+//! backend. Writes, leases and compare-and-set always go to the backend,
+//! and [`load_latest`](SessionStore::load_latest) (the refresh engine's read)
+//! bypasses the cache. The builders' `read_cache(capacity)` sizes it (0
+//! turns it off). The protocol is in `docs/COORDINATION.md`.
+//!
 //! Run [`spawn_cleanup`] to purge expired sessions in the background.
 
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+mod cache;
 mod crypto;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 mod persistent;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
@@ -49,12 +69,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-#[cfg(feature = "postgres")]
-pub use self::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use self::sql::{PostgresStore, PostgresStoreBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use self::sql::{SqlStore, SqlStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use self::sqlite::{SqliteStore, SqliteStoreBuilder};
+pub use self::sql::{SqliteStore, SqliteStoreBuilder};
 pub use crypto::{KEY_LEN, KeyRing};
 pub use memory::MemoryStore;
 
@@ -282,47 +304,17 @@ pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>
     match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         #[cfg(feature = "sqlite")]
-        "sqlite" => {
-            let mut b = SqliteStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.table_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "sqlite" => Ok(Arc::new(
+            SqliteStore::builder(url).options(options).build_lazy()?,
+        )),
         #[cfg(feature = "redis")]
-        "redis" | "redis+unix" | "unix" => {
-            let mut b = RedisStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.key_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "redis" | "redis+unix" | "unix" => Ok(Arc::new(
+            RedisStore::builder(url).options(options).build_lazy()?,
+        )),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            let mut b = PostgresStore::builder(url);
-            if let Some(k) = options.keys {
-                b = b.encryption(k);
-            }
-            if let Some(t) = options.operation_timeout {
-                b = b.operation_timeout(t);
-            }
-            if let Some(p) = options.prefix {
-                b = b.table_prefix(p);
-            }
-            Ok(Arc::new(b.build_lazy()?))
-        }
+        "postgres" | "postgresql" => Ok(Arc::new(
+            PostgresStore::builder(url).options(options).build_lazy()?,
+        )),
         #[allow(unreachable_patterns)]
         "sqlite" | "redis" | "redis+unix" | "unix" | "postgres" | "postgresql" => {
             Err(StoreError::Config(format!(

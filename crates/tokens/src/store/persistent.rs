@@ -11,8 +11,6 @@
 
 use std::future::Future;
 use std::time::Duration;
-#[cfg(feature = "sqlite")]
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
@@ -44,15 +42,6 @@ pub(crate) fn hash_id(id: &SessionId) -> String {
 /// The storage key of a transient value.
 pub(crate) fn hash_key(key: &str) -> String {
     sha256_hex(key.as_bytes())
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-#[cfg(feature = "sqlite")]
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A duration in whole milliseconds, at least 1.
@@ -185,6 +174,8 @@ pub(crate) struct Settings {
     pub(crate) op_timeout: Duration,
     pub(crate) prefix: String,
     pub(crate) max_connections: u32,
+    /// Sessions kept in the read cache; 0 turns it off.
+    pub(crate) cache_capacity: usize,
 }
 
 impl Settings {
@@ -195,6 +186,20 @@ impl Settings {
             op_timeout: DEFAULT_OP_TIMEOUT,
             prefix: default_prefix.to_owned(),
             max_connections: 8,
+            cache_capacity: super::cache::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Applies what [`open_url`](super::open_url) was given.
+    pub(crate) fn apply(&mut self, options: super::OpenOptions) {
+        if let Some(keys) = options.keys {
+            self.keys = Some(keys);
+        }
+        if let Some(timeout) = options.operation_timeout {
+            self.op_timeout = timeout;
+        }
+        if let Some(prefix) = options.prefix {
+            self.prefix = prefix;
         }
     }
 
@@ -208,6 +213,7 @@ impl Settings {
         })
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     /// Checks a SQL table prefix: lowercase letters, digits and `_`, starting
     /// with a letter or `_`, at most 40 characters.
     pub(crate) fn sql_prefix(&self) -> Result<&str, StoreError> {
@@ -258,6 +264,22 @@ macro_rules! common_builder_methods {
         /// The most connections kept open to the backend (default 8).
         pub fn max_connections(mut self, max: u32) -> Self {
             self.settings.max_connections = max.max(1);
+            self
+        }
+
+        /// Keeps up to `capacity` sessions in this instance's read cache
+        /// (default 100 000; `0` turns the cache off). Where the store has
+        /// an invalidation channel (Redis, PostgreSQL) a cached session is
+        /// served without a round trip and dropped as soon as any instance
+        /// changes or deletes it; see the [`store`](crate::store) module.
+        pub fn read_cache(mut self, capacity: usize) -> Self {
+            self.settings.cache_capacity = capacity;
+            self
+        }
+
+        /// Applies the options of [`open_url`](crate::store::open_url).
+        pub(crate) fn options(mut self, options: $crate::store::OpenOptions) -> Self {
+            self.settings.apply(options);
             self
         }
     };

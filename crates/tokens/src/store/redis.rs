@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
 
+use super::cache::{Channel, ChannelTask, ReadCache, spawn_channel};
 use super::persistent::{
     Codec, Settings, bounded, common_builder_methods, hash_id, hash_key, millis,
     open_value_or_none, sha256_hex, warn_unreadable_handle, warn_unreadable_session,
@@ -69,6 +70,10 @@ struct Inner {
     op_timeout: Duration,
     prefix: String,
     scripts: Scripts,
+    /// The invalidation channel: `{prefix}changes`.
+    channel: String,
+    cache: Option<Arc<ReadCache>>,
+    _channel_task: Option<ChannelTask>,
 }
 
 struct Scripts {
@@ -94,7 +99,8 @@ end
 return 1
 ";
 
-/// Compare-and-set: -1 missing, -2 version conflict, else the new version.
+/// Compare-and-set: -1 missing, -2 version conflict, else the new version
+/// (announced on the invalidation channel `ARGV[9]`).
 const UPDATE: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return -1 end
@@ -110,25 +116,30 @@ for n = 2, #KEYS do
   redis.call('SADD', KEYS[n], ARGV[1])
   if redis.call('PTTL', KEYS[n]) < ttl then redis.call('PEXPIRE', KEYS[n], ttl) end
 end
+redis.call('PUBLISH', ARGV[9], ARGV[1] .. ':' .. nv)
 return nv
 ";
 
-/// Deletes a session and its index entries; returns the sealed record.
+/// Deletes a session and its index entries, announces it on `ARGV[2]`;
+/// returns the sealed record.
 const DELETE: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'd', 'u', 'i')
 if not f[1] then return false end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1] .. ':0')
 if f[2] then redis.call('SREM', f[2], ARGV[1]) end
 if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
 return f[1]
 ";
 
 /// Deletes a session and its index entries only if it still has the version
-/// `ARGV[2]` (an unreadable record, unless another instance rewrote it).
+/// `ARGV[2]` (an unreadable record, unless another instance rewrote it);
+/// announces it on `ARGV[3]`.
 const DISCARD: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'v', 'u', 'i')
 if f[1] ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. ':0')
 if f[2] then redis.call('SREM', f[2], ARGV[1]) end
 if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
 return 1
@@ -315,7 +326,7 @@ impl RedisStore {
             .arg(&sub_key)
             .arg(sid_key.as_deref().unwrap_or(""));
         if let Some(v) = expected {
-            invocation.arg(v.to_string());
+            invocation.arg(v.to_string()).arg(&self.inner.channel);
         }
         let mut con = self.inner.conn.clone();
         self.run(invocation.invoke_async(&mut con)).await
@@ -323,7 +334,7 @@ impl RedisStore {
 
     /// Deletes an unreadable session if it still has `version`; best effort
     /// (a failure is logged, the next load tries again).
-    async fn discard(&self, hash: &str, version: u64) {
+    async fn discard(&self, id: &SessionId, hash: &str, version: u64) {
         let mut con = self.inner.conn.clone();
         let done: Result<i64, StoreError> = self
             .run(
@@ -333,12 +344,99 @@ impl RedisStore {
                     .key(self.session_key(hash))
                     .arg(hash)
                     .arg(version.to_string())
+                    .arg(&self.inner.channel)
                     .invoke_async(&mut con),
             )
             .await;
+        self.forget(id, hash);
         if let Err(err) = done {
             tracing::warn!(error = %err, "could not delete an unreadable session");
         }
+    }
+
+    /// Reads a session from Redis.
+    async fn read(&self, id: &SessionId, hash: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut con = self.inner.conn.clone();
+        let (version, data, expires): (Option<u64>, Option<String>, Option<u64>) = self
+            .run(
+                redis::cmd("HMGET")
+                    .arg(self.session_key(hash))
+                    .arg("v")
+                    .arg("d")
+                    .arg("x")
+                    .query_async(&mut con),
+            )
+            .await?;
+        let (Some(version), Some(data), Some(expires)) = (version, data, expires) else {
+            return Ok(None);
+        };
+        if expires <= self.now() {
+            return Ok(None);
+        }
+        let record = match self.inner.codec.open_record(hash, &data) {
+            Ok(record) => record,
+            Err(err) => {
+                warn_unreadable_session("redis", &err);
+                self.discard(id, hash, version).await;
+                return Ok(None);
+            }
+        };
+        Ok(Some(Versioned {
+            version,
+            record: Arc::new(record),
+        }))
+    }
+
+    /// Reads a session from Redis and refreshes the cache with it.
+    async fn read_and_cache(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+        let hash = hash_id(id);
+        let ticket = self.inner.cache.as_ref().map(|c| c.ticket());
+        let found = self.read(id, &hash).await?;
+        if let (Some(cache), Some(ticket)) = (&self.inner.cache, ticket) {
+            cache.fill(ticket, id, &hash, found.as_ref());
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, id: &SessionId, hash: &str) {
+        if let Some(cache) = &self.inner.cache {
+            cache.forget(id, hash);
+        }
+    }
+
+    /// Records this instance's own write of `record` at `version`.
+    fn wrote(
+        &self,
+        ticket: Option<super::cache::Ticket>,
+        id: &SessionId,
+        version: u64,
+        record: SessionRecord,
+    ) {
+        if let (Some(cache), Some(ticket)) = (&self.inner.cache, ticket) {
+            let written = Versioned {
+                version,
+                record: Arc::new(record),
+            };
+            cache.wrote(ticket, id, &hash_id(id), &written);
+        }
+    }
+
+    /// Whether the read cache answers loads (its invalidation channel is live).
+    #[doc(hidden)]
+    pub fn read_cache_live(&self) -> bool {
+        self.inner.cache.as_ref().is_some_and(|c| c.is_live())
+    }
+
+    /// The version the read cache holds for `id`.
+    #[doc(hidden)]
+    pub fn cached_version(&self, id: &SessionId) -> Option<u64> {
+        self.inner.cache.as_ref()?.cached_version(id)
+    }
+
+    /// The invalidation channel's connection (its Redis `CLIENT ID`).
+    #[doc(hidden)]
+    pub fn invalidation_connection_id(&self) -> Option<i64> {
+        self.inner.cache.as_ref()?.connection_id()
     }
 
     async fn ids(&self, index_key: &str) -> Result<Vec<SessionId>, StoreError> {
@@ -409,7 +507,26 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?;
+        let channel = format!("{}changes", self.settings.prefix);
+        let cache = (self.settings.cache_capacity > 0).then(|| {
+            Arc::new(ReadCache::new(
+                self.settings.clock.clone(),
+                self.settings.cache_capacity,
+            ))
+        });
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(map_err)?;
+        let channel_task = cache.as_ref().and_then(|cache| {
+            let subscriber = RedisChannel {
+                client: resp3(&client),
+                conn: conn.clone(),
+                channel: channel.clone(),
+                op_timeout: timeout,
+            };
+            spawn_channel(cache.clone(), subscriber)
+        });
+        // No channel, no cache.
+        let cache = cache.filter(|_| channel_task.is_some());
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
@@ -425,6 +542,9 @@ impl RedisStoreBuilder {
                     renew: Script::new(RENEW),
                     release: Script::new(RELEASE),
                 },
+                channel,
+                cache,
+                _channel_task: channel_task,
             }),
         })
     }
@@ -435,6 +555,93 @@ impl RedisStoreBuilder {
         let mut con = store.inner.conn.clone();
         let _: String = store.run(redis::cmd("PING").query_async(&mut con)).await?;
         Ok(store)
+    }
+}
+
+/// The same server over RESP3, whose connections carry pushed messages.
+fn resp3(client: &redis::Client) -> redis::Client {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    // Opening parsed connection info cannot fail; fall back to the original.
+    redis::Client::open(info.set_redis_settings(settings)).unwrap_or_else(|_| client.clone())
+}
+
+/// `SUBSCRIBE` on a RESP3 connection of its own; heartbeats are published
+/// through the store's connection.
+struct RedisChannel {
+    client: redis::Client,
+    conn: ConnectionManager,
+    channel: String,
+    op_timeout: Duration,
+}
+
+/// A live subscription: the connection and the messages it receives.
+struct Subscribed {
+    _conn: redis::aio::MultiplexedConnection,
+    pushed: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+}
+
+#[async_trait]
+impl Channel for RedisChannel {
+    type Subscription = Subscribed;
+
+    async fn subscribe(&self) -> Result<(Subscribed, i64), StoreError> {
+        let (tx, pushed) = tokio::sync::mpsc::unbounded_channel();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.op_timeout))
+            .set_response_timeout(Some(self.op_timeout))
+            .set_push_sender(tx);
+        let subscribe = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let id: i64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut conn)
+                .await?;
+            conn.subscribe(&self.channel).await?;
+            Ok((
+                Subscribed {
+                    _conn: conn,
+                    pushed,
+                },
+                id,
+            ))
+        };
+        bounded(self.op_timeout, async { subscribe.await.map_err(map_err) }).await
+    }
+
+    async fn next(&self, subscription: &mut Subscribed) -> Option<String> {
+        loop {
+            let push = subscription.pushed.recv().await?;
+            match push.kind {
+                redis::PushKind::Message => {
+                    let payload = push.data.last()?;
+                    return redis::from_redis_value_ref::<String>(payload).ok();
+                }
+                redis::PushKind::Disconnection => return None,
+                // Subscription confirmations and the like.
+                _ => {}
+            }
+        }
+    }
+
+    async fn publish(&self, message: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(self.op_timeout, async {
+            redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(message)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(map_err)
+        })
+        .await
     }
 }
 
@@ -457,44 +664,26 @@ fn map_err(err: redis::RedisError) -> StoreError {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
-        let hash = hash_id(id);
-        let mut con = self.inner.conn.clone();
-        let (version, data, expires): (Option<u64>, Option<String>, Option<u64>) = self
-            .run(
-                redis::cmd("HMGET")
-                    .arg(self.session_key(&hash))
-                    .arg("v")
-                    .arg("d")
-                    .arg("x")
-                    .query_async(&mut con),
-            )
-            .await?;
-        let (Some(version), Some(data), Some(expires)) = (version, data, expires) else {
-            return Ok(None);
-        };
-        if expires <= self.now() {
-            return Ok(None);
+        if let Some(hit) = self.inner.cache.as_ref().and_then(|c| c.get(id)) {
+            return Ok(Some(hit));
         }
-        let record = match self.inner.codec.open_record(&hash, &data) {
-            Ok(record) => record,
-            Err(err) => {
-                warn_unreadable_session("redis", &err);
-                self.discard(&hash, version).await;
-                return Ok(None);
-            }
-        };
-        Ok(Some(Versioned {
-            version,
-            record: Arc::new(record),
-        }))
+        self.read_and_cache(id).await
+    }
+
+    async fn load_latest(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+        self.read_and_cache(id).await
     }
 
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
+        let ticket = self.inner.cache.as_ref().map(|c| c.ticket());
         match self
             .write(&self.inner.scripts.create, id, &record, None)
             .await?
         {
-            1 => Ok(1),
+            1 => {
+                self.wrote(ticket, id, 1, record);
+                Ok(1)
+            }
             _ => Err(StoreError::Unavailable("session id collision".into())),
         }
     }
@@ -505,6 +694,7 @@ impl SessionStore for RedisStore {
         record: SessionRecord,
         expected_version: u64,
     ) -> Result<UpdateOutcome, StoreError> {
+        let ticket = self.inner.cache.as_ref().map(|c| c.ticket());
         let outcome = self
             .write(
                 &self.inner.scripts.update,
@@ -512,27 +702,40 @@ impl SessionStore for RedisStore {
                 &record,
                 Some(expected_version),
             )
-            .await?;
-        Ok(match outcome {
-            -1 => UpdateOutcome::Missing,
-            -2 => UpdateOutcome::Conflict,
-            v => UpdateOutcome::Updated(u64::try_from(v).unwrap_or_default()),
-        })
+            .await;
+        let outcome = match outcome {
+            Ok(-1) => UpdateOutcome::Missing,
+            Ok(-2) => UpdateOutcome::Conflict,
+            Ok(v) => UpdateOutcome::Updated(u64::try_from(v).unwrap_or_default()),
+            Err(err) => {
+                // The write may or may not have happened.
+                self.forget(id, &hash_id(id));
+                return Err(err);
+            }
+        };
+        match outcome {
+            UpdateOutcome::Updated(v) => self.wrote(ticket, id, v, record),
+            _ => self.forget(id, &hash_id(id)),
+        }
+        Ok(outcome)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let hash = hash_id(id);
         let mut con = self.inner.conn.clone();
-        let data: Option<String> = self
+        let data: Result<Option<String>, StoreError> = self
             .run(
                 self.inner
                     .scripts
                     .delete
                     .key(self.session_key(&hash))
                     .arg(&hash)
+                    .arg(&self.inner.channel)
                     .invoke_async(&mut con),
             )
-            .await?;
+            .await;
+        self.forget(id, &hash);
+        let data = data?;
         // The session is gone either way; an unreadable one is reported as absent.
         Ok(data.and_then(|d| self.inner.codec.open_record(&hash, &d).ok().map(Arc::new)))
     }
@@ -687,6 +890,7 @@ impl SessionStore for RedisStore {
                                     .delete
                                     .key(self.session_key(&hash))
                                     .arg(&hash)
+                                    .arg(&self.inner.channel)
                                     .invoke_async(&mut con),
                             )
                             .await?;
