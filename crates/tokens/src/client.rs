@@ -497,7 +497,7 @@ impl OidcClient {
     /// `loaded` is the session as already read in this request, if any (saves
     /// a store read). The hot path — a valid token in the session — costs no
     /// network call and no write. A token past its renewal point (see
-    /// [`user_token`](crate::user_token)) is returned at once while one
+    /// [`user_token`]) is returned at once while one
     /// renewal runs behind it; only an expired or missing token, or
     /// [`UserTokenRequest::force_renewal`], waits for the provider.
     /// Concurrent callers of one session share a single renewal.

@@ -4,7 +4,7 @@
 //! client), reads at most [`MAX_RESPONSE_BYTES`] of the answer, and maps
 //! failures onto [`TokenError`]: an OAuth error answer becomes
 //! [`TokenError::Provider`] with its code parsed into an
-//! [`OAuthErrorCode`](crate::error::OAuthErrorCode), another 4xx answer
+//! [`OAuthErrorCode`], another 4xx answer
 //! [`TokenError::UnexpectedStatus`] with the status as a number, and a
 //! timeout, connection failure, 429 or 5xx
 //! [`TokenError::ProviderUnavailable`]. Nothing we send (secrets, codes,

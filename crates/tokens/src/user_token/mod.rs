@@ -7,7 +7,7 @@
 //! token response arrived (`issued_at`). It is renewed from
 //! `expires_at - min(refresh_margin, lifetime / 2)` on — never in the first
 //! half of its life, so a provider issuing 5 s or 60 s tokens costs one grant
-//! per token, not one per request ([`decide`] has the table).
+//! per token, not one per request (`decide.rs` has the table).
 //!
 //! # The refresh state machine
 //!
@@ -50,19 +50,19 @@
 //! step, the re-read under the lease, finds the new token: the old refresh
 //! token is never spent twice, which is what one-time-use (rotating) refresh
 //! tokens need. Every read that decides whether to spend the refresh token
-//! uses [`SessionStore::load_latest`](crate::store::SessionStore::load_latest)
+//! uses [`SessionStore::load_latest`]
 //! (past any read cache); the hot path uses `load`.
 //!
 //! # Where things are
 //!
-//! - [`decide`]: pure decisions from a session, a request and the clock.
-//! - [`flights`]: the single flight, the per-session locks, the pause after
+//! - `decide.rs`: pure decisions from a session, a request and the clock.
+//! - `flights.rs`: the single flight, the per-session locks, the pause after
 //!   a transient failure.
-//! - [`lease`]: the store lease, held by a guard that owns its renewer.
-//! - [`refresh`]: the grant and its typed outcome.
-//! - [`write_back`]: the fenced write of renewed tokens.
+//! - `lease.rs`: the store lease, held by a guard that owns its renewer.
+//! - `refresh.rs`: the grant and its typed outcome.
+//! - `write_back.rs`: the fenced write of renewed tokens.
 //!
-//! This module depends on the client only through the [`Host`] trait that
+//! This module depends on the client only through the `Host` trait that
 //! [`OidcClient`](crate::OidcClient) implements.
 
 mod decide;
