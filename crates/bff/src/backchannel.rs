@@ -78,14 +78,15 @@ async fn handle(bff: &Bff, headers: &HeaderMap, body: Body) -> Result<(), BffErr
         .ok_or_else(|| bad("logout_token is missing"))?;
     match bff.client().backchannel_logout(&token).await {
         Ok(_) => Ok(()),
-        Err(TokenError::InvalidIdToken(reason) | TokenError::InvalidResponse(reason)) => {
-            let reason = reason.strip_prefix("logout token: ").unwrap_or(&reason);
-            Err(BffError::BadRequest(format!(
-                "invalid logout_token: {reason}"
-            )))
-        }
+        Err(TokenError::InvalidIdToken(reason)) => Err(invalid_logout_token(&reason)),
+        Err(TokenError::InvalidResponse(reason)) => Err(invalid_logout_token(&reason)),
         Err(err) => Err(BffError::Token(err)),
     }
+}
+
+fn invalid_logout_token(reason: &str) -> BffError {
+    let reason = reason.strip_prefix("logout token: ").unwrap_or(reason);
+    BffError::BadRequest(format!("invalid logout_token: {reason}"))
 }
 
 fn bad(reason: &str) -> BffError {

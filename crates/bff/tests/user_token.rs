@@ -41,6 +41,30 @@ async fn anonymous_callers_get_401() {
     assert_eq!(body["error"], "unauthenticated");
 }
 
+/// Polls the IdP's counters until `done` holds (a renewal behind an answer
+/// lands on its own time).
+async fn wait_for(t: &harness::TestBff, done: impl Fn(&oidc_bff_dev_idp::Counters) -> bool) {
+    for _ in 0..500 {
+        if done(&t.idp.counters()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {:?}", t.idp.counters());
+}
+
+/// Waits until the session holds a token other than `old`.
+async fn wait_for_new_token(t: &harness::TestBff, browser: &harness::Browser, old: &str) {
+    for _ in 0..500 {
+        let stored = t.session_of(browser).await.unwrap().record;
+        if stored.tokens.access_token.secret() != old {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the renewed token was never stored");
+}
+
 #[tokio::test]
 async fn an_expiring_token_is_refreshed_first_and_rotation_is_stored() {
     let t = harness::start().await;
@@ -48,8 +72,16 @@ async fn an_expiring_token_is_refreshed_first_and_rotation_is_stored() {
     browser.sign_in("/").await;
     let original = t.session_of(&browser).await.unwrap().record;
 
-    // 250 s later the 300 s token expires within the 60 s margin.
+    // 250 s later the 300 s token expires within the 60 s margin: it is
+    // still served, and renewed behind the answer.
     t.advance(250);
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        original.tokens.access_token.secret()
+    );
+    wait_for_new_token(&t, &browser, original.tokens.access_token.secret()).await;
     let response = browser.api("/api/token").await;
     assert_eq!(response.status(), 200);
     let served = response.text().await.unwrap();
@@ -68,6 +100,7 @@ async fn an_expiring_token_is_refreshed_first_and_rotation_is_stored() {
     // The next refresh uses the rotated token: no reuse at the provider.
     t.advance(250);
     assert_eq!(browser.api("/api/token").await.status(), 200);
+    wait_for(&t, |c| c.refresh_grants == 2).await;
     let counters = t.idp.counters();
     assert_eq!(counters.refresh_grants, 2);
     assert_eq!(counters.refresh_reuse_detected, 0);
@@ -449,9 +482,13 @@ async fn after_a_transient_failure_the_valid_token_is_served_without_waiting_aga
         "one attempt, then the old token for a few seconds"
     );
 
-    // After the pause the next request tries again, and succeeds.
+    // After the pause the next request tries again (behind its answer,
+    // which is the still-valid token), and succeeds.
     t.idp.faults().set_token_status(None);
     t.advance(6);
+    let served = browser.api("/api/token").await.text().await.unwrap();
+    assert_eq!(served, original.tokens.access_token.secret());
+    wait_for_new_token(&t, &browser, original.tokens.access_token.secret()).await;
     let renewed = browser.api("/api/token").await.text().await.unwrap();
     assert_ne!(renewed, original.tokens.access_token.secret());
     assert_eq!(t.idp.counters().refresh_grants, 1);
@@ -498,6 +535,137 @@ async fn a_jwks_outage_during_a_refresh_keeps_the_session_and_the_rotated_refres
     let counters = t.idp.counters();
     assert_eq!(counters.refresh_grants, 2);
     assert_eq!(counters.refresh_reuse_detected, 0);
+}
+
+/// A token past its renewal point is answered at once while the renewal
+/// runs behind it: with a token endpoint that takes 2 s, the answers come
+/// back while the IdP still holds the grant, every one carries the valid
+/// old token, there is exactly one grant, and the call after it carries the
+/// new token.
+#[tokio::test]
+async fn calls_in_the_renewal_window_do_not_wait_for_the_provider() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let original = t.session_of(&browser).await.unwrap().record;
+    let old = original.tokens.access_token.secret().to_owned();
+    t.idp.faults().set_token_delay(Some(Duration::from_secs(2)));
+
+    t.advance(250); // due (renewal point 240 s), valid until 300 s
+    for _ in 0..5 {
+        let response = browser.api("/api/token").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            old,
+            "the valid token, at once"
+        );
+        let c = t.idp.counters();
+        assert_eq!(
+            c.refresh_grants, 0,
+            "answered before the grant (2 s at the IdP) completed"
+        );
+        assert!(c.refresh_attempts <= 1);
+    }
+    // The grant was sent once, and is still in flight at the IdP.
+    wait_for(&t, |c| c.refresh_attempts == 1).await;
+    assert_eq!(t.idp.counters().refresh_grants, 0);
+
+    wait_for_new_token(&t, &browser, &old).await;
+    let stored = t.session_of(&browser).await.unwrap().record;
+    let response = browser.api("/api/token").await;
+    let renewed = response.text().await.unwrap();
+    assert_ne!(renewed, old);
+    assert_eq!(renewed, stored.tokens.access_token.secret());
+    let c = t.idp.counters();
+    assert_eq!(
+        (c.refresh_attempts, c.refresh_grants),
+        (1, 1),
+        "exactly one grant"
+    );
+    assert_eq!(c.refresh_reuse_detected, 0);
+}
+
+/// A renewal behind an answer that the provider refuses for good ends the
+/// session: the answer already given was the valid token, the next call
+/// gets 401.
+#[tokio::test]
+async fn a_dead_grant_found_behind_an_answer_ends_the_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let original = t.session_of(&browser).await.unwrap().record;
+    t.idp.faults().set_refresh_error(Some("invalid_grant"));
+    t.advance(250);
+    let response = browser.api("/api/token").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        original.tokens.access_token.secret()
+    );
+    for _ in 0..500 {
+        if t.session_of(&browser).await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(t.session_of(&browser).await.is_none(), "the session ended");
+    assert_eq!(browser.api("/api/token").await.status(), 401);
+    assert_eq!(t.idp.counters().refresh_attempts, 1);
+}
+
+/// N concurrent requests after each expiry, through one BFF, with the
+/// default configuration (60 s margin): one grant per expiry for 5 s, 20 s,
+/// 60 s and one-hour tokens.
+#[tokio::test]
+async fn one_grant_per_expiry_whatever_the_lifetime() {
+    for lifetime in [5u64, 20, 60, 3600] {
+        let idp = DevIdp::builder()
+            .access_token_lifetime(Duration::from_secs(lifetime))
+            .refresh_token_rotation(true)
+            .refresh_reuse_detection(true);
+        let t = harness::start_against(idp, Options::default()).await;
+        assert_eq!(
+            t.bff.client().config().refresh_margin,
+            Duration::from_secs(60)
+        );
+        let browser = t.browser();
+        browser.sign_in("/").await;
+        let mut seen = std::collections::HashSet::new();
+        for expiry in 1..=2u64 {
+            t.advance(lifetime + 1);
+            let requests = (0..50).map(|_| {
+                let browser = browser.clone();
+                tokio::spawn(async move {
+                    let response = browser.api("/api/token").await;
+                    (response.status().as_u16(), response.text().await.unwrap())
+                })
+            });
+            let tokens: std::collections::HashSet<String> =
+                futures_util::future::join_all(requests)
+                    .await
+                    .into_iter()
+                    .map(|r| {
+                        let (status, body) = r.unwrap();
+                        assert_eq!(status, 200, "{body}");
+                        body
+                    })
+                    .collect();
+            assert_eq!(tokens.len(), 1, "{lifetime} s: one token for all");
+            assert!(seen.insert(tokens.into_iter().next().unwrap()));
+            let c = t.idp.counters();
+            assert_eq!(
+                c.refresh_attempts, expiry,
+                "{lifetime} s: one grant per expiry"
+            );
+            assert_eq!(c.refresh_reuse_detected, 0);
+            // The new token is not due in its first half: more calls are free.
+            for _ in 0..5 {
+                assert_eq!(browser.api("/api/token").await.status(), 200);
+            }
+            assert_eq!(t.idp.counters().refresh_attempts, expiry);
+        }
+    }
 }
 
 mod lease {

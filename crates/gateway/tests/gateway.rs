@@ -117,7 +117,9 @@ async fn missing_csrf_header_is_401_and_the_upstream_is_not_called() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_refreshes_an_expiring_token() {
     // Tokens live 6 s and are renewed 2 s before expiry: fresh right after
-    // sign-in, due for renewal 4 s later.
+    // sign-in, due for renewal 4 s later, expired after 6 s. Once expired,
+    // the call waits for the renewal (merely due, it would get the old token
+    // at once and the renewal would run behind it).
     let idp = idp(Duration::from_secs(6)).await;
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&config(&idp, &upstream, 2)).await;
@@ -129,7 +131,7 @@ async fn the_proxy_refreshes_an_expiring_token() {
     let first = upstream.last().bearer().unwrap();
     assert_eq!(idp.counters().refresh_grants, 0);
 
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
 
     let (status, _) = browser.get_json(&format!("{}/api/two", gateway.url)).await;
     assert_eq!(status, 200);
@@ -526,8 +528,8 @@ async fn a_single_threaded_gateway_signs_in_proxies_and_shares_one_refresh() {
     assert_eq!(status, 200);
     assert_eq!(idp.counters().refresh_grants, 0);
 
-    // Past the renewal point: 50 concurrent requests share one refresh.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Past expiry: 50 concurrent requests wait for one shared refresh.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let url = format!("{}/api/burst", gateway.url);
     let answers = futures_util::future::join_all((0..50).map(|_| browser.get_json(&url))).await;
     for (status, body) in answers {

@@ -299,3 +299,170 @@ async fn sqlite_sessions_survive_a_restart() {
     assert_eq!(idp.counters().refresh_grants, 1);
     assert_eq!(idp.counters().refresh_reuse_detected, 0);
 }
+
+impl Shared {
+    /// A handle on the shared store, as a fourth "instance" (the test's own).
+    async fn open(&self) -> std::sync::Arc<dyn oidc_bff::tokens::SessionStore> {
+        let keys = KeyRing::from_config([KEY]).unwrap();
+        match self {
+            Shared::Redis { prefix } => std::sync::Arc::new(
+                oidc_bff::tokens::store::RedisStore::builder(REDIS)
+                    .key_prefix(prefix)
+                    .encryption(keys)
+                    .build()
+                    .await
+                    .unwrap(),
+            ),
+            Shared::Postgres { prefix } => std::sync::Arc::new(
+                oidc_bff::tokens::store::PostgresStore::builder(POSTGRES)
+                    .table_prefix(prefix)
+                    .encryption(keys)
+                    .build()
+                    .await
+                    .unwrap(),
+            ),
+            Shared::Sqlite { .. } => unreachable!("not used here"),
+        }
+    }
+}
+
+/// Moves a session's access token `lifetime + 1` seconds into the past, as
+/// if that much time had gone by: three processes cannot share a test
+/// clock, and an hour is too long to wait.
+async fn age_token(store: &dyn oidc_bff::tokens::SessionStore, session: &str, lifetime: u64) {
+    let id = oidc_bff::tokens::SessionId::parse(session).expect("session id");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let current = store.load(&id).await.unwrap().expect("session");
+    let mut record = oidc_bff::tokens::SessionRecord::clone(&current.record);
+    assert_eq!(
+        record.tokens.expires_at - record.tokens.issued_at.unwrap(),
+        lifetime,
+        "the IdP's lifetime"
+    );
+    record.tokens.issued_at = Some(now - lifetime - 1);
+    record.tokens.expires_at = now - 1;
+    let outcome = store.update(&id, record, current.version).await.unwrap();
+    assert!(matches!(
+        outcome,
+        oidc_bff::tokens::UpdateOutcome::Updated(_)
+    ));
+}
+
+/// The default configuration (60 s refresh margin), access tokens living
+/// `lifetime`: after each expiry, `requests` concurrent API calls over three
+/// gateways cost exactly one refresh grant, and every call carries the one
+/// new token. The first expiry of 5 s tokens is waited out in real time;
+/// longer lifetimes are expired by moving the stored token into the past.
+async fn three_gateways_one_grant_per_expiry(label: &str, shared: Shared, lifetime: u64) {
+    let idp = idp(Duration::from_secs(lifetime)).await;
+    let upstream = Upstream::start().await;
+    let toml = config(&idp, &upstream, 1)
+        .replace("refresh_margin = 1\n", "")
+        .replace("store = \"memory\"\n", &shared.session_toml());
+    assert!(!toml.contains("refresh_margin"), "the default margin");
+    let gateways = vec![
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+    ];
+    let store = shared.open().await;
+    let mut browser = Browser::new();
+    browser.login(&gateways[0]).await;
+    let session = browser.session().unwrap().to_owned();
+    let requests = 60;
+    let mut outcome = Ok(());
+    let mut all_tokens = HashSet::new();
+    for expiry in 0..2 {
+        if expiry == 0 && lifetime <= 5 {
+            tokio::time::sleep(Duration::from_secs(lifetime) + Duration::from_millis(300)).await;
+        } else {
+            age_token(&*store, &session, lifetime).await;
+        }
+        let before = idp.counters();
+        let hits_before = upstream.hits();
+        let calls = (0..requests).map(|i| {
+            let request = browser
+                .api(
+                    Method::GET,
+                    &format!("{}/api/items/{i}", gateways[i % gateways.len()].url),
+                )
+                .send();
+            async move { request.await.expect("request").status() }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        let after = idp.counters();
+        let seen = upstream.seen();
+        let tokens: HashSet<_> = seen[hits_before..]
+            .iter()
+            .map(|s| s.bearer().expect("bearer"))
+            .collect();
+        let failed = statuses.iter().filter(|s| s.as_u16() != 200).count();
+        let checks = [
+            (failed == 0, format!("{failed} of {requests} failed")),
+            (
+                after.refresh_attempts - before.refresh_attempts == 1,
+                format!(
+                    "{} grants, expected exactly one",
+                    after.refresh_attempts - before.refresh_attempts
+                ),
+            ),
+            (
+                after.refresh_reuse_detected == 0,
+                "a refresh token spent twice".into(),
+            ),
+            (
+                tokens.len() == 1,
+                format!("{} distinct tokens upstream", tokens.len()),
+            ),
+            (
+                tokens.iter().all(|t| all_tokens.insert(t.clone())),
+                "no new token after the expiry".into(),
+            ),
+        ];
+        if let Some((_, why)) = checks.into_iter().find(|(ok, _)| !ok) {
+            outcome = Err(format!(
+                "{label}, {lifetime} s tokens, expiry {expiry}: {why}"
+            ));
+            break;
+        }
+    }
+    let logs = gateways
+        .iter()
+        .map(Gateway::logs)
+        .collect::<Vec<_>>()
+        .join("\n----\n");
+    // Clean up before asserting, so a failure leaves nothing behind.
+    drop(gateways);
+    shared.cleanup().await;
+    if let Err(why) = outcome {
+        panic!("{why}\n{logs}");
+    }
+}
+
+const LIFETIMES: [u64; 4] = [5, 20, 60, 3600];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
+    if !service("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    for lifetime in LIFETIMES {
+        let prefix = format!("oidc-bff-test:{}:", unique());
+        three_gateways_one_grant_per_expiry("redis", Shared::Redis { prefix }, lifetime).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
+    if !service("PostgreSQL", "127.0.0.1:5432").await {
+        return;
+    }
+    for lifetime in LIFETIMES {
+        let prefix = format!("{}_", unique());
+        three_gateways_one_grant_per_expiry("postgres", Shared::Postgres { prefix }, lifetime)
+            .await;
+    }
+}

@@ -97,6 +97,7 @@ fn record(i: usize, now: u64) -> SessionRecord {
             scope: Some("openid profile email offline_access".into()),
             refreshed_at: None,
             refresh_count: 0,
+            issued_at: Some(now),
         },
         resource_tokens: Default::default(),
         created_at: now,

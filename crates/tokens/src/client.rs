@@ -18,10 +18,10 @@ use crate::login::{
     CallbackParams, LoginStart, LoginTransaction, pkce_challenge, sanitize_return_url,
 };
 use crate::provider::{ProviderClient, TokenResponse, http_client};
-use crate::secret::{AuthorizationCode, IdToken, PkceVerifier};
-use crate::session::{SessionId, SessionRecord, UserTokens, random_token};
+use crate::secret::{AccessToken, AuthorizationCode, IdToken, PkceVerifier};
+use crate::session::{SessionId, SessionRecord, random_token};
 use crate::store::{MemoryStore, SessionStore, Versioned};
-use crate::user_token::Flights;
+use crate::user_token::{self, Flights, UserTokenRequest};
 
 const LOGIN_KEY_PREFIX: &str = "login:";
 
@@ -412,8 +412,11 @@ impl OidcClient {
             .map_err(|e| match e {
                 TokenError::Provider { error, .. } => TokenError::InvalidCallback(format!(
                     "code exchange refused: {}",
-                    safe_error_code(&error)
+                    safe_error_code(error.as_str())
                 )),
+                TokenError::UnexpectedStatus { status } => {
+                    TokenError::InvalidCallback(format!("code exchange refused: http_{status}"))
+                }
                 other => other,
             })?;
         let id_token = response.id_token.clone().ok_or_else(|| {
@@ -467,7 +470,12 @@ impl OidcClient {
             // the three-node shape of its larger self (about 1.3 KB more per
             // session in memory; see docs/BENCHMARKS.md, "Sessions at scale").
             claims: all_claims.into_iter().collect(),
-            tokens: self.user_tokens(response, None, now),
+            tokens: user_token::user_tokens(
+                response,
+                None,
+                now,
+                self.inner.config.default_token_lifetime,
+            ),
             resource_tokens: Default::default(),
             created_at: now,
             expires_at: now + self.inner.config.session_lifetime.as_secs(),
@@ -484,33 +492,27 @@ impl OidcClient {
         })
     }
 
-    /// Builds the session's token set from a token response; values the
-    /// response lacks are kept from `previous`.
-    pub(crate) fn user_tokens(
+    /// The current user's access token: valid, and renewed ahead of expiry.
+    ///
+    /// `loaded` is the session as already read in this request, if any (saves
+    /// a store read). The hot path — a valid token in the session — costs no
+    /// network call and no write. A token past its renewal point (see
+    /// [`user_token`]) is returned at once while one
+    /// renewal runs behind it; only an expired or missing token, or
+    /// [`UserTokenRequest::force_renewal`], waits for the provider.
+    /// Concurrent callers of one session share a single renewal.
+    ///
+    /// Errors: [`TokenError::NotAuthenticated`], [`TokenError::NoRefreshToken`]
+    /// and [`TokenError::RefreshRejected`] (the session is then ended) mean
+    /// 401; [`TokenError::ProviderUnavailable`] and [`TokenError::Store`] mean
+    /// 503 (the session is kept).
+    pub async fn user_access_token(
         &self,
-        response: TokenResponse,
-        previous: Option<&UserTokens>,
-        now: u64,
-    ) -> UserTokens {
-        let lifetime = response
-            .expires_in
-            .unwrap_or(self.inner.config.default_token_lifetime.as_secs());
-        UserTokens {
-            access_token: response.access_token,
-            expires_at: now.saturating_add(lifetime),
-            token_type: response.token_type,
-            refresh_token: response
-                .refresh_token
-                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
-            id_token: response
-                .id_token
-                .or_else(|| previous.and_then(|p| p.id_token.clone())),
-            scope: response
-                .scope
-                .or_else(|| previous.and_then(|p| p.scope.clone())),
-            refreshed_at: previous.map(|_| now),
-            refresh_count: previous.map_or(0, |p| p.refresh_count + 1),
-        }
+        session_id: &SessionId,
+        loaded: Option<&Versioned>,
+        request: &UserTokenRequest,
+    ) -> Result<AccessToken, TokenError> {
+        user_token::user_access_token(self, session_id, loaded, request).await
     }
 
     /// Loads a live session.
@@ -521,21 +523,31 @@ impl OidcClient {
     /// timeout has passed since it was last written (so most requests do
     /// not write).
     pub async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, false).await
+    }
+
+    /// [`load_session`](Self::load_session) from
+    /// [`SessionStore::load`] or, with `latest`, from
+    /// [`SessionStore::load_latest`] (past any read cache).
+    async fn load_checked(
+        &self,
+        id: &SessionId,
+        latest: bool,
+    ) -> Result<Option<Versioned>, TokenError> {
         let now = self.inner.clock.now_unix();
-        let Some(loaded) = self
-            .inner
-            .store
-            .load(id)
-            .await?
-            .filter(|v| !v.record.is_expired(now))
-        else {
+        let loaded = if latest {
+            self.inner.store.load_latest(id).await?
+        } else {
+            self.inner.store.load(id).await?
+        };
+        let Some(loaded) = loaded.filter(|v| !v.record.is_expired(now)) else {
             return Ok(None);
         };
         let Some(idle) = self.inner.config.idle_timeout else {
             return Ok(Some(loaded));
         };
         if loaded.record.is_idle(now, idle) {
-            self.end_session(id, "idle timeout").await;
+            user_token::end_session(&self.inner.store, id, "idle timeout").await;
             return Ok(None);
         }
         let last = loaded.record.last_active.max(loaded.record.created_at);
@@ -626,6 +638,53 @@ impl OidcClient {
                 false
             }
         }
+    }
+}
+
+/// What the token engine needs from the client.
+impl user_token::Host for OidcClient {
+    fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now_unix()
+    }
+
+    fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, false).await
+    }
+
+    async fn load_latest_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, true).await
+    }
+
+    async fn metadata(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata().await
+    }
+
+    async fn token_request(
+        &self,
+        metadata: &ProviderMetadata,
+        form: Vec<(&'static str, String)>,
+    ) -> Result<TokenResponse, TokenError> {
+        self.inner.provider.token_request(metadata, form).await
+    }
+
+    async fn signing_keys(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {
+        self.jwks(metadata).await
+    }
+
+    fn id_token_validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
+        self.validator(metadata)
     }
 }
 

@@ -43,7 +43,12 @@ pub struct OidcConfig {
     /// Scopes requested at sign-in (default `openid profile offline_access`).
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// Renew the access token when it expires within this margin (default 60 s).
+    /// Renew an access token when it expires within this margin — but never
+    /// in the first half of its life: the renewal point is
+    /// `expires_at - min(refresh_margin, lifetime / 2)`, so short-lived
+    /// tokens (5 s, 60 s) cost one grant each, not one per request. A token
+    /// past that point is still served at once while the renewal runs
+    /// behind it. Default 60 s.
     #[serde(default = "default_refresh_margin", with = "secs")]
     pub refresh_margin: Duration,
     /// Lifetime assumed for an access token whose response lacks `expires_in`
@@ -272,7 +277,8 @@ impl OidcConfigBuilder {
         self
     }
 
-    /// Renew access tokens that expire within this margin (default 60 s).
+    /// Renew access tokens that expire within this margin (default 60 s),
+    /// but never in the first half of a token's life.
     pub fn refresh_margin(mut self, margin: Duration) -> Self {
         self.config.refresh_margin = margin;
         self

@@ -153,7 +153,7 @@ pub(crate) fn default_algs() -> Vec<Algorithm> {
 }
 
 fn invalid(reason: &str) -> TokenError {
-    TokenError::InvalidIdToken(reason.to_owned())
+    TokenError::InvalidIdToken(reason.into())
 }
 
 fn is_symmetric(alg: Algorithm) -> bool {
@@ -415,9 +415,9 @@ fn check_alg(
         return Err(invalid("symmetric algs are not allowed"));
     }
     if !allowed_algs.contains(&alg) {
-        return Err(TokenError::InvalidIdToken(format!(
-            "alg {alg:?} is not allowed"
-        )));
+        return Err(TokenError::InvalidIdToken(
+            format!("alg {alg:?} is not allowed").into(),
+        ));
     }
     Ok(alg)
 }
@@ -464,7 +464,7 @@ pub(crate) fn numeric_date(
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
-    let malformed = || TokenError::InvalidIdToken(format!("malformed {name}"));
+    let malformed = || TokenError::InvalidIdToken(format!("malformed {name}").into());
     let Value::Number(number) = value else {
         return Err(malformed());
     };
@@ -479,7 +479,8 @@ pub(crate) fn numeric_date(
 }
 
 pub(crate) fn required_date(claims: &Map<String, Value>, name: &str) -> Result<u64, TokenError> {
-    numeric_date(claims, name)?.ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
+    numeric_date(claims, name)?
+        .ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}").into()))
 }
 
 pub(crate) fn optional_string(
@@ -489,7 +490,9 @@ pub(crate) fn optional_string(
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(TokenError::InvalidIdToken(format!("malformed {name}"))),
+        Some(_) => Err(TokenError::InvalidIdToken(
+            format!("malformed {name}").into(),
+        )),
     }
 }
 
@@ -498,7 +501,7 @@ pub(crate) fn required_string(
     name: &str,
 ) -> Result<String, TokenError> {
     optional_string(claims, name)?
-        .ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}")))
+        .ok_or_else(|| TokenError::InvalidIdToken(format!("missing {name}").into()))
 }
 
 /// Extracts the registered claims, checking their JSON types.

@@ -278,7 +278,10 @@ fn base64_len(s: &str) -> Option<usize> {
 }
 
 fn no_matching_key() -> TokenError {
-    TokenError::InvalidIdToken("no matching key in the provider's JWKS".into())
+    TokenError::InvalidIdToken(crate::error::ValidationError::new(
+        crate::error::ValidationKind::UnknownKey,
+        "no matching key in the provider's JWKS",
+    ))
 }
 
 impl JwksCache {
@@ -314,7 +317,9 @@ impl JwksCache {
     ///
     /// # Errors
     ///
-    /// * [`TokenError::InvalidIdToken`] ("no matching key ...") when no key fits.
+    /// * [`TokenError::InvalidIdToken`] ("no matching key ...", of kind
+    ///   [`ValidationKind::UnknownKey`](crate::error::ValidationKind::UnknownKey))
+    ///   when no key fits.
     /// * [`TokenError::ProviderUnavailable`] when the JWKS could not be fetched
     ///   and nothing is cached (with keys cached, a failed refetch just means
     ///   "no matching key"); [`TokenError::InvalidResponse`] when the fetched

@@ -57,7 +57,7 @@ pub use client::{LoggedOut, OidcClient, OidcClientBuilder, SignedIn};
 pub use client_credentials::ClientCredentialsRequest;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};
-pub use error::{ErrorKind, TokenError};
+pub use error::{ErrorKind, OAuthErrorCode, TokenError, ValidationError, ValidationKind};
 pub use logout_token::{BackchannelLogout, LogoutTokenClaims};
 pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken,

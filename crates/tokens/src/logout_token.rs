@@ -90,7 +90,7 @@ const MAX_JTI_LEN: usize = 256;
 const JTI_KEY_PREFIX: &str = "logout-jti:";
 
 fn invalid(reason: &str) -> TokenError {
-    TokenError::InvalidIdToken(format!("logout token: {reason}"))
+    TokenError::InvalidIdToken(format!("logout token: {reason}").into())
 }
 
 /// The claims of a validated logout token.

@@ -3,7 +3,10 @@
 //! Every call has the configured connect and total timeouts (set on the HTTP
 //! client), reads at most [`MAX_RESPONSE_BYTES`] of the answer, and maps
 //! failures onto [`TokenError`]: an OAuth error answer becomes
-//! [`TokenError::Provider`], a timeout, connection failure, 429 or 5xx becomes
+//! [`TokenError::Provider`] with its code parsed into an
+//! [`OAuthErrorCode`], another 4xx answer
+//! [`TokenError::UnexpectedStatus`] with the status as a number, and a
+//! timeout, connection failure, 429 or 5xx
 //! [`TokenError::ProviderUnavailable`]. Nothing we send (secrets, codes,
 //! tokens) is ever put into an error.
 
@@ -13,7 +16,7 @@ use serde::Deserialize;
 
 use crate::config::OidcConfig;
 use crate::discovery::ProviderMetadata;
-use crate::error::TokenError;
+use crate::error::{OAuthErrorCode, TokenError};
 use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
 
 /// The largest provider answer read, in bytes.
@@ -238,12 +241,11 @@ fn error_from_answer(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
     }
     match serde_json::from_slice::<OAuthErrorBody>(body) {
         Ok(err) => TokenError::Provider {
-            error: truncate(&err.error, 64),
+            error: OAuthErrorCode::from(err.error.as_str()),
             description: err.error_description.map(|d| truncate(&d, 256)),
         },
-        Err(_) => TokenError::Provider {
-            error: format!("http_{}", status.as_u16()),
-            description: None,
+        Err(_) => TokenError::UnexpectedStatus {
+            status: status.as_u16(),
         },
     }
 }
@@ -334,5 +336,17 @@ mod tests {
         assert!(e.is_transient());
         let e = error_from_answer(reqwest::StatusCode::UNAUTHORIZED, b"nope");
         assert!(e.is_unauthorized());
+        assert!(matches!(e, TokenError::UnexpectedStatus { status: 401 }));
+        let e = error_from_answer(
+            reqwest::StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid_target"}"#,
+        );
+        assert!(matches!(
+            e,
+            TokenError::Provider {
+                error: OAuthErrorCode::InvalidTarget,
+                ..
+            }
+        ));
     }
 }

@@ -87,6 +87,13 @@ pub struct UserTokens {
     pub refreshed_at: Option<u64>,
     /// How many refreshes this session has seen.
     pub refresh_count: u64,
+    /// When the access token was issued, as far as this BFF knows: when its
+    /// token response arrived (Unix seconds). With `expires_at` it gives the
+    /// token's lifetime, from which the renewal point is computed (never in
+    /// the first half of the life). `None` in records written before it
+    /// existed: those renew at `expires_at` minus the refresh margin.
+    #[serde(default)]
+    pub issued_at: Option<u64>,
 }
 
 /// An access token obtained for a specific resource and/or scope.
@@ -98,6 +105,10 @@ pub struct ResourceToken {
     pub expires_at: u64,
     /// The token type, normally `Bearer`.
     pub token_type: String,
+    /// When its token response arrived (Unix seconds; `None` in records
+    /// written before it existed). See [`UserTokens::issued_at`].
+    #[serde(default)]
+    pub issued_at: Option<u64>,
 }
 
 /// Everything a server-side session holds.
@@ -180,6 +191,7 @@ mod tests {
                 scope: None,
                 refreshed_at: None,
                 refresh_count: 0,
+                issued_at: Some(1),
             },
             resource_tokens: BTreeMap::new(),
             created_at: 1,

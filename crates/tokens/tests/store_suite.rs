@@ -39,6 +39,7 @@ fn record(s: &TestStore, sub: &str, sid: Option<&str>) -> SessionRecord {
             scope: Some("openid".into()),
             refreshed_at: None,
             refresh_count: 0,
+            issued_at: Some(now),
         },
         resource_tokens: Default::default(),
         created_at: now,
@@ -503,6 +504,7 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
             )),
             expires_at: r.tokens.expires_at,
             token_type: "Bearer".into(),
+            issued_at: r.tokens.issued_at,
         },
     );
     s.store.create(&id, r.clone()).await.unwrap();
