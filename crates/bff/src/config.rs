@@ -163,6 +163,15 @@ impl BffBuilder {
         self
     }
 
+    /// The keys that seal pending sign-ins (default: a random key of this
+    /// process). Instances behind one load balancer must share them; the
+    /// session store's encryption keys serve well. See
+    /// [`OidcClientBuilder::login_keys`].
+    pub fn login_keys(mut self, keys: oidc_bff_tokens::store::KeyRing) -> Self {
+        self.client = self.client.login_keys(keys);
+        self
+    }
+
     /// The clock (tests).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.client = self.client.clock(clock);

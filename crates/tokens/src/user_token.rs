@@ -624,6 +624,7 @@ impl OidcClient {
                     tracing::warn!(error = %err, "refreshed id_token rejected; ending the session");
                     self.end_session(session_id, "refreshed id_token rejected")
                         .await;
+                    self.revoke_abandoned(response.refresh_token.as_ref());
                     return Err(TokenError::RefreshRejected {
                         error: "invalid_id_token".into(),
                     });
@@ -672,7 +673,11 @@ impl OidcClient {
                 tracing::error!(error = %err, "refreshed tokens could not be stored");
                 Ok(token)
             }
-            Err(err) => Err(err),
+            Err(err) => {
+                // The session ended meanwhile: its new refresh token goes too.
+                self.revoke_abandoned(response.refresh_token.as_ref());
+                Err(err)
+            }
         }
     }
 

@@ -81,7 +81,10 @@
 //! user's token, or a new client token; callers that were refused the same
 //! token share the renewal) and the request is sent once more. Only requests
 //! that can be replayed are retried: without a body or with a buffered one;
-//! a streamed body is never sent twice. Never more than one retry. Turn it
+//! a streamed body is never sent twice. And only idempotent methods (`GET`,
+//! `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), unless the caller adds the
+//! [`ReplayOnUnauthorized`] extension to a request whose repetition is
+//! harmless. Never more than one retry. Turn it
 //! off with [`retry_on_unauthorized(false)`](ClientRegistration::retry_on_unauthorized).
 //!
 //! # Client credentials
@@ -149,6 +152,7 @@ mod registry;
 pub use bearer::BearerTokenExt;
 pub use extract::{Api, ApiClients};
 pub use managed::ManagedClient;
+pub use middleware::ReplayOnUnauthorized;
 pub use registry::{
     ClientRegistration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, TokenKind, TypedClient,
 };
