@@ -105,6 +105,15 @@ impl BffBuilder {
         self
     }
 
+    /// The keys that seal pending sign-ins (default: a random key of this
+    /// process). Instances behind one load balancer must share them; the
+    /// session store's encryption keys serve well. See
+    /// [`OidcClientBuilder::login_keys`](crate::tokens::OidcClientBuilder::login_keys).
+    pub fn login_keys(mut self, keys: oidc_bff_tokens::store::KeyRing) -> Self {
+        self.client = self.client.login_keys(keys);
+        self
+    }
+
     /// The clock (default: the system clock; tests use a
     /// [`ManualClock`](crate::tokens::ManualClock)).
     pub fn clock(mut self, clock: SharedClock) -> Self {

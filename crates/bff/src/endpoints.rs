@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `GET /bff/login?returnUrl=/path` | starts sign-in (code + PKCE, state, nonce); `returnUrl` must be a local path |
 //! | `GET /bff/callback` | completes sign-in, creates the server-side session, sets the session cookie |
-//! | `GET /bff/logout?sid=...` | ends the session, revokes the refresh token, redirects to the provider's logout |
+//! | `GET /bff/logout?sid=...` | ends the session, revokes the refresh token, redirects to the provider's logout (with a `state` bound to the browser) |
+//! | `GET /bff/logged-out?state=...` | optional post-logout landing: checks the provider's `state` against the browser's, then redirects home; a wrong or missing `state` is a 400 with no effect |
 //! | `GET /bff/user` | the user's claims, logout URL and session expiry as JSON (requires `X-CSRF: 1`); 401 when anonymous |
 //! | `POST /bff/backchannel` | OpenID Connect back-channel logout: a valid `logout_token` ends the sessions it names (200); anything else is 400 |
 
@@ -42,6 +43,7 @@ impl Bff {
             .route(&format!("{base}/login"), get(login))
             .route(&format!("{base}/callback"), get(callback))
             .route(&format!("{base}/logout"), get(logout))
+            .route(&format!("{base}/logged-out"), get(logged_out))
             .route(&format!("{base}/user"), get(user))
             .route(
                 &format!("{base}/backchannel"),
@@ -65,12 +67,21 @@ fn first(query: &[(String, String)], key: &str) -> Option<String> {
         .map(|(_, value)| value.clone())
 }
 
-async fn login(State(bff): State<Bff>, Query(query): Query<Vec<(String, String)>>) -> Response {
+/// Starts a sign-in. Nothing is stored: the pending sign-in is sealed into
+/// the `state` (see `oidc_bff_tokens::login`), bound to this browser by the
+/// login cookie, which holds one random binding shared by all of the
+/// browser's tabs (so parallel sign-ins work and the cookie stays small).
+async fn login(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let return_url = first(&query, "returnUrl");
     let settings = bff.settings();
-    match bff
+    let binding = cookies::read(&headers, &settings.login_cookie_name);
+    let response = match bff
         .client()
-        .begin_login(&settings.redirect_uri(), return_url.as_deref())
+        .begin_login_bound(&settings.redirect_uri(), return_url.as_deref(), binding)
         .await
     {
         Ok(start) => {
@@ -79,7 +90,7 @@ async fn login(State(bff): State<Bff>, Query(query): Query<Vec<(String, String)>
                 header::SET_COOKIE,
                 cookies::set(
                     &settings.login_cookie_name,
-                    &start.state,
+                    &start.binding,
                     bff.client().config().login_timeout,
                     SameSite::Lax,
                 ),
@@ -87,7 +98,18 @@ async fn login(State(bff): State<Bff>, Query(query): Query<Vec<(String, String)>
             response
         }
         Err(err) => BffError::from(err).into_response(),
-    }
+    };
+    no_referrer(response)
+}
+
+/// `Referrer-Policy: no-referrer`: the authorization URL and the callback
+/// URL (with its code) never leak to the next page (RFC 9700 4.2.4).
+fn no_referrer(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 async fn callback(
@@ -95,19 +117,23 @@ async fn callback(
     headers: HeaderMap,
     raw: axum::extract::RawQuery,
 ) -> Response {
+    no_referrer(complete_sign_in(&bff, &headers, raw.0.as_deref()).await)
+}
+
+async fn complete_sign_in(bff: &Bff, headers: &HeaderMap, raw: Option<&str>) -> Response {
     let settings = bff.settings();
     // Duplicated parameters are refused outright: a callback is machine-made.
-    let params = match parse_callback(raw.0.as_deref().unwrap_or_default()) {
+    let params = match parse_callback(raw.unwrap_or_default()) {
         Ok(params) => params,
-        Err(err) => return with_cleared_login(err.into_response(), &bff),
+        Err(err) => return with_cleared_login(err.into_response(), bff),
     };
-    let bound_state = cookies::read(&headers, &settings.login_cookie_name).unwrap_or_default();
-    let signed_in = match bff.client().complete_login(bound_state, &params).await {
+    let binding = cookies::read(headers, &settings.login_cookie_name).unwrap_or_default();
+    let signed_in = match bff.client().complete_login(binding, &params).await {
         Ok(signed_in) => signed_in,
-        Err(err) => return with_cleared_login(BffError::from(err).into_response(), &bff),
+        Err(err) => return with_cleared_login(BffError::from(err).into_response(), bff),
     };
     // A sign-in always gets a new session id; the previous session ends.
-    if let Some(old) = cookies::read(&headers, &settings.cookie_name).and_then(SessionId::parse)
+    if let Some(old) = cookies::read(headers, &settings.cookie_name).and_then(SessionId::parse)
         && let Err(err) = bff.client().store().delete(&old).await
     {
         tracing::warn!(error = %err, "could not remove the previous session");
@@ -128,7 +154,9 @@ async fn callback(
             SameSite::Strict,
         ),
     );
-    with_cleared_login(response, &bff)
+    // The login cookie stays: it binds the browser's other pending sign-ins
+    // (tabs) and expires with the login timeout.
+    response
 }
 
 fn parse_callback(raw: &str) -> Result<CallbackParams, BffError> {
@@ -194,10 +222,61 @@ async fn logout(
                 .end_session_url
                 .map(|u| u.to_string())
                 .unwrap_or(post_logout);
-            with_cleared_session(redirect(&target), &bff)
+            let mut response = with_cleared_session(redirect(&target), &bff);
+            if let Some(state) = &done.state {
+                // The provider's redirect back is a cross-site navigation.
+                response.headers_mut().append(
+                    header::SET_COOKIE,
+                    cookies::set(
+                        &logout_cookie_name(&bff),
+                        state,
+                        bff.client().config().login_timeout,
+                        SameSite::Lax,
+                    ),
+                );
+            }
+            response
         }
         Err(err) => BffError::from(err).into_response(),
     }
+}
+
+fn logout_cookie_name(bff: &Bff) -> String {
+    format!("{}-logout", bff.settings().cookie_name)
+}
+
+/// The post-logout landing (register `{public_url}/bff/logged-out` as the
+/// post-logout redirect URI to use it): the `state` the provider echoes must
+/// be the one bound to this browser at logout. Nothing depends on it — the
+/// session already ended — so a mismatch is only refused (400), never acted
+/// on; a match redirects to the site's root.
+async fn logged_out(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    raw: axum::extract::RawQuery,
+) -> Response {
+    let name = logout_cookie_name(&bff);
+    let bound = cookies::read(&headers, &name).unwrap_or_default();
+    let mut states = url::form_urlencoded::parse(raw.0.as_deref().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned());
+    let presented = states.next().unwrap_or_default();
+    let valid = states.next().is_none()
+        && !bound.is_empty()
+        && constant_time_eq(presented.as_bytes(), bound.as_bytes());
+    let mut response = if valid {
+        let home = format!(
+            "{}/",
+            bff.settings().public_url.as_str().trim_end_matches('/')
+        );
+        redirect(&home)
+    } else {
+        BffError::BadRequest("the logout state does not match this browser".into()).into_response()
+    };
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, cookies::clear(&name, SameSite::Lax));
+    response
 }
 
 fn with_cleared_session(mut response: Response, bff: &Bff) -> Response {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::harness::{self, Browser, Options, TestBff};
@@ -55,6 +56,19 @@ async fn signed_in(t: &TestBff) -> (Browser, SessionId, String) {
 
 async fn alive(t: &TestBff, id: &SessionId) -> bool {
     t.bff.client().load_session(id).await.unwrap().is_some()
+}
+
+/// The provider's revocation count once it has reached `expected` (the
+/// refresh tokens of ended sessions are revoked in the background), or
+/// after a bounded wait.
+async fn revocations(t: &TestBff, expected: u64) -> u64 {
+    for _ in 0..400 {
+        if t.idp.counters().revocations >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    t.idp.counters().revocations
 }
 
 /// A BFF with non-default back-channel settings, optionally registered at the
@@ -198,7 +212,7 @@ async fn a_valid_token_ends_the_session_with_its_sid_and_revokes_its_refresh_tok
     assert_eq!(a.api("/bff/user").await.status(), 401);
     assert!(alive(&t, &b_id).await, "the other session is untouched");
     assert_eq!(b.api("/bff/user").await.status(), 200);
-    assert_eq!(t.idp.counters().revocations, 1);
+    assert_eq!(revocations(&t, 1).await, 1);
     assert_eq!(
         refresh_directly(&t, a_refresh.secret()).await,
         400,
@@ -215,7 +229,7 @@ async fn a_token_with_only_sub_ends_every_session_of_the_user() {
     assert_eq!(post_token(&t, &token).await.status(), 200);
     assert!(!alive(&t, &a_id).await);
     assert!(!alive(&t, &b_id).await);
-    assert_eq!(t.idp.counters().revocations, 2);
+    assert_eq!(revocations(&t, 2).await, 2);
 }
 
 #[tokio::test]
@@ -656,7 +670,7 @@ async fn signing_out_at_the_provider_ends_the_bff_session() {
     }
     assert!(ended, "the back-channel logout did not arrive");
     assert_eq!(browser.api("/bff/user").await.status(), 401);
-    assert_eq!(t.idp.counters().revocations, 1);
+    assert_eq!(revocations(&t, 1).await, 1);
 }
 
 #[tokio::test]
@@ -670,4 +684,71 @@ async fn the_endpoint_answers_only_under_the_base_path() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+/// Issue 15, defect 5: every matching session ends before any (slow)
+/// revocation runs, so a server timeout that cuts the request off cannot
+/// leave sessions alive behind a remembered `jti`.
+#[tokio::test]
+async fn slow_revocations_never_leave_sessions_alive_behind_a_server_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let clock = ManualClock::starting_now();
+    let idp_clock = clock.clone();
+    let idp = DevIdp::builder()
+        .clock(move || idp_clock.now_unix())
+        .start()
+        .await
+        .unwrap();
+    let config = OidcConfig::builder(idp.url().as_str(), "bff")
+        .client_secret("secret")
+        .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let bff = Bff::builder(config)
+        .public_url(&url)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    // The server gives every request one second, like a TimeoutLayer.
+    let app =
+        Router::new()
+            .merge(bff.routes())
+            .layer(bff.layer())
+            .layer(axum::middleware::from_fn(
+                |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                    match tokio::time::timeout(Duration::from_secs(1), next.run(request)).await {
+                        Ok(response) => response,
+                        Err(_) => axum::http::StatusCode::REQUEST_TIMEOUT.into_response(),
+                    }
+                },
+            ));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let t = TestBff {
+        idp,
+        bff,
+        url,
+        clock,
+    };
+    let sessions = [
+        signed_in(&t).await,
+        signed_in(&t).await,
+        signed_in(&t).await,
+    ];
+    // Each revocation takes three seconds.
+    t.idp
+        .faults()
+        .set_revocation_delay(Some(Duration::from_secs(3)));
+    let token = t.idp.sign_logout_token(Some("alice"), None, "bff");
+    let response = post_token(&t, &token).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "answered before any revocation finished"
+    );
+    for (_, id, _) in &sessions {
+        assert!(!alive(&t, id).await, "every session of the user ended");
+    }
+    // The revocations still happen, afterwards.
+    assert_eq!(revocations(&t, 3).await, 3);
 }

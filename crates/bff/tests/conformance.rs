@@ -342,3 +342,241 @@ async fn start_custom(
         clock,
     }
 }
+
+/// The claims of a compact JWT, without verification (test inspection only).
+fn jwt_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Issue 15, defect 2: a provider that puts the user's latest sign-in (on
+/// any browser) into every refreshed id_token's `auth_time` must not sign
+/// anybody out. Two sessions of one user; both refresh and keep working,
+/// each keeping its original `auth_time`.
+#[tokio::test]
+async fn a_provider_that_moves_auth_time_on_refresh_signs_nobody_out() {
+    let t = harness::start().await;
+    t.idp.faults().set_refresh_moves_auth_time(true);
+    let first = t.browser();
+    first.sign_in("/").await;
+    let first_auth_time = t.session_of(&first).await.unwrap().record.claims["auth_time"].clone();
+    t.advance(120);
+    let second = t.browser();
+    second.sign_in("/").await;
+    let second_auth_time = t.session_of(&second).await.unwrap().record.claims["auth_time"].clone();
+    assert_ne!(first_auth_time, second_auth_time);
+
+    for (name, browser, original) in [
+        ("first", &first, &first_auth_time),
+        ("second", &second, &second_auth_time),
+    ] {
+        let response = browser.api("/api/token/forced").await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{name}: {}",
+            response.text().await.unwrap()
+        );
+        assert_eq!(browser.api("/bff/user").await.status(), 200, "{name}");
+        let session = t.session_of(browser).await.expect(name);
+        // The provider did move it...
+        let refreshed = jwt_payload(session.record.tokens.id_token.as_ref().unwrap().secret());
+        assert_eq!(refreshed["auth_time"], second_auth_time, "{name}");
+        // ...and the session keeps the original.
+        assert_eq!(&session.record.claims["auth_time"], original, "{name}");
+    }
+    assert_eq!(t.idp.counters().refresh_grants, 2);
+    // Expiry-driven refreshes keep working too.
+    t.advance(400);
+    assert_eq!(first.api("/api/token").await.status(), 200);
+    assert_eq!(second.api("/api/token").await.status(), 200);
+    assert_eq!(t.idp.counters().refresh_grants, 4);
+}
+
+/// Issue 15, defect 2: with `strict_refresh_claims`, a moved `auth_time`
+/// ends the session as before.
+#[tokio::test]
+async fn with_strict_refresh_claims_a_moved_auth_time_ends_the_session() {
+    let t = start_custom(DevIdp::builder(), |c| c.strict_refresh_claims(true)).await;
+    t.idp.faults().set_refresh_moves_auth_time(true);
+    let first = t.browser();
+    first.sign_in("/").await;
+    t.advance(120);
+    t.browser().sign_in("/").await;
+    let id = oidc_bff_tokens::SessionId::parse(&first.cookie("__Host-bff").unwrap()).unwrap();
+    let err = t
+        .bff
+        .client()
+        .user_access_token(
+            &id,
+            None,
+            &oidc_bff_tokens::UserTokenRequest::default().force_renewal(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_unauthorized(), "{err:?}");
+    assert!(t.bff.client().load_session(&id).await.unwrap().is_none());
+}
+
+/// Issue 15, defect 3: when the engine ends a session right after the
+/// provider answered a refresh (here: the refreshed id_token names another
+/// user), the refresh token it just received is revoked, not dropped.
+#[tokio::test]
+async fn a_session_ended_after_a_refresh_revokes_the_new_refresh_token() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let access_token = t
+        .session_of(&browser)
+        .await
+        .unwrap()
+        .record
+        .tokens
+        .access_token
+        .clone();
+    t.idp
+        .faults()
+        .set_id_token_fault(Some(IdTokenFault::DifferentSub));
+    assert_eq!(browser.api("/api/token/forced").await.status(), 401);
+    assert!(t.session_of(&browser).await.is_none());
+    // Revocation runs in the background: wait for it (bounded).
+    for _ in 0..200 {
+        if t.idp.counters().revocations > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        t.idp.counters().revocations,
+        1,
+        "the new refresh token was revoked"
+    );
+    // Revoking it revoked its grant: the session's access token is dead too.
+    let introspection: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/introspect", t.idp.issuer()))
+        .basic_auth("bff", Some("secret"))
+        .form(&[("token", access_token.secret())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspection["active"], false, "{introspection}");
+}
+
+/// Issue 15, defect 4: a provider that lists `revocation_endpoint` only in
+/// its RFC 8414 Authorization Server Metadata still gets the refresh token
+/// revoked at logout; so does one whose endpoint is only in the
+/// configuration.
+#[tokio::test]
+async fn logout_revokes_with_an_endpoint_from_rfc8414_metadata_or_the_configuration() {
+    for case in ["rfc8414", "configuration"] {
+        let t = if case == "rfc8414" {
+            let t = start_custom(DevIdp::builder(), |c| c).await;
+            t.idp.faults().set_revocation_only_in_oauth_metadata(true);
+            t
+        } else {
+            // The endpoint's URL is only known once the IdP runs: start one
+            // to learn it, then configure it explicitly.
+            let t = start_custom_with_revocation_override().await;
+            t.idp.faults().set_no_revocation_endpoint(true);
+            t
+        };
+        let browser = t.browser();
+        browser.sign_in("/").await;
+        let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
+        let response = browser.get(user["logoutUrl"].as_str().unwrap()).await;
+        assert_eq!(response.status(), 303, "{case}");
+        assert_eq!(t.idp.counters().revocations, 1, "{case}");
+        let metadata = t.bff.client().metadata_with_fallback().await.unwrap();
+        let source = metadata.sources["revocation_endpoint"];
+        assert_eq!(
+            source,
+            if case == "rfc8414" {
+                oidc_bff_tokens::discovery::EndpointSource::AuthorizationServerMetadata
+            } else {
+                oidc_bff_tokens::discovery::EndpointSource::Configuration
+            },
+            "{case}"
+        );
+    }
+}
+
+async fn start_custom_with_revocation_override() -> TestBff {
+    let clock = ManualClock::starting_now();
+    let idp_clock = clock.clone();
+    let idp = DevIdp::builder()
+        .clock(move || idp_clock.now_unix())
+        .start()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = OidcConfig::builder(idp.url().as_str(), "bff")
+        .client_secret("secret")
+        .timeouts(Duration::from_secs(2), Duration::from_secs(5))
+        .endpoint("revocation_endpoint", format!("{}/revoke", idp.issuer()))
+        .build()
+        .unwrap();
+    let bff = Bff::builder(config)
+        .public_url(&url)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let app = Router::new().merge(bff.routes()).layer(bff.layer());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TestBff {
+        idp,
+        bff,
+        url,
+        clock,
+    }
+}
+
+/// Issue 15, defect 8: an endpoint in plain http to a host that is not
+/// loopback (a network attacker could swap the keys or read the client
+/// secret) makes discovery fail: nothing is trusted, the sign-in stops.
+#[tokio::test]
+async fn plain_http_endpoints_of_a_provider_are_refused() {
+    let t = harness::start().await;
+    t.idp
+        .faults()
+        .set_discovery_jwks_uri(Some("http://keys.example.com/jwks"));
+    let browser = t.browser();
+    let response = browser.get("/bff/login").await;
+    assert!(response.status().is_server_error(), "{}", response.status());
+    let body = response.text().await.unwrap();
+    assert!(body.contains("https"), "{body}");
+    assert_eq!(t.idp.counters().authorize, 0);
+}
+
+/// Issue 15, defect 9: a client without a secret is refused unless the
+/// configuration says it is public on purpose.
+#[tokio::test]
+async fn a_client_without_a_secret_must_be_declared_public() {
+    let config = OidcConfig::builder("https://login.example.com", "bff")
+        .build()
+        .unwrap();
+    let err = Bff::builder(config)
+        .public_url("https://app.example.com")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("public_client"), "{err}");
+    let config = OidcConfig::builder("https://login.example.com", "bff")
+        .public_client(true)
+        .build()
+        .unwrap();
+    assert!(
+        Bff::builder(config)
+            .public_url("https://app.example.com")
+            .build()
+            .is_ok()
+    );
+}

@@ -502,3 +502,206 @@ async fn hostile_query_strings_at_login_are_harmless() {
         response.status()
     );
 }
+
+/// A store that counts the writes of short-lived values (pending sign-ins
+/// would be those) and passes everything to a [`MemoryStore`].
+#[derive(Debug)]
+struct CountingStore {
+    inner: oidc_bff_tokens::MemoryStore,
+    transient_writes: std::sync::atomic::AtomicU64,
+}
+
+mod counting {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use oidc_bff_tokens::store::{SessionStore, StoreError, UpdateOutcome, Versioned};
+    use oidc_bff_tokens::{SessionId, SessionRecord};
+
+    use super::CountingStore;
+
+    #[async_trait::async_trait]
+    impl SessionStore for CountingStore {
+        async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
+            self.inner.create(id, record).await
+        }
+        async fn update(
+            &self,
+            id: &SessionId,
+            record: SessionRecord,
+            expected_version: u64,
+        ) -> Result<UpdateOutcome, StoreError> {
+            self.inner.update(id, record, expected_version).await
+        }
+        async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.find_by_sub(sub).await
+        }
+        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.find_by_sid(sid).await
+        }
+        async fn put_transient(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.transient_writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.put_transient(key, value, ttl).await
+        }
+        async fn put_transient_if_absent(
+            &self,
+            key: &str,
+            value: String,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.transient_writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.put_transient_if_absent(key, value, ttl).await
+        }
+        async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.take_transient(key).await
+        }
+        async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.get_transient(key).await
+        }
+        async fn try_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.try_lease(id, owner, ttl).await
+        }
+        async fn renew_lease(
+            &self,
+            id: &SessionId,
+            owner: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.renew_lease(id, owner, ttl).await
+        }
+        async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
+            self.inner.release_lease(id, owner).await
+        }
+    }
+}
+
+/// How many `/bff/login` requests the flood test sends (`LOGIN_FLOOD`;
+/// default 20,000 so that a debug build runs it in seconds; the 200,000 of
+/// issue 15 run in `bench/login_flood.sh` against a release build).
+fn flood_size() -> usize {
+    std::env::var("LOGIN_FLOOD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// Issue 15, defect 1: a flood of `/bff/login` stores nothing, so it can
+/// neither fill the store nor lock anybody out: right after it, a real user
+/// signs in at once, and the only value written is that sign-in's one-time
+/// marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_stores_nothing_and_locks_nobody_out() {
+    use std::sync::atomic::Ordering;
+
+    let clock = oidc_bff_tokens::ManualClock::starting_now();
+    let store = std::sync::Arc::new(CountingStore {
+        inner: oidc_bff_tokens::MemoryStore::with_clock(std::sync::Arc::new(clock.clone())),
+        transient_writes: Default::default(),
+    });
+    let t = harness::start_with_store(Default::default(), clock, store.clone()).await;
+    let total = flood_size();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{}/bff/login?returnUrl=%2Fapp", t.url);
+    let workers = (0..32).map(|_| {
+        let next = next.clone();
+        let url = url.clone();
+        let http = http();
+        tokio::spawn(async move {
+            let mut ok = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let response = http.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), 303);
+                ok += 1;
+            }
+            ok
+        })
+    });
+    let sent: usize = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(sent, total);
+    assert_eq!(
+        store.transient_writes.load(Ordering::SeqCst),
+        0,
+        "a started sign-in writes nothing to the store"
+    );
+    assert!(store.inner.is_empty());
+
+    // A real user signs in at once.
+    let browser = t.browser();
+    assert_eq!(browser.sign_in("/app").await, "/app");
+    assert_eq!(browser.api("/bff/user").await.status(), 200);
+    assert_eq!(
+        store.transient_writes.load(Ordering::SeqCst),
+        1,
+        "only the completed sign-in's one-time marker"
+    );
+}
+
+/// Issue 15, defect 1: forged callbacks (a valid `state` from the attacker's
+/// own `/bff/login`, a made-up code) write nothing either: a sign-in is only
+/// recorded as used after the provider accepted its code.
+#[tokio::test]
+async fn forged_callbacks_store_nothing() {
+    use std::sync::atomic::Ordering;
+
+    let clock = oidc_bff_tokens::ManualClock::starting_now();
+    let store = std::sync::Arc::new(CountingStore {
+        inner: oidc_bff_tokens::MemoryStore::with_clock(std::sync::Arc::new(clock.clone())),
+        transient_writes: Default::default(),
+    });
+    let t = harness::start_with_store(Default::default(), clock, store.clone()).await;
+    for _ in 0..50 {
+        let browser = t.browser();
+        let login = browser.get("/bff/login").await;
+        let state = query_of(&location(&login))["state"].clone();
+        let response = browser
+            .get(&format!(
+                "/bff/callback?code=made-up&state={}&iss={}",
+                urlencode(&state),
+                urlencode(t.idp.issuer().as_str())
+            ))
+            .await;
+        assert_eq!(response.status(), 400);
+    }
+    assert_eq!(store.transient_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        t.idp.counters().code_grants,
+        0,
+        "each was refused by the provider"
+    );
+}
+
+/// Issue 15, defect 1: two copies of one callback sent at the same time
+/// make at most one session (the one-time marker decides).
+#[tokio::test]
+async fn a_callback_sent_twice_at_once_makes_one_session() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    let callback = browser.start_sign_in("/").await;
+    let (a, b) = tokio::join!(browser.get(&callback), browser.get(&callback));
+    let statuses = [a.status().as_u16(), b.status().as_u16()];
+    assert!(statuses.contains(&303), "{statuses:?}");
+    assert!(statuses.contains(&400), "{statuses:?}");
+    let sessions = t.bff.client().store().find_by_sub("alice").await.unwrap();
+    assert_eq!(sessions.len(), 1);
+}

@@ -143,6 +143,7 @@ async fn setup() -> Setup {
         .route("/api/typed", get(typed))
         .route("/api/stream", get(streamed_post))
         .route("/api/buffered", get(buffered_post))
+        .route("/api/buffered-no-opt-in", get(buffered_post_no_opt_in))
         .route("/api/escape", get(escape))
         .layer(bff.csrf_layer())
         .merge(bff.routes())
@@ -185,8 +186,21 @@ async fn streamed_post(clients: ApiClients) -> Result<(StatusCode, String), BffE
     Ok((response.status(), response.text().await?))
 }
 
-/// POSTs a buffered (replayable) JSON body.
+/// POSTs a buffered (replayable) JSON body; the caller opts in to the retry
+/// after a 401 (a POST is not idempotent).
 async fn buffered_post(clients: ApiClients) -> Result<(StatusCode, String), BffError> {
+    let response = clients
+        .get("apiClient")?
+        .post("items")
+        .json(&serde_json::json!({"name": "widget"}))
+        .with_extension(oidc_bff::client::ReplayOnUnauthorized)
+        .send()
+        .await?;
+    Ok((response.status(), response.text().await?))
+}
+
+/// POSTs a buffered JSON body without opting in to a retry.
+async fn buffered_post_no_opt_in(clients: ApiClients) -> Result<(StatusCode, String), BffError> {
     let response = clients
         .get("apiClient")?
         .post("items")
@@ -378,6 +392,21 @@ async fn a_buffered_body_is_replayed_on_401() {
     assert_eq!(seen[0].body, br#"{"name":"widget"}"#);
     assert_eq!(seen[1].body, seen[0].body, "the same body, sent again");
     assert_eq!(seen[1].method, http::Method::POST);
+}
+
+/// Issue 15, defect 9: a request that is not idempotent is not sent twice
+/// unless its caller opted in.
+#[tokio::test]
+async fn a_post_is_not_retried_on_401_without_the_callers_consent() {
+    let s = setup().await;
+    let browser = s.signed_in().await;
+    s.api.reject_next(1);
+    let response = browser.api("/api/buffered-no-opt-in").await;
+    assert_eq!(response.status(), 401, "the API's answer is passed on");
+    let seen = s.api.seen();
+    assert_eq!(seen.len(), 1, "sent once");
+    assert_eq!(seen[0].method, http::Method::POST);
+    assert_eq!(s.idp.counters().refresh_attempts, 0, "and no renewal");
 }
 
 #[tokio::test]

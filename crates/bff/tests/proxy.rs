@@ -763,3 +763,81 @@ async fn websocket_handshakes_are_refused_when_not_allowed() {
     assert_ne!(code, 101);
     assert_eq!(t.ws.handshakes.lock().unwrap().len(), before);
 }
+
+/// Issue 15, defect 7: header names with `_` that upstreams (CGI, WSGI,
+/// Rack) read like their `-` twins never reach the upstream.
+#[tokio::test]
+async fn underscore_spellings_of_forwarding_headers_are_dropped() {
+    let t = proxy_support::start().await;
+    let session = t.sign_in().await;
+    let response = t
+        .request(Method::GET, "/api/echo", Some(&session), true)
+        .header("X_Forwarded_For", "6.6.6.6")
+        .header("x_forwarded_host", "evil.example")
+        .header("X_Real_IP", "6.6.6.6")
+        .header("Proxy_Authorization", "Basic Zm9vOmJhcg==")
+        .header("X_Custom_Thing", "1")
+        .header("x-app", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    let names: Vec<String> = echo["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains('_')),
+        "a header with '_' reached the upstream: {names:?}"
+    );
+    assert_eq!(
+        echoed(&echo, "x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(echoed(&echo, "x-app").as_deref(), Some("kept"));
+}
+
+/// Issue 15, defect 6: the proxy clears the session cookie only when the
+/// session really ended; `invalid_client` and `invalid_target` are
+/// configuration errors (5xx), `invalid_scope` a 401 that keeps the session.
+#[tokio::test]
+async fn errors_that_keep_the_session_do_not_clear_its_cookie() {
+    for (code, status) in [
+        ("invalid_scope", 401),
+        ("invalid_client", 500),
+        ("invalid_target", 500),
+    ] {
+        let t = proxy_support::start().await;
+        let session = t.sign_in().await;
+        t.idp.faults().set_refresh_error(Some(code));
+        t.clock.advance(Duration::from_secs(400)); // the token has expired
+        let response = t
+            .request(Method::GET, "/api/x", Some(&session), true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        let set_cookies: Vec<_> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            !set_cookies.iter().any(|c| c.starts_with("__Host-bff=")),
+            "{code}: the session cookie was cleared: {set_cookies:?}"
+        );
+        let id = oidc_bff_tokens::SessionId::parse(&session).unwrap();
+        assert!(
+            t.bff.client().load_session(&id).await.unwrap().is_some(),
+            "{code}: the server session lives on"
+        );
+        // Once the provider is fine again, the same cookie works.
+        t.idp.faults().set_refresh_error(None);
+        let (status, _) = t.echo("/api/x", Some(&session)).await;
+        assert_eq!(status, 200, "{code}");
+    }
+}

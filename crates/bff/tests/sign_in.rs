@@ -352,3 +352,162 @@ async fn refresh_directly(
         .await
         .unwrap()
 }
+
+/// Issue 15, defect 1: several tabs of one browser sign in at once; each
+/// callback completes, in any order (the pending sign-ins travel sealed in
+/// their `state`, all bound to the one login cookie of the browser).
+#[tokio::test]
+async fn parallel_sign_ins_from_several_tabs_all_complete() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    let mut callbacks = Vec::new();
+    for tab in ["/one", "/two", "/three"] {
+        callbacks.push((tab, browser.start_sign_in(tab).await));
+    }
+    let binding = browser.cookie("__Host-bff-login").unwrap();
+    assert_eq!(binding.len(), 43, "one short cookie for every tab");
+    // Complete them in reverse order.
+    for (tab, callback) in callbacks.into_iter().rev() {
+        let done = browser.get(&callback).await;
+        assert_eq!(done.status(), 303, "{tab}");
+        assert_eq!(location(&done), tab);
+        assert_eq!(browser.api("/bff/user").await.status(), 200, "{tab}");
+    }
+    assert_eq!(t.idp.counters().code_grants, 3);
+}
+
+/// Checklist 3: a transaction older than the login timeout is refused (400,
+/// no token call, cookie cleared); a new sign-in then works.
+#[tokio::test]
+async fn an_expired_login_transaction_is_refused_and_login_restarts() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    let callback = browser.start_sign_in("/late").await;
+    t.advance(t.bff.client().config().login_timeout.as_secs() + 1);
+    let response = browser.get(&callback).await;
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("too long"), "{body}");
+    assert!(browser.cookie("__Host-bff").is_none());
+    assert!(browser.cookie("__Host-bff-login").is_none(), "cleared");
+    assert_eq!(t.idp.counters().code_grants, 0);
+    assert_eq!(browser.sign_in("/late").await, "/late");
+}
+
+/// Checklist 11 and "separate key spaces": what the sign-in puts in the
+/// browser (the login cookie's binding, the sealed `state`) is never a
+/// session id, and the store keeps no sign-in under a session's key.
+#[tokio::test]
+async fn login_values_are_never_session_ids() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    let callback = browser.start_sign_in("/").await;
+    let binding = browser.cookie("__Host-bff-login").unwrap();
+    let state = url::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    for value in [&binding, &state] {
+        let intruder = t.browser();
+        intruder.set_cookie("__Host-bff", value);
+        assert_eq!(intruder.api("/bff/user").await.status(), 401);
+        if let Some(id) = oidc_bff_tokens::SessionId::parse(value) {
+            assert!(t.bff.client().store().load(&id).await.unwrap().is_none());
+        }
+    }
+    // Completing the sign-in records it under its own key space only.
+    assert_eq!(browser.get(&callback).await.status(), 303);
+    let session = browser.cookie("__Host-bff").unwrap();
+    assert_ne!(session, binding);
+    assert_eq!(browser.api("/bff/user").await.status(), 200);
+}
+
+/// Checklist 10: a cookie of another name (no prefix, another prefix, other
+/// case) carrying a valid session id is ignored.
+#[tokio::test]
+async fn a_session_id_under_another_cookie_name_is_ignored() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let id = browser.cookie("__Host-bff").unwrap();
+    for name in [
+        "bff",
+        "Host-bff",
+        "__host-bff",
+        "__Secure-bff",
+        "__Host-bff-login",
+        "__Host-BFF",
+    ] {
+        let other = t.browser();
+        other.set_cookie(name, &id);
+        assert_eq!(other.api("/bff/user").await.status(), 401, "{name}");
+    }
+}
+
+/// Issue 15, defect 9: the login and callback answers say
+/// `Referrer-Policy: no-referrer` (the code and state never leak onwards).
+#[tokio::test]
+async fn login_and_callback_send_no_referrer() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    let login = browser.get("/bff/login?returnUrl=%2F").await;
+    assert_eq!(login.headers()["referrer-policy"], "no-referrer");
+    let at_idp = browser.get(&location(&login)).await;
+    let done = browser.get(&location(&at_idp)).await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["referrer-policy"], "no-referrer");
+    let failed = browser.get("/bff/callback?state=x&code=y").await;
+    assert_eq!(failed.status(), 400);
+    assert_eq!(failed.headers()["referrer-policy"], "no-referrer");
+}
+
+/// Issue 15, defect 9: RP-initiated logout carries a `state` bound to the
+/// browser, and the optional post-logout landing checks it.
+#[tokio::test]
+async fn logout_sends_a_state_that_is_checked_on_return() {
+    let t = harness::start().await;
+    let browser = t.browser();
+    browser.sign_in("/").await;
+    let user: serde_json::Value = browser.api("/bff/user").await.json().await.unwrap();
+    let response = browser.get(user["logoutUrl"].as_str().unwrap()).await;
+    assert_eq!(response.status(), 303);
+    let target = url::Url::parse(&location(&response)).unwrap();
+    let state = target
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .expect("state on the end-session URL")
+        .1
+        .into_owned();
+    assert_eq!(
+        browser.cookie("__Host-bff-logout").as_deref(),
+        Some(state.as_str())
+    );
+
+    // Wrong, missing or duplicated state: refused, no effect.
+    for query in [
+        "?state=wrong".to_owned(),
+        String::new(),
+        format!("?state={state}&state={state}"),
+    ] {
+        let other = t.browser();
+        other.set_cookie("__Host-bff-logout", &state);
+        let response = other.get(&format!("/bff/logged-out{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+    }
+    // Another browser presenting the right state has no binding: refused.
+    let stranger = t.browser();
+    let response = stranger
+        .get(&format!("/bff/logged-out?state={}", urlencode(&state)))
+        .await;
+    assert_eq!(response.status(), 400);
+    // The right one goes home and forgets the state.
+    let response = browser
+        .get(&format!("/bff/logged-out?state={}", urlencode(&state)))
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), format!("{}/", t.url));
+    assert!(browser.cookie("__Host-bff-logout").is_none());
+}

@@ -78,6 +78,9 @@ pub(crate) struct FaultState {
     pub(crate) jwks_garbage_key: bool,
     pub(crate) revocation_status: Option<u16>,
     pub(crate) no_revocation_endpoint: bool,
+    pub(crate) refresh_moves_auth_time: bool,
+    pub(crate) revocation_only_in_oauth_metadata: bool,
+    pub(crate) revocation_delay: Option<Duration>,
 }
 
 /// Runtime fault injection for a [`crate::RunningIdp`]; see
@@ -204,5 +207,25 @@ impl Faults {
     /// Discovery omits `revocation_endpoint` (the endpoint keeps working).
     pub fn set_no_revocation_endpoint(&self, on: bool) {
         self.lock().no_revocation_endpoint = on;
+    }
+
+    /// Refreshed id tokens carry as `auth_time` the user's latest sign-in at
+    /// the IdP (on any browser), not the one the grant came from — as some
+    /// widely used providers do.
+    pub fn set_refresh_moves_auth_time(&self, on: bool) {
+        self.lock().refresh_moves_auth_time = on;
+    }
+
+    /// The OpenID discovery document omits `revocation_endpoint`, which only
+    /// the OAuth 2.0 Authorization Server Metadata (RFC 8414,
+    /// `/.well-known/oauth-authorization-server`) lists. That document is
+    /// served whatever the setting.
+    pub fn set_revocation_only_in_oauth_metadata(&self, on: bool) {
+        self.lock().revocation_only_in_oauth_metadata = on;
+    }
+
+    /// The revocation endpoint sleeps this long before answering.
+    pub fn set_revocation_delay(&self, delay: Option<Duration>) {
+        self.lock().revocation_delay = delay;
     }
 }

@@ -117,6 +117,10 @@ fn router(idp: Arc<Idp>) -> Router {
             "/.well-known/openid-configuration",
             get(discovery::discovery),
         )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::oauth_metadata),
+        )
         .route("/jwks", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize))
         .route("/token", post(token::token))

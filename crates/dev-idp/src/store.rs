@@ -66,6 +66,8 @@ pub(crate) struct Store {
     pub(crate) access: HashMap<String, AccessEntry>,
     pub(crate) sessions: HashMap<String, Session>,
     revoked_families: HashSet<FamilyId>,
+    /// The time of each user's latest sign-in (any client, any browser).
+    pub(crate) last_sign_in: HashMap<String, u64>,
 }
 
 impl Store {

@@ -36,6 +36,11 @@ pub enum Command {
         /// The configuration file.
         #[arg(short, long, default_value = "bff.toml")]
         config: PathBuf,
+        /// Also fetch the provider's metadata and print each endpoint with
+        /// where it was found (OpenID discovery, RFC 8414 metadata, or the
+        /// configuration).
+        #[arg(long)]
+        discover: bool,
     },
     /// Start a dev IdP, a sample API and the gateway with a sample page, all on loopback.
     Demo(DemoArgs),
@@ -68,7 +73,7 @@ pub struct DemoArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, discover } => check(&config, discover),
         Command::Serve { config } => {
             let config = match GatewayConfig::load(&config) {
                 Ok(c) => c,
@@ -97,11 +102,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, discover: bool) -> ExitCode {
     match GatewayConfig::load(path) {
         Ok(config) => {
             println!("# {}: OK\n", path.display());
             print!("{config}");
+            if discover {
+                return run(1, print_endpoints(config.oidc.clone()));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -140,6 +148,44 @@ fn run(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check --discover`: the provider's endpoints and where each was found.
+async fn print_endpoints(oidc: oidc_bff::OidcConfig) -> Result<(), GatewayError> {
+    let client = oidc_bff::tokens::OidcClient::builder(oidc)
+        .build()
+        .map_err(oidc_bff::BffError::from)?;
+    let metadata = client
+        .metadata_with_fallback()
+        .await
+        .map_err(oidc_bff::BffError::from)?;
+    println!("\n# provider endpoints (where each was found)");
+    let endpoints = [
+        (
+            "authorization_endpoint",
+            Some(&metadata.authorization_endpoint),
+        ),
+        ("token_endpoint", Some(&metadata.token_endpoint)),
+        ("jwks_uri", Some(&metadata.jwks_uri)),
+        ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
+        ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
+        (
+            "introspection_endpoint",
+            metadata.introspection_endpoint.as_ref(),
+        ),
+        (
+            "end_session_endpoint",
+            metadata.end_session_endpoint.as_ref(),
+        ),
+    ];
+    for (name, url) in endpoints {
+        match (url, metadata.sources.get(name)) {
+            (Some(url), Some(source)) => println!("{name} = \"{url}\"  # {source}"),
+            (Some(url), None) => println!("{name} = \"{url}\""),
+            (None, _) => println!("# {name}: none"),
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {

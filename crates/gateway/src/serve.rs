@@ -55,6 +55,9 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the BFF and the session store from the settings.
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
+        // Pending sign-ins are sealed with the session keys, so that a
+        // callback may reach any instance sharing the store.
+        let mut login_keys = None;
         let store: Arc<dyn SessionStore> = match &config.session.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             // Built without I/O: the first request connects (and creates the
@@ -67,6 +70,7 @@ impl Gateway {
                         "session.encryption_keys: a persistent session store needs a key".into(),
                     )
                 })?;
+                login_keys = Some(keys.clone());
                 let mut options = OpenOptions::new()
                     .encryption(keys)
                     .operation_timeout(config.session.operation_timeout);
@@ -77,12 +81,15 @@ impl Gateway {
                     .map_err(|e| GatewayError::Startup(format!("session.store: {e}")))?
             }
         };
-        let bff = Bff::builder(config.oidc.clone())
+        let mut builder = Bff::builder(config.oidc.clone())
             .public_url(config.public_url.as_str())
             .cookie_name(config.session.cookie_name.clone())
             .csrf_header(config.csrf.header.clone(), config.csrf.value.clone())
-            .store(store)
-            .build()?;
+            .store(store);
+        if let Some(keys) = login_keys {
+            builder = builder.login_keys(keys);
+        }
+        let bff = builder.build()?;
         Ok(Self {
             config: Arc::new(config),
             bff,

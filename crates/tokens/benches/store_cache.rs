@@ -42,6 +42,7 @@ fn record(now: u64) -> SessionRecord {
             scope: Some("openid profile offline_access".into()),
             refreshed_at: None,
             refresh_count: 0,
+            issued_at: None,
         },
         resource_tokens: Default::default(),
         created_at: now,

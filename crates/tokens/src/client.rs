@@ -15,15 +15,14 @@ use crate::error::TokenError;
 use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
 use crate::jwks::JwksCache;
 use crate::login::{
-    CallbackParams, LoginStart, LoginTransaction, pkce_challenge, sanitize_return_url,
+    CallbackParams, LoginStart, LoginTransaction, MAX_RETURN_URL, is_browser_binding,
+    pkce_challenge, sanitize_return_url,
 };
 use crate::provider::{ProviderClient, TokenResponse, http_client};
-use crate::secret::{AccessToken, AuthorizationCode, IdToken, PkceVerifier};
+use crate::secret::{AccessToken, AuthorizationCode, IdToken, PkceVerifier, RefreshToken};
 use crate::session::{SessionId, SessionRecord, random_token};
-use crate::store::{MemoryStore, SessionStore, Versioned};
+use crate::store::{KeyRing, MemoryStore, SessionStore, Versioned};
 use crate::user_token::{self, Flights, UserTokenRequest};
-
-const LOGIN_KEY_PREFIX: &str = "login:";
 
 /// Claims about the token or the authentication rather than the user
 /// (OIDC Core 2 and 3.1.3.6, RFC 7519 4.1, OIDC Back-Channel Logout, RFC
@@ -68,7 +67,7 @@ const PROTOCOL_CLAIMS: &[&str] = &[
 /// let start = client.begin_login("https://app.example.com/bff/callback", Some("/")).await?;
 /// # let params = Default::default();
 /// // ...and at the callback:
-/// let signed_in = client.complete_login(&start.state, &params).await?;
+/// let signed_in = client.complete_login(&start.binding, &params).await?;
 ///
 /// // Later, in any request of that session: a valid access token, refreshed if needed.
 /// let token = client
@@ -95,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) provider: ProviderClient,
     pub(crate) flights: Flights,
     pub(crate) client_tokens: crate::client_credentials::ClientTokenCache,
+    /// Seals pending sign-ins (see [`crate::login`]).
+    pub(crate) login_keys: KeyRing,
 }
 
 /// Builder of [`OidcClient`].
@@ -105,9 +106,22 @@ pub struct OidcClientBuilder {
     http: Option<reqwest::Client>,
     clock: Option<SharedClock>,
     store: Option<Arc<dyn SessionStore>>,
+    login_keys: Option<KeyRing>,
 }
 
 impl OidcClientBuilder {
+    /// The keys that seal pending sign-ins into the `state` parameter
+    /// (default: one random key of this process). Every instance that can
+    /// receive a callback for another's sign-in must have the same ring;
+    /// with a shared session store, pass the store's encryption keys.
+    /// Rotate as for the stores: add the new key as a decrypt key
+    /// everywhere, then make it first, and drop the old one after the login
+    /// timeout.
+    pub fn login_keys(mut self, keys: KeyRing) -> Self {
+        self.login_keys = Some(keys);
+        self
+    }
+
     /// Uses this HTTP client for calls to the provider. It should have
     /// timeouts and must not follow redirects; the default one does both.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
@@ -130,6 +144,7 @@ impl OidcClientBuilder {
     /// Builds the client. No network call is made until first use.
     pub fn build(self) -> Result<OidcClient, TokenError> {
         self.config.validate()?;
+        self.config.check_client_authentication()?;
         let http = match self.http {
             Some(http) => http,
             None => http_client(&self.config)?,
@@ -151,6 +166,9 @@ impl OidcClientBuilder {
                 provider,
                 flights: Flights::default(),
                 client_tokens: Default::default(),
+                login_keys: self
+                    .login_keys
+                    .unwrap_or_else(|| KeyRing::generate("login")),
             }),
         })
     }
@@ -176,6 +194,10 @@ pub struct LoggedOut {
     pub end_session_url: Option<Url>,
     /// Whether the refresh token was revoked at the provider.
     pub revoked: bool,
+    /// The `state` sent with the end-session URL (RP-Initiated Logout 1.0
+    /// §2): bind it to the browser and compare it when the provider sends
+    /// the browser back.
+    pub state: Option<String>,
 }
 
 impl OidcClient {
@@ -186,6 +208,7 @@ impl OidcClient {
             http: None,
             clock: None,
             store: None,
+            login_keys: None,
         }
     }
 
@@ -212,6 +235,15 @@ impl OidcClient {
     /// The provider's metadata (cached discovery document).
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
         self.inner.discovery.metadata().await
+    }
+
+    /// The provider's metadata completed for revocation: endpoints the
+    /// OpenID document lacks are taken from the provider's RFC 8414
+    /// Authorization Server Metadata (see
+    /// [`Discovery::metadata_with_fallback`]). [`ProviderMetadata::sources`]
+    /// tells where each endpoint was found.
+    pub async fn metadata_with_fallback(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata_with_fallback().await
     }
 
     /// Whether discovery has been loaded at least once (for readiness checks).
@@ -268,6 +300,7 @@ impl OidcClient {
             self.inner.clock.clone(),
         )
         .with_leeway(self.inner.config.clock_leeway.as_secs())
+        .with_strict_refresh(self.inner.config.strict_refresh_claims)
     }
 
     /// Validates an id_token from this provider (signature, iss, aud, exp, iat,
@@ -288,21 +321,44 @@ impl OidcClient {
     ///
     /// `redirect_uri` must be the callback URL registered at the provider,
     /// built from trusted configuration (never from request headers).
-    /// `return_url` is sanitized to a local path.
+    /// `return_url` is sanitized to a local path. Stores nothing: the
+    /// transaction is sealed into the `state` (see [`crate::login`]). Same as
+    /// [`begin_login_bound`](Self::begin_login_bound) with no binding yet.
     pub async fn begin_login(
         &self,
         redirect_uri: &str,
         return_url: Option<&str>,
     ) -> Result<LoginStart, TokenError> {
+        self.begin_login_bound(redirect_uri, return_url, None).await
+    }
+
+    /// Starts a sign-in for a browser that may already hold a binding from
+    /// an earlier, still pending sign-in (another tab): a valid `binding` is
+    /// reused so that both sign-ins can complete; otherwise a fresh one is
+    /// made. Return URLs longer than [`MAX_RETURN_URL`] fall back to `/`.
+    pub async fn begin_login_bound(
+        &self,
+        redirect_uri: &str,
+        return_url: Option<&str>,
+        binding: Option<&str>,
+    ) -> Result<LoginStart, TokenError> {
         let metadata = self.metadata().await?;
-        let transaction = LoginTransaction {
-            state: random_token(),
+        let binding = binding
+            .filter(|b| is_browser_binding(b))
+            .map_or_else(random_token, str::to_owned);
+        let mut return_url = sanitize_return_url(return_url);
+        if return_url.len() > MAX_RETURN_URL {
+            return_url = "/".into();
+        }
+        let mut transaction = LoginTransaction {
+            state: String::new(),
             nonce: random_token(),
             code_verifier: PkceVerifier::new(random_token()),
             redirect_uri: redirect_uri.to_owned(),
-            return_url: sanitize_return_url(return_url),
+            return_url,
             created_at: self.inner.clock.now_unix(),
         };
+        transaction.state = transaction.seal(&self.inner.login_keys, &binding)?;
         let mut url = metadata.authorization_endpoint.clone();
         url.query_pairs_mut()
             .append_pair("response_type", "code")
@@ -316,63 +372,59 @@ impl OidcClient {
                 &pkce_challenge(&transaction.code_verifier),
             )
             .append_pair("code_challenge_method", "S256");
-        let value = serde_json::to_string(&transaction)
-            .map_err(|e| TokenError::Config(format!("cannot encode the sign-in: {e}")))?;
-        self.inner
-            .store
-            .put_transient(
-                &format!("{LOGIN_KEY_PREFIX}{}", transaction.state),
-                value,
-                self.inner.config.login_timeout,
-            )
-            .await?;
         Ok(LoginStart {
             authorization_url: url,
             state: transaction.state,
+            binding,
         })
     }
 
     /// Completes a sign-in at the callback and creates the server-side session.
     ///
-    /// `bound_state` is the state bound to this browser (from the login
-    /// cookie). Checks, in order: provider error; `state` present and equal to
-    /// the bound one; the transaction exists and is taken (one use); `iss`
-    /// (RFC 9207); the code exchange with the PKCE verifier; the id_token
-    /// (signature, iss, aud, azp, exp, iat, nonce, at_hash); optionally
-    /// userinfo, whose `sub` must match.
+    /// `binding` is this browser's binding (from the login cookie). Checks,
+    /// in order: the `state` opens with the binding (sealed by us, for this
+    /// browser, untampered); the sign-in is not older than the login
+    /// timeout and was not completed before; provider error; `iss` (RFC
+    /// 9207); the code exchange with the PKCE verifier; the sign-in is
+    /// recorded as consumed (a concurrent duplicate loses here); the
+    /// id_token (signature, iss, aud, azp, exp, iat, nonce, at_hash);
+    /// optionally userinfo, whose `sub` must match.
     pub async fn complete_login(
         &self,
-        bound_state: &str,
+        binding: &str,
         params: &CallbackParams,
     ) -> Result<SignedIn, TokenError> {
         let state = params.state.as_deref().unwrap_or_default();
-        if state.is_empty() || bound_state.is_empty() || !constant_time_eq(state, bound_state) {
+        let transaction = (!state.is_empty())
+            .then(|| LoginTransaction::open(&self.inner.login_keys, state, binding))
+            .flatten()
+            .ok_or_else(|| {
+                TokenError::InvalidCallback("state does not match this browser's sign-in".into())
+            })?;
+        let now = self.inner.clock.now_unix();
+        let timeout = self.inner.config.login_timeout.as_secs();
+        if now > transaction.created_at.saturating_add(timeout) {
             return Err(TokenError::InvalidCallback(
-                "state does not match this browser's sign-in".into(),
+                "the sign-in took too long".into(),
             ));
         }
-        // Taking the transaction first makes every callback one-shot, also
-        // the ones that carry a provider error.
-        let transaction = self
+        let consumed_key = transaction.consumed_key();
+        if self
             .inner
             .store
-            .take_transient(&format!("{LOGIN_KEY_PREFIX}{state}"))
+            .get_transient(&consumed_key)
             .await?
-            .and_then(|raw| serde_json::from_str::<LoginTransaction>(&raw).ok())
-            .ok_or_else(|| {
-                TokenError::InvalidCallback("unknown, expired or already used sign-in".into())
-            })?;
+            .is_some()
+        {
+            return Err(TokenError::InvalidCallback(
+                "this sign-in was already completed".into(),
+            ));
+        }
         if let Some(error) = &params.error {
             return Err(TokenError::InvalidCallback(format!(
                 "the provider refused the sign-in: {}",
                 safe_error_code(error)
             )));
-        }
-        let now = self.inner.clock.now_unix();
-        if now > transaction.created_at + self.inner.config.login_timeout.as_secs() {
-            return Err(TokenError::InvalidCallback(
-                "the sign-in took too long".into(),
-            ));
         }
         let metadata = self.metadata().await?;
         match &params.iss {
@@ -419,6 +471,30 @@ impl OidcClient {
                 }
                 other => other,
             })?;
+        // One use: recorded only now, after the provider accepted the code,
+        // so that nothing a stranger can send without signing in writes to
+        // the store. A concurrent duplicate of this callback loses here.
+        let remaining = transaction
+            .created_at
+            .saturating_add(timeout)
+            .saturating_sub(now)
+            // Instances' clocks differ a little: outlive the transaction.
+            .saturating_add(60);
+        if !self
+            .inner
+            .store
+            .put_transient_if_absent(
+                &consumed_key,
+                "1".into(),
+                std::time::Duration::from_secs(remaining),
+            )
+            .await?
+        {
+            self.revoke_abandoned(response.refresh_token.as_ref());
+            return Err(TokenError::InvalidCallback(
+                "this sign-in was already completed".into(),
+            ));
+        }
         let id_token = response.id_token.clone().ok_or_else(|| {
             TokenError::InvalidIdToken("the token response has no id_token".into())
         })?;
@@ -587,11 +663,12 @@ impl OidcClient {
         let Some(session) = session else {
             return Ok(LoggedOut::default());
         };
-        let metadata = self.metadata().await.ok();
+        let metadata = self.metadata_with_fallback().await.ok();
         let mut revoked = false;
         if let (Some(metadata), true) = (&metadata, self.inner.config.revoke_on_logout) {
             revoked = self.revoke_session_tokens(metadata, &session).await;
         }
+        let state = random_token();
         let end_session_url = metadata.as_ref().and_then(|m| {
             let mut url = m.end_session_endpoint.clone()?;
             {
@@ -603,15 +680,59 @@ impl OidcClient {
                 if let Some(uri) = post_logout_redirect_uri {
                     q.append_pair("post_logout_redirect_uri", uri);
                 }
+                q.append_pair("state", &state);
             }
             Some(url)
         });
         tracing::info!(sub = %session.sub, revoked, "signed out");
         Ok(LoggedOut {
             session: Some(session),
+            state: end_session_url.is_some().then_some(state),
             end_session_url,
             revoked,
         })
+    }
+
+    /// Revokes a refresh token the engine received but will not keep (a
+    /// session ended right after the provider answered a grant), best
+    /// effort, in a spawned task: the answer to the request never waits for
+    /// it. Does nothing when revocation is off or the provider has no
+    /// revocation endpoint (in either discovery document or the
+    /// configuration).
+    pub(crate) fn revoke_refresh_token_in_background(&self, token: RefreshToken) {
+        if !self.inner.config.revoke_on_logout {
+            return;
+        }
+        let client = self.clone();
+        tokio::spawn(async move {
+            let Ok(metadata) = client.metadata_with_fallback().await else {
+                return;
+            };
+            if metadata.revocation_endpoint.is_none() {
+                return;
+            }
+            match client
+                .inner
+                .provider
+                .revoke(&metadata, token.secret(), "refresh_token")
+                .await
+            {
+                Ok(()) => tracing::debug!("revoked a refresh token the engine did not keep"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "revoking a refresh token the engine did not keep failed");
+                }
+            }
+        });
+    }
+
+    /// For the refresh engine: when it ends a session after the provider
+    /// answered a grant with a new refresh token, that token is revoked
+    /// ([`revoke_refresh_token_in_background`](Self::revoke_refresh_token_in_background))
+    /// so that it does not outlive the session.
+    pub(crate) fn revoke_abandoned(&self, token: Option<&RefreshToken>) {
+        if let Some(token) = token {
+            self.revoke_refresh_token_in_background(token.clone());
+        }
     }
 
     /// Revokes a session's refresh token; `true` when the provider confirmed.
@@ -686,15 +807,10 @@ impl user_token::Host for OidcClient {
     fn id_token_validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
         self.validator(metadata)
     }
-}
 
-/// Compares two strings in time independent of where they differ.
-pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    fn revoke_abandoned(&self, token: Option<&RefreshToken>) {
+        OidcClient::revoke_abandoned(self, token);
+    }
 }
 
 /// An OAuth error code from untrusted input, reduced to the characters real

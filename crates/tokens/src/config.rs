@@ -100,6 +100,95 @@ pub struct OidcConfig {
     /// ends all of the subject's sessions.
     #[serde(default)]
     pub backchannel_logout_all_sessions: bool,
+    /// A refreshed id_token whose `auth_time` or `nonce` differs from the
+    /// original's ends the session (default off: a logged warning, the
+    /// original values are kept). `iss`, `sub`, `aud` and `azp` are always
+    /// compared strictly.
+    #[serde(default)]
+    pub strict_refresh_claims: bool,
+    /// This client is public on purpose (no secret, no key): without it, a
+    /// configuration without a client secret is refused.
+    #[serde(default)]
+    pub public_client: bool,
+    /// Endpoints given explicitly; they win over the discovery documents.
+    #[serde(default)]
+    pub endpoints: EndpointOverrides,
+}
+
+/// Provider endpoints named in the configuration instead of (or besides)
+/// discovery: each one set here wins over the OpenID discovery document and
+/// the OAuth 2.0 Authorization Server Metadata (RFC 8414). Each must be
+/// `https` (`http` only for loopback).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EndpointOverrides {
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: Option<Url>,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: Option<Url>,
+    /// The provider's signing keys.
+    pub jwks_uri: Option<Url>,
+    /// The userinfo endpoint.
+    pub userinfo_endpoint: Option<Url>,
+    /// The token revocation endpoint (RFC 7009).
+    pub revocation_endpoint: Option<Url>,
+    /// The token introspection endpoint (RFC 7662).
+    pub introspection_endpoint: Option<Url>,
+    /// The RP-initiated logout endpoint.
+    pub end_session_endpoint: Option<Url>,
+}
+
+impl EndpointOverrides {
+    /// The names accepted by [`OidcConfigBuilder::endpoint`].
+    pub const NAMES: [&'static str; 7] = [
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "userinfo_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "end_session_endpoint",
+    ];
+
+    /// The slot of endpoint `name`.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Url>> {
+        Some(match name {
+            "authorization_endpoint" => &mut self.authorization_endpoint,
+            "token_endpoint" => &mut self.token_endpoint,
+            "jwks_uri" => &mut self.jwks_uri,
+            "userinfo_endpoint" => &mut self.userinfo_endpoint,
+            "revocation_endpoint" => &mut self.revocation_endpoint,
+            "introspection_endpoint" => &mut self.introspection_endpoint,
+            "end_session_endpoint" => &mut self.end_session_endpoint,
+            _ => return None,
+        })
+    }
+
+    /// The endpoints set, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Url)> {
+        [
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("token_endpoint", &self.token_endpoint),
+            ("jwks_uri", &self.jwks_uri),
+            ("userinfo_endpoint", &self.userinfo_endpoint),
+            ("revocation_endpoint", &self.revocation_endpoint),
+            ("introspection_endpoint", &self.introspection_endpoint),
+            ("end_session_endpoint", &self.end_session_endpoint),
+        ]
+        .into_iter()
+        .filter_map(|(name, url)| url.as_ref().map(|url| (name, url)))
+    }
+}
+
+/// Whether `url` is acceptable for talking to the provider: `https`, or
+/// `http` to a loopback host (development).
+pub fn is_secure_endpoint(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => is_loopback(url),
+        _ => false,
+    }
 }
 
 fn default_scopes() -> Vec<String> {
@@ -188,7 +277,11 @@ impl OidcConfig {
                 load_userinfo: false,
                 revoke_on_logout: true,
                 backchannel_logout_all_sessions: false,
+                strict_refresh_claims: false,
+                public_client: false,
+                endpoints: EndpointOverrides::default(),
             },
+            endpoints: Vec::new(),
         }
     }
 
@@ -224,6 +317,25 @@ impl OidcConfig {
                 "timeouts must be greater than zero".into(),
             ));
         }
+        for (name, url) in self.endpoints.iter() {
+            if !is_secure_endpoint(url) {
+                return Err(TokenError::Config(format!(
+                    "endpoints.{name} must be an https URL (http is accepted for loopback only)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a client that can not authenticate (no secret) unless it is
+    /// [public on purpose](Self::public_client). Checked when the engine is
+    /// built.
+    pub fn check_client_authentication(&self) -> Result<(), TokenError> {
+        if self.client_secret.is_none() && !self.public_client {
+            return Err(TokenError::Config(
+                "no client_secret: give one, or set public_client = true if this client is public on purpose".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -255,6 +367,7 @@ fn is_loopback(url: &Url) -> bool {
 pub struct OidcConfigBuilder {
     authority: String,
     config: OidcConfig,
+    endpoints: Vec<(String, String)>,
 }
 
 impl OidcConfigBuilder {
@@ -353,10 +466,44 @@ impl OidcConfigBuilder {
         self
     }
 
+    /// Ends the session when a refreshed id_token's `auth_time` or `nonce`
+    /// differs from the original's (default off: a logged warning).
+    pub fn strict_refresh_claims(mut self, on: bool) -> Self {
+        self.config.strict_refresh_claims = on;
+        self
+    }
+
+    /// Declares the client public on purpose: no client secret (default
+    /// off, and a client without a secret is refused).
+    pub fn public_client(mut self, on: bool) -> Self {
+        self.config.public_client = on;
+        self
+    }
+
+    /// Names a provider endpoint explicitly (one of
+    /// [`EndpointOverrides::NAMES`], e.g. `"revocation_endpoint"`); it wins
+    /// over discovery. Checked by [`build`](Self::build).
+    pub fn endpoint(mut self, name: impl Into<String>, url: impl Into<String>) -> Self {
+        self.endpoints.push((name.into(), url.into()));
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(mut self) -> Result<OidcConfig, TokenError> {
         self.config.authority = Url::parse(&self.authority)
             .map_err(|e| TokenError::Config(format!("authority is not a valid URL: {e}")))?;
+        for (name, raw) in std::mem::take(&mut self.endpoints) {
+            let url = Url::parse(&raw).map_err(|e| {
+                TokenError::Config(format!("endpoint {name} is not a valid URL: {e}"))
+            })?;
+            let slot = self.config.endpoints.slot(&name).ok_or_else(|| {
+                TokenError::Config(format!(
+                    "unknown endpoint {name:?}; expected one of {:?}",
+                    EndpointOverrides::NAMES
+                ))
+            })?;
+            *slot = Some(url);
+        }
         self.config.validate()?;
         Ok(self.config)
     }
@@ -395,6 +542,53 @@ mod tests {
             "https://idp.example.com/tenant/.well-known/openid-configuration"
         );
         assert_eq!(c.expected_issuer(), "https://idp.example.com/tenant");
+    }
+
+    #[test]
+    fn explicit_endpoints_must_be_secure_and_known() {
+        let ok = OidcConfig::builder("https://idp.example.com", "c")
+            .endpoint(
+                "revocation_endpoint",
+                "https://idp.example.com/oauth/revoke",
+            )
+            .build()
+            .unwrap();
+        assert_eq!(
+            ok.endpoints.revocation_endpoint.unwrap().as_str(),
+            "https://idp.example.com/oauth/revoke"
+        );
+        for (name, url) in [
+            ("revocation_endpoint", "http://idp.example.com/revoke"),
+            ("jwks_uri", "ftp://idp.example.com/jwks"),
+            ("nonsense_endpoint", "https://idp.example.com/x"),
+            ("token_endpoint", "not a url"),
+        ] {
+            assert!(
+                OidcConfig::builder("https://idp.example.com", "c")
+                    .endpoint(name, url)
+                    .build()
+                    .is_err(),
+                "{name} = {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_without_a_secret_must_be_public_on_purpose() {
+        let config = OidcConfig::builder("https://idp.example.com", "c")
+            .build()
+            .unwrap();
+        assert!(config.check_client_authentication().is_err());
+        let public = OidcConfig::builder("https://idp.example.com", "c")
+            .public_client(true)
+            .build()
+            .unwrap();
+        assert!(public.check_client_authentication().is_ok());
+        let confidential = OidcConfig::builder("https://idp.example.com", "c")
+            .client_secret("s")
+            .build()
+            .unwrap();
+        assert!(confidential.check_client_authentication().is_ok());
     }
 
     #[test]

@@ -5,8 +5,18 @@
 //! (stale-on-error) so a provider hiccup does not stop token refreshes that
 //! already know their endpoint. An `issuer` that differs from the configured
 //! authority is refused: that is a misconfiguration or an attack. So is any
-//! endpoint URL that is not `http(s)` (a `javascript:` end-session endpoint
-//! would otherwise receive the browser at logout).
+//! endpoint URL that is not `https` — plain `http` only to a loopback host,
+//! the rule of the configured authority — since a network attacker could
+//! otherwise swap the signing keys or read the client secret (and a
+//! `javascript:` end-session endpoint would receive the browser at logout).
+//!
+//! Endpoints named in the configuration ([`OidcConfig::endpoints`]) win over
+//! the document. Endpoints the OpenID document lacks (the revocation and
+//! introspection endpoints) are looked up in the provider's OAuth 2.0
+//! Authorization Server Metadata (RFC 8414,
+//! `/.well-known/oauth-authorization-server`) when they are needed, by
+//! [`Discovery::metadata_with_fallback`]; each endpoint's origin is kept in
+//! [`ProviderMetadata::sources`].
 //!
 //! While a stale copy exists, no caller ever waits for a refetch: one task
 //! refetches, the others get the stale copy at once. After a failed refetch
@@ -14,13 +24,14 @@
 //! [`RETRY_AFTER_FAILURE`] (or the refresh interval, if shorter), so a
 //! provider outage costs one request per interval, not one per call.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Deserialize;
 use url::Url;
 
 use crate::clock::SharedClock;
-use crate::config::OidcConfig;
+use crate::config::{EndpointOverrides, OidcConfig, is_secure_endpoint};
 use crate::error::TokenError;
 use crate::provider::read_limited;
 
@@ -64,6 +75,84 @@ pub struct ProviderMetadata {
     /// Signing algorithms of id_tokens.
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// Where each endpoint was found (endpoint name → source); filled by
+    /// [`Discovery`].
+    #[serde(skip)]
+    pub sources: BTreeMap<&'static str, EndpointSource>,
+}
+
+/// Where an endpoint of [`ProviderMetadata`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointSource {
+    /// The OpenID discovery document.
+    OpenIdDiscovery,
+    /// The OAuth 2.0 Authorization Server Metadata (RFC 8414).
+    AuthorizationServerMetadata,
+    /// The configuration.
+    Configuration,
+}
+
+impl std::fmt::Display for EndpointSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OpenIdDiscovery => "openid-configuration",
+            Self::AuthorizationServerMetadata => "oauth-authorization-server (RFC 8414)",
+            Self::Configuration => "configuration",
+        })
+    }
+}
+
+/// The endpoint fields of the metadata, by name.
+fn endpoint_fields(m: &mut ProviderMetadata) -> [(&'static str, EndpointSlot<'_>); 7] {
+    [
+        (
+            "authorization_endpoint",
+            EndpointSlot::Required(&mut m.authorization_endpoint),
+        ),
+        (
+            "token_endpoint",
+            EndpointSlot::Required(&mut m.token_endpoint),
+        ),
+        ("jwks_uri", EndpointSlot::Required(&mut m.jwks_uri)),
+        (
+            "userinfo_endpoint",
+            EndpointSlot::Optional(&mut m.userinfo_endpoint),
+        ),
+        (
+            "revocation_endpoint",
+            EndpointSlot::Optional(&mut m.revocation_endpoint),
+        ),
+        (
+            "introspection_endpoint",
+            EndpointSlot::Optional(&mut m.introspection_endpoint),
+        ),
+        (
+            "end_session_endpoint",
+            EndpointSlot::Optional(&mut m.end_session_endpoint),
+        ),
+    ]
+}
+
+enum EndpointSlot<'a> {
+    Required(&'a mut Url),
+    Optional(&'a mut Option<Url>),
+}
+
+impl EndpointSlot<'_> {
+    fn get(&self) -> Option<&Url> {
+        match self {
+            Self::Required(url) => Some(url),
+            Self::Optional(url) => url.as_ref(),
+        }
+    }
+
+    fn set(&mut self, url: Url) {
+        match self {
+            Self::Required(slot) => **slot = url,
+            Self::Optional(slot) => **slot = Some(url),
+        }
+    }
 }
 
 impl ProviderMetadata {
@@ -77,31 +166,96 @@ impl ProviderMetadata {
                 metadata.issuer, expected_issuer
             )));
         }
-        let optional = [
-            ("userinfo_endpoint", &metadata.userinfo_endpoint),
-            ("revocation_endpoint", &metadata.revocation_endpoint),
-            ("introspection_endpoint", &metadata.introspection_endpoint),
-            ("end_session_endpoint", &metadata.end_session_endpoint),
-        ];
-        let urls = [
-            ("authorization_endpoint", &metadata.authorization_endpoint),
-            ("token_endpoint", &metadata.token_endpoint),
-            ("jwks_uri", &metadata.jwks_uri),
-        ]
-        .into_iter()
-        .chain(
-            optional
-                .into_iter()
-                .filter_map(|(name, url)| url.as_ref().map(|url| (name, url))),
-        );
-        for (name, url) in urls {
+        let mut metadata = metadata;
+        let mut sources = BTreeMap::new();
+        for (name, slot) in endpoint_fields(&mut metadata) {
+            let Some(url) = slot.get() else { continue };
             if !matches!(url.scheme(), "https" | "http") {
                 return Err(TokenError::Discovery(format!(
                     "{name} is not an http(s) URL"
                 )));
             }
+            if !is_secure_endpoint(url) {
+                return Err(TokenError::Discovery(format!(
+                    "{name} is plain http to a host that is not loopback; https is required"
+                )));
+            }
+            sources.insert(name, EndpointSource::OpenIdDiscovery);
         }
+        metadata.sources = sources;
         Ok(metadata)
+    }
+
+    /// Puts the configured endpoints in place of the discovered ones.
+    pub fn apply_overrides(&mut self, overrides: &EndpointOverrides) {
+        let mut set = Vec::new();
+        for (name, mut slot) in endpoint_fields(self) {
+            if let Some((_, url)) = overrides.iter().find(|(n, _)| *n == name) {
+                slot.set(url.clone());
+                set.push(name);
+            }
+        }
+        for name in set {
+            self.sources.insert(name, EndpointSource::Configuration);
+        }
+    }
+
+    /// Fills the revocation and introspection endpoints this document lacks
+    /// from an RFC 8414 Authorization Server Metadata document of the same
+    /// issuer (its other fields are not used). Returns the names filled.
+    pub fn fill_from_authorization_server_metadata(
+        &mut self,
+        document: &[u8],
+    ) -> Result<Vec<&'static str>, TokenError> {
+        #[derive(Deserialize)]
+        struct AsMetadata {
+            issuer: String,
+            #[serde(default)]
+            revocation_endpoint: Option<Url>,
+            #[serde(default)]
+            introspection_endpoint: Option<Url>,
+        }
+        let other: AsMetadata = serde_json::from_slice(document)
+            .map_err(|e| TokenError::Discovery(format!("unreadable RFC 8414 document: {e}")))?;
+        if other.issuer.trim_end_matches('/') != self.issuer.trim_end_matches('/') {
+            return Err(TokenError::Discovery(
+                "the RFC 8414 document names another issuer".into(),
+            ));
+        }
+        let mut filled = Vec::new();
+        for (name, ours, theirs) in [
+            (
+                "revocation_endpoint",
+                &mut self.revocation_endpoint,
+                other.revocation_endpoint,
+            ),
+            (
+                "introspection_endpoint",
+                &mut self.introspection_endpoint,
+                other.introspection_endpoint,
+            ),
+        ] {
+            let (None, Some(url)) = (&ours, theirs) else {
+                continue;
+            };
+            if !is_secure_endpoint(&url) {
+                return Err(TokenError::Discovery(format!(
+                    "{name} of the RFC 8414 document is not https"
+                )));
+            }
+            *ours = Some(url);
+            filled.push(name);
+        }
+        for name in &filled {
+            self.sources
+                .insert(name, EndpointSource::AuthorizationServerMetadata);
+        }
+        Ok(filled)
+    }
+
+    /// Whether an endpoint that RFC 8414 metadata could supply is missing.
+    fn lacks_oauth_endpoints(&self) -> bool {
+        self.revocation_endpoint.is_none() || self.introspection_endpoint.is_none()
     }
 
     /// Whether the token endpoint takes `client_secret_basic` (the default when not advertised).
@@ -128,6 +282,13 @@ struct Cached {
 #[derive(Debug)]
 pub struct Discovery {
     url: Url,
+    /// Candidate URLs of the RFC 8414 document, tried in order.
+    as_metadata_urls: Vec<Url>,
+    overrides: EndpointOverrides,
+    /// The last OpenID document completed from RFC 8414 metadata, with the
+    /// document it was made from (so a refetched one is completed again).
+    completed: RwLock<Option<(Arc<ProviderMetadata>, Arc<ProviderMetadata>)>>,
+    complete_lock: tokio::sync::Mutex<()>,
     expected_issuer: String,
     refresh_after: u64,
     /// Seconds a stale copy is served without a new attempt after a failure.
@@ -143,6 +304,10 @@ impl Discovery {
     pub fn new(config: &OidcConfig, http: reqwest::Client, clock: SharedClock) -> Self {
         Self {
             url: config.discovery_url(),
+            as_metadata_urls: authorization_server_metadata_urls(&config.authority),
+            overrides: config.endpoints.clone(),
+            completed: RwLock::new(None),
+            complete_lock: tokio::sync::Mutex::new(()),
             expected_issuer: config.expected_issuer().to_owned(),
             refresh_after: config.discovery_refresh.as_secs(),
             retry_after: RETRY_AFTER_FAILURE
@@ -213,6 +378,64 @@ impl Discovery {
         self.stale()
     }
 
+    /// Like [`metadata`](Self::metadata), with the revocation and
+    /// introspection endpoints that the OpenID document lacks (and the
+    /// configuration does not name) taken from the provider's RFC 8414
+    /// Authorization Server Metadata. That document is fetched once per
+    /// OpenID document (so at most once per refresh interval); when it is
+    /// missing or unusable the OpenID document is used as it is.
+    pub async fn metadata_with_fallback(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        let base = self.metadata().await?;
+        if !base.lacks_oauth_endpoints() {
+            return Ok(base);
+        }
+        let completed_for = |slot: &Option<(Arc<ProviderMetadata>, Arc<ProviderMetadata>)>| {
+            slot.as_ref()
+                .filter(|(from, _)| Arc::ptr_eq(from, &base))
+                .map(|(_, done)| Arc::clone(done))
+        };
+        if let Some(done) = completed_for(
+            &self
+                .completed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(done);
+        }
+        let _guard = self.complete_lock.lock().await;
+        if let Some(done) = completed_for(
+            &self
+                .completed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(done);
+        }
+        let mut done = ProviderMetadata::clone(&base);
+        for url in &self.as_metadata_urls {
+            match self.fetch_document(url).await {
+                Ok(body) => match done.fill_from_authorization_server_metadata(&body) {
+                    Ok(filled) => {
+                        if !filled.is_empty() {
+                            tracing::info!(?filled, "endpoints taken from the RFC 8414 metadata");
+                        }
+                        // The configuration still wins.
+                        done.apply_overrides(&self.overrides);
+                        break;
+                    }
+                    Err(err) => tracing::warn!(error = %err, %url, "RFC 8414 metadata not used"),
+                },
+                Err(err) => tracing::debug!(error = %err, %url, "no RFC 8414 metadata"),
+            }
+        }
+        let done = Arc::new(done);
+        *self
+            .completed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some((base, Arc::clone(&done)));
+        Ok(done)
+    }
+
     fn fresh(&self) -> Option<Arc<ProviderMetadata>> {
         let now = self.clock.now_unix();
         let slot = self.cached.read().unwrap_or_else(PoisonError::into_inner);
@@ -226,9 +449,16 @@ impl Discovery {
     }
 
     async fn fetch(&self) -> Result<ProviderMetadata, TokenError> {
+        let body = self.fetch_document(&self.url).await?;
+        let mut metadata = ProviderMetadata::from_json(&body, &self.expected_issuer)?;
+        metadata.apply_overrides(&self.overrides);
+        Ok(metadata)
+    }
+
+    async fn fetch_document(&self, url: &Url) -> Result<Vec<u8>, TokenError> {
         let response = self
             .http
-            .get(self.url.clone())
+            .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
@@ -241,9 +471,28 @@ impl Discovery {
                 TokenError::Discovery(format!("discovery answered {status}"))
             });
         }
-        let body = read_limited(response).await?;
-        ProviderMetadata::from_json(&body, &self.expected_issuer)
+        read_limited(response).await
     }
+}
+
+/// Where RFC 8414 puts the metadata of `issuer`: `/.well-known/oauth-authorization-server`
+/// inserted before the issuer's path (RFC 8414 §3.1), and, for issuers with
+/// a path, also appended to it (as some providers publish it).
+fn authorization_server_metadata_urls(issuer: &Url) -> Vec<Url> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
+    let path = issuer.path().trim_end_matches('/');
+    let mut urls = Vec::new();
+    let mut inserted = issuer.clone();
+    inserted.set_path(&format!("{WELL_KNOWN}{path}"));
+    inserted.set_query(None);
+    urls.push(inserted);
+    if !path.is_empty() {
+        let mut appended = issuer.clone();
+        appended.set_path(&format!("{path}{WELL_KNOWN}"));
+        appended.set_query(None);
+        urls.push(appended);
+    }
+    urls
 }
 
 #[cfg(test)]
@@ -308,6 +557,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 15, defect 8: an https provider's endpoints must be https.
+    #[test]
+    fn plain_http_endpoints_are_refused_except_on_loopback() {
+        let issuer = "https://idp.example";
+        let with = |field: &str, url: &str| {
+            let mut doc: serde_json::Value = serde_json::from_slice(&doc(issuer)).unwrap();
+            doc[field] = url.into();
+            serde_json::to_vec(&doc).unwrap()
+        };
+        for field in [
+            "jwks_uri",
+            "token_endpoint",
+            "revocation_endpoint",
+            "end_session_endpoint",
+        ] {
+            let err = ProviderMetadata::from_json(&with(field, "http://idp.example/x"), issuer)
+                .unwrap_err();
+            assert!(
+                matches!(&err, TokenError::Discovery(m) if m.contains(field)),
+                "{err:?}"
+            );
+            for loopback in [
+                "http://127.0.0.1:8080/x",
+                "http://localhost/x",
+                "http://[::1]/x",
+            ] {
+                assert!(ProviderMetadata::from_json(&with(field, loopback), issuer).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn rfc8414_urls() {
+        let urls = |issuer: &str| {
+            authorization_server_metadata_urls(&Url::parse(issuer).unwrap())
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            urls("https://idp.example"),
+            ["https://idp.example/.well-known/oauth-authorization-server"]
+        );
+        assert_eq!(
+            urls("https://idp.example/tenant/"),
+            [
+                "https://idp.example/.well-known/oauth-authorization-server/tenant",
+                "https://idp.example/tenant/.well-known/oauth-authorization-server"
+            ]
+        );
     }
 
     #[test]

@@ -38,8 +38,13 @@
 //!
 //! [`IdTokenValidator::validate_refreshed`] adds the checks of OIDC Core §12.2
 //! for an id_token returned by a refresh: same `iss`, `sub`, `aud` (as a set)
-//! and `azp` as the session's original id_token, and the same `auth_time`
-//! when both carry one.
+//! and `azp` as the session's original id_token, or the session ends. A
+//! different `auth_time` or `nonce` (when both tokens carry one) does not
+//! change who the user is — several providers put the user's latest sign-in
+//! on any device into every refreshed id_token — so it is a logged warning
+//! and the session keeps the original value, unless
+//! [`with_strict_refresh`](IdTokenValidator::with_strict_refresh) makes it
+//! fatal too.
 //!
 //! Times come from the validator's [`Clock`](crate::clock::Clock); the
 //! tolerated clock skew (leeway) defaults to 60 seconds.
@@ -135,6 +140,7 @@ pub struct IdTokenValidator {
     leeway: u64,
     allowed_algs: Vec<Algorithm>,
     trusted_audiences: Vec<String>,
+    strict_refresh: bool,
 }
 
 /// The asymmetric signature algorithms accepted by default.
@@ -175,7 +181,18 @@ impl IdTokenValidator {
             leeway: DEFAULT_LEEWAY,
             allowed_algs: default_algs(),
             trusted_audiences: Vec::new(),
+            strict_refresh: false,
         }
+    }
+
+    /// Makes a refreshed id_token whose `auth_time` or `nonce` differs from
+    /// the original's a failure (default: a logged warning; the original
+    /// values are kept). `iss`, `sub`, `aud` and `azp` are always compared
+    /// strictly.
+    #[must_use]
+    pub fn with_strict_refresh(mut self, strict: bool) -> Self {
+        self.strict_refresh = strict;
+        self
     }
 
     /// Sets the tolerated clock skew in seconds (default 60).
@@ -226,8 +243,10 @@ impl IdTokenValidator {
 
     /// Extra checks for an id_token returned by a refresh (OIDC Core §12.2),
     /// given the claims of the session's original id_token: `iss`, `sub`,
-    /// `aud` (as a set) and `azp` must be the same, and `auth_time` too when
-    /// both carry one.
+    /// `aud` (as a set) and `azp` must be the same. A different `auth_time`
+    /// or `nonce` (when both carry one) is logged and tolerated (the caller
+    /// keeps the original values), or refused with
+    /// [`with_strict_refresh`](Self::with_strict_refresh).
     ///
     /// Call [`validate`](Self::validate) first (with no expected nonce).
     ///
@@ -255,7 +274,26 @@ impl IdTokenValidator {
         if let (Some(new), Some(old)) = (refreshed.auth_time, original.auth_time)
             && new != old
         {
-            return Err(invalid("refreshed id_token has a different auth_time"));
+            if self.strict_refresh {
+                return Err(invalid("refreshed id_token has a different auth_time"));
+            }
+            tracing::warn!(
+                sub = %original.sub,
+                original = old,
+                refreshed = new,
+                "refreshed id_token has a different auth_time; keeping the original"
+            );
+        }
+        if let (Some(new), Some(old)) = (&refreshed.nonce, &original.nonce)
+            && new != old
+        {
+            if self.strict_refresh {
+                return Err(invalid("refreshed id_token has a different nonce"));
+            }
+            tracing::warn!(
+                sub = %original.sub,
+                "refreshed id_token has a different nonce; keeping the original"
+            );
         }
         Ok(())
     }
@@ -447,12 +485,87 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Decodes one base64url JWS part holding a JSON object.
+/// Decodes one base64url JWS part holding a JSON object. An object with a
+/// duplicated member name (at any depth) is refused: parsers differ on which
+/// of the two counts (RFC 7515 §5.2, RFC 7519 §7.2), so a token could mean
+/// one thing to the provider and another to us.
 fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
+    match serde_json::from_slice::<UniqueKeys>(&bytes).ok()?.0 {
         Value::Object(map) => Some(map),
         _ => None,
+    }
+}
+
+/// A JSON value whose objects have no duplicated member names.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::String(v)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::Null))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(UniqueKeys(Value::Array(items)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicated member name"));
+            }
+        }
+        Ok(UniqueKeys(Value::Object(object)))
     }
 }
 
@@ -1365,6 +1478,102 @@ mod tests {
         }
     }
 
+    /// A compact JWS of raw header and payload text, signed with `key`.
+    fn sign_raw(key: &TestKey, header: &str, payload: &str) -> IdToken {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, key.alg).unwrap();
+        IdToken::new(format!("{message}.{signature}"))
+    }
+
+    /// Issue 15, defect 9 / checklist 49: a duplicated member name in the
+    /// header or the claims is refused, even when correctly signed.
+    #[tokio::test]
+    async fn duplicated_json_member_names_are_refused() {
+        let f = Fixture::new().await;
+        let claims = Fixture::claims().to_string();
+        let header = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, f.key.kid);
+        // The clean token is accepted...
+        f.validate(&sign_raw(&f.key, &header, &claims))
+            .await
+            .unwrap();
+        // ...the same with a second `sub` (an impostor) is not.
+        let duplicated_sub = claims.replacen('{', r#"{"sub":"admin","#, 1);
+        let err = f
+            .validate(&sign_raw(&f.key, &header, &duplicated_sub))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("malformed payload"), "{err}");
+        // Nested objects too.
+        let nested = claims.replacen('{', r#"{"address":{"a":1,"a":2},"#, 1);
+        assert!(
+            f.validate(&sign_raw(&f.key, &header, &nested))
+                .await
+                .is_err()
+        );
+        // A duplicated header parameter (`alg` twice, `kid` twice).
+        for header in [
+            format!(r#"{{"alg":"none","alg":"RS256","kid":"{}"}}"#, f.key.kid),
+            format!(r#"{{"alg":"RS256","kid":"x","kid":"{}"}}"#, f.key.kid),
+        ] {
+            let err = f
+                .validate(&sign_raw(&f.key, &header, &claims))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("malformed header"),
+                "{header}: {err}"
+            );
+        }
+    }
+
+    /// Checklist 19: keys named by the token itself (`jwk`, `jku`, `x5u`,
+    /// `x5c`) are never used; only the provider's JWKS counts.
+    #[tokio::test]
+    async fn keys_from_jwk_jku_x5u_headers_are_never_used() {
+        let f = Fixture::new().await;
+        let attacker = ec_key("attacker");
+        let attacker_jwks = JwksServer::start(jwks_json(&[&attacker])).await;
+        let claims = Fixture::claims().to_string();
+        let jwk = attacker.jwk.to_string();
+        let jku = attacker_jwks.url.to_string();
+        for (case, extra) in [
+            ("jwk", format!(r#""jwk":{jwk}"#)),
+            ("jku", format!(r#""jku":"{jku}""#)),
+            ("x5u", format!(r#""x5u":"{jku}""#)),
+            ("jwk with the provider's kid", format!(r#""jwk":{jwk}"#)),
+        ] {
+            let kid = if case.contains("provider") {
+                f.key.kid.clone()
+            } else {
+                attacker.kid.clone()
+            };
+            let header = format!(r#"{{"alg":"ES256","kid":"{kid}",{extra}}}"#);
+            let token = sign_raw(&attacker, &header, &claims);
+            let validator = f.validator.clone().with_allowed_algs(vec![
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256,
+            ]);
+            let err = f
+                .validate_with(&validator, &token, Fixture::expect())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, TokenError::InvalidIdToken(_)),
+                "{case}: {err:?}"
+            );
+        }
+        assert_eq!(
+            attacker_jwks.requests(),
+            0,
+            "the jku/x5u URL was never fetched"
+        );
+    }
+
     fn original() -> IdTokenClaims {
         IdTokenClaims {
             iss: ISSUER.into(),
@@ -1414,6 +1623,9 @@ mod tests {
         for (claim, edit) in cases {
             let mut refreshed = original();
             edit(&mut refreshed);
+            // auth_time is only fatal with the strict setting (issue 15,
+            // defect 2); identity claims always are.
+            let validator = validator.clone().with_strict_refresh(claim == "auth_time");
             match validator.validate_refreshed(&refreshed, &original()) {
                 Err(TokenError::InvalidIdToken(msg)) => {
                     assert!(msg.contains(claim), "{claim}: {msg}");
@@ -1421,6 +1633,35 @@ mod tests {
                 other => panic!("{claim}: {other:?}"),
             }
         }
+    }
+
+    /// Issue 15, defect 2: providers that move `auth_time` to the user's
+    /// latest sign-in (on any device) must not end sessions; `nonce` alike.
+    #[test]
+    fn refreshed_token_with_another_auth_time_or_nonce_is_a_warning_unless_strict() {
+        let lenient = IdTokenValidator::new(ISSUER, CLIENT, Arc::new(ManualClock::new(NOW)));
+        let strict = lenient.clone().with_strict_refresh(true);
+        type Edit = fn(&mut IdTokenClaims);
+        let cases: [(&str, Edit); 2] = [
+            ("auth_time", |c| c.auth_time = Some(NOW + 500)),
+            ("nonce", |c| c.nonce = Some("other".into())),
+        ];
+        for (claim, edit) in cases {
+            let mut refreshed = original();
+            edit(&mut refreshed);
+            lenient
+                .validate_refreshed(&refreshed, &original())
+                .unwrap_or_else(|e| panic!("{claim}: {e}"));
+            match strict.validate_refreshed(&refreshed, &original()) {
+                Err(TokenError::InvalidIdToken(msg)) => assert!(msg.contains(claim), "{msg}"),
+                other => panic!("{claim}: {other:?}"),
+            }
+        }
+        // An identity claim stays fatal without the strict setting.
+        let mut refreshed = original();
+        refreshed.auth_time = Some(NOW + 500);
+        refreshed.sub = "user-43".into();
+        assert!(lenient.validate_refreshed(&refreshed, &original()).is_err());
     }
 
     #[test]

@@ -300,8 +300,60 @@ impl LogoutTokenValidator {
 pub struct BackchannelLogout {
     /// The sessions that ended.
     pub ended: Vec<SessionId>,
-    /// How many of their refresh tokens the provider confirmed revoked.
+    /// How many of their refresh tokens are being revoked at the provider:
+    /// revocation runs in a spawned task after every session has ended, so
+    /// the answer to the provider never waits for it.
     pub revoked: usize,
+}
+
+/// Forgets a recorded `jti` unless [`completed`](Self::completed): when the
+/// handling of a logout token fails, or is cut off (a server timeout drops
+/// the request's future), the provider's retry must be handled, not refused
+/// as a replay.
+struct ForgetJtiUnlessCompleted {
+    store: Option<std::sync::Arc<dyn crate::store::SessionStore>>,
+    key: String,
+}
+
+impl ForgetJtiUnlessCompleted {
+    /// The logout was handled: keep the `jti`.
+    fn completed(mut self) {
+        self.store = None;
+    }
+
+    /// Forgets the `jti` now (after a failure), waiting for the store.
+    async fn forget_now(mut self) {
+        if let Some(store) = self.store.take()
+            && let Err(err) = store.take_transient(&self.key).await
+        {
+            // The store went away in the middle of the request: the jti
+            // stays until the replay window closes, and a retry before then
+            // is refused as a replay.
+            tracing::warn!(
+                error = %err,
+                "back-channel logout failed and its jti could not be forgotten"
+            );
+        }
+    }
+}
+
+impl Drop for ForgetJtiUnlessCompleted {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(err) = store.take_transient(&key).await {
+                        tracing::warn!(error = %err, "a cut-off back-channel logout could not forget its jti");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("a cut-off back-channel logout could not forget its jti"),
+        }
+    }
 }
 
 impl OidcClient {
@@ -376,22 +428,21 @@ impl OidcClient {
 
         // A failure remembers no jti: the provider retries a delivery that
         // got 503, and the retry must be able to end what this attempt could
-        // not (sessions already ended stay ended; ending is idempotent).
-        let done = match self.end_named_sessions(&metadata, &claims).await {
+        // not (sessions already ended stay ended; ending is idempotent). The
+        // guard also forgets it when this future is dropped half-way.
+        let guard = ForgetJtiUnlessCompleted {
+            store: Some(self.inner.store.clone()),
+            key: replay_key,
+        };
+        let (mut done, ended) = match self.end_named_sessions(&claims).await {
             Ok(done) => done,
             Err(err) => {
-                if let Err(forget) = self.inner.store.take_transient(&replay_key).await {
-                    // The store went away in the middle of the request: the
-                    // jti stays until the replay window closes, and a retry
-                    // before then is refused as a replay.
-                    tracing::warn!(
-                        error = %forget,
-                        "back-channel logout failed and its jti could not be forgotten"
-                    );
-                }
+                guard.forget_now().await;
                 return Err(err);
             }
         };
+        guard.completed();
+        done.revoked = self.revoke_in_background(ended);
         tracing::info!(
             sub = claims.sub.as_deref(),
             ended = done.ended.len(),
@@ -401,13 +452,38 @@ impl OidcClient {
         Ok(done)
     }
 
-    /// Ends the sessions a validated logout token names and revokes their
-    /// refresh tokens when configured.
+    /// Revokes the refresh tokens of ended sessions in a spawned task, when
+    /// configured; returns how many it will try.
+    fn revoke_in_background(
+        &self,
+        ended: Vec<std::sync::Arc<crate::session::SessionRecord>>,
+    ) -> usize {
+        if !self.inner.config.revoke_on_logout {
+            return 0;
+        }
+        let mut count = 0;
+        for session in ended {
+            if let Some(token) = &session.tokens.refresh_token {
+                self.revoke_refresh_token_in_background(token.clone());
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Ends every session a validated logout token names (revocation comes
+    /// afterwards, see [`revoke_in_background`](Self::revoke_in_background));
+    /// returns them.
     async fn end_named_sessions(
         &self,
-        metadata: &crate::discovery::ProviderMetadata,
         claims: &LogoutTokenClaims,
-    ) -> Result<BackchannelLogout, TokenError> {
+    ) -> Result<
+        (
+            BackchannelLogout,
+            Vec<std::sync::Arc<crate::session::SessionRecord>>,
+        ),
+        TokenError,
+    > {
         let store = &self.inner.store;
         let by_sid = claims
             .sid
@@ -420,6 +496,7 @@ impl OidcClient {
         };
 
         let mut done = BackchannelLogout::default();
+        let mut ended = Vec::new();
         for id in candidates {
             // Re-check against the record: only sessions of this subject (and
             // provider session, when matching by sid) end.
@@ -435,14 +512,10 @@ impl OidcClient {
             let Some(session) = store.delete(&id).await? else {
                 continue;
             };
-            if self.inner.config.revoke_on_logout
-                && self.revoke_session_tokens(metadata, &session).await
-            {
-                done.revoked += 1;
-            }
+            ended.push(session);
             done.ended.push(id);
         }
-        Ok(done)
+        Ok((done, ended))
     }
 }
 
@@ -815,7 +888,7 @@ mod tests {
             }
         }
         client
-            .complete_login(&start.state, &params)
+            .complete_login(&start.binding, &params)
             .await
             .unwrap()
             .session_id
@@ -874,6 +947,13 @@ mod tests {
         assert!(done.ended == [id.clone()], "the retry ended the session");
         assert_eq!(done.revoked, 1);
         assert!(client.load_session(&id).await.unwrap().is_none());
+        // Revocation runs in the background.
+        for _ in 0..200 {
+            if idp.counters().revocations > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         assert_eq!(idp.counters().revocations, 1);
 
         // Handled once, the token is remembered: a replay is refused.
@@ -881,5 +961,62 @@ mod tests {
             Err(TokenError::InvalidIdToken(reason)) => assert!(reason.contains("replayed")),
             other => panic!("a replay must be refused: {other:?}"),
         }
+    }
+
+    /// Issue 15, defect 5: a handling cut off half-way (a server timeout
+    /// drops the future while the store is slow) forgets its `jti`, so the
+    /// provider's retry ends the session instead of being refused.
+    #[tokio::test]
+    async fn a_cut_off_logout_forgets_its_jti() {
+        use crate::clock::Clock as _;
+
+        let clock = ManualClock::starting_now();
+        let idp_clock = clock.clone();
+        let idp = oidc_bff_dev_idp::DevIdp::builder()
+            .clock(move || idp_clock.now_unix())
+            .start()
+            .await
+            .unwrap();
+        let store = Arc::new(crate::store::testing::FaultyStore::new(Arc::new(
+            crate::store::MemoryStore::with_clock(Arc::new(clock.clone())),
+        )));
+        let config = crate::OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .timeouts(Duration::from_secs(2), Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let client = OidcClient::builder(config)
+            .store(store.clone())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let id = sign_in_at_dev_idp(&client).await;
+        let token = idp.sign_logout_token(Some("alice"), None, "bff");
+
+        store.delay_loads(Duration::from_secs(5));
+        let cut = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.backchannel_logout(&token),
+        )
+        .await;
+        assert!(cut.is_err(), "the handling was cut off");
+        store.delay_loads(Duration::ZERO);
+        // The guard forgets the jti in a spawned task: give it a moment.
+        let mut done = None;
+        for _ in 0..100 {
+            match client.backchannel_logout(&token).await {
+                Ok(d) => {
+                    done = Some(d);
+                    break;
+                }
+                Err(TokenError::InvalidIdToken(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let done = done.expect("the retry was refused as a replay");
+        assert!(done.ended == [id.clone()]);
+        assert!(client.load_session(&id).await.unwrap().is_none());
     }
 }

@@ -73,6 +73,7 @@ fn record(clock: &ManualClock, token: &str) -> SessionRecord {
             scope: None,
             refreshed_at: None,
             refresh_count: 0,
+            issued_at: None,
         },
         resource_tokens: Default::default(),
         created_at: now,

@@ -9,7 +9,8 @@
 //!            │ none can be had ──► error 401 (503 if the provider is down)
 //!            │ the policy sends none ──► sent as it is
 //!            ▼
-//!          clone the request if it can be replayed and retry is on
+//!          clone the request if it can be replayed, retry is on, and the
+//!          method is idempotent (or the caller opted in)
 //!            ▼
 //!          send with `Authorization: Bearer …` (sensitive header)
 //!            │ not 401 ──► response
@@ -36,6 +37,31 @@ use super::bearer::bearer_header;
 use super::binding::{Binding, BoundTo, Refused};
 use crate::error::BffError;
 use crate::token_policy::{Holder, TokenPolicy, TokenRequests, Used};
+
+/// A request extension that allows the one retry after a 401 for a request
+/// whose method is not idempotent (`POST`, `PATCH`): the caller states that
+/// sending it twice is harmless. Without it only idempotent requests (`GET`,
+/// `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`) are retried.
+///
+/// ```no_run
+/// # async fn demo(client: oidc_bff::client::ManagedClient) -> Result<(), oidc_bff::BffError> {
+/// use oidc_bff::client::ReplayOnUnauthorized;
+///
+/// client
+///     .post("search")
+///     .json(&serde_json::json!({"q": "widgets"}))
+///     .with_extension(ReplayOnUnauthorized)
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOnUnauthorized;
+
+/// Whether a request may be sent a second time after a 401.
+fn may_replay(request: &Request, extensions: &Extensions) -> bool {
+    request.method().is_idempotent() || extensions.get::<ReplayOnUnauthorized>().is_some()
+}
 
 /// Where a client's tokens come from.
 pub(crate) struct TokenSource {
@@ -144,8 +170,10 @@ impl TokenMiddleware {
             // The policy sends no token here: nothing to renew either.
             return next.run(request, extensions).await;
         };
-        // `None` for streamed bodies: those are never sent twice.
-        let replay = if self.retry_on_unauthorized {
+        // `None` for streamed bodies: those are never sent twice. Nor is a
+        // request the API may have acted on (not idempotent) unless the
+        // caller said so.
+        let replay = if self.retry_on_unauthorized && may_replay(&request, extensions) {
             request.try_clone()
         } else {
             None

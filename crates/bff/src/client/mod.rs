@@ -86,7 +86,10 @@
 //! user's token, or a new client token; callers that were refused the same
 //! token share the renewal) and the request is sent once more. Only requests
 //! that can be replayed are retried: without a body or with a buffered one;
-//! a streamed body is never sent twice. Never more than one retry. Turn it
+//! a streamed body is never sent twice. And only idempotent methods (`GET`,
+//! `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), unless the caller adds the
+//! [`ReplayOnUnauthorized`] extension to a request whose repetition is
+//! harmless. Never more than one retry. Turn it
 //! off with [`retry_on_unauthorized(false)`](ClientRegistration::retry_on_unauthorized).
 //!
 //! # Client credentials
@@ -158,5 +161,6 @@ pub use managed::ManagedClient;
 #[allow(deprecated)]
 pub use registry::TokenKind;
 pub use registry::{ClientRegistration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, TypedClient};
+pub use middleware::ReplayOnUnauthorized;
 
 pub(crate) use registry::{Registry, TypedRegistration};

@@ -37,7 +37,7 @@ use http::request::Parts;
 use http::{StatusCode, Version, header};
 use hyper::body::{Frame, SizeHint};
 use hyper::upgrade::OnUpgrade;
-use oidc_bff_tokens::{AccessToken, ErrorKind, TokenError};
+use oidc_bff_tokens::{AccessToken, TokenError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use url::Url;
@@ -244,9 +244,13 @@ impl Proxy {
         }
     }
 
-    /// 401/503 for a failed user token; a dead session's cookie is cleared.
+    /// 401/503 (500 for a configuration error) for a failed user token. The
+    /// session cookie is cleared only when the session really ended (there
+    /// is none, or the engine ended it): an error that keeps the session
+    /// (`invalid_scope` for one route, a misconfigured client or resource)
+    /// must not sign the browser out while the server session lives on.
     fn user_token_failed(&self, err: TokenError, had_cookie: bool) -> Box<Response> {
-        let dead = had_cookie && err.kind() == ErrorKind::Unauthorized;
+        let dead = had_cookie && session_ended(&err);
         let mut response = BffError::from(err).into_response();
         if dead {
             response.headers_mut().append(
@@ -453,4 +457,16 @@ where
 /// The axum handler of every proxied route.
 pub(crate) async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     proxy.handle(request).await
+}
+
+/// Whether a user token failure means the browser's session is over: there
+/// was none (or it expired), or the engine ended it (no refresh token, the
+/// grant was rejected, a refreshed id_token was refused).
+fn session_ended(err: &TokenError) -> bool {
+    matches!(
+        err,
+        TokenError::NotAuthenticated
+            | TokenError::NoRefreshToken
+            | TokenError::RefreshRejected { .. }
+    )
 }

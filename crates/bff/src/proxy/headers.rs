@@ -10,6 +10,13 @@
 //! | `Authorization`, `DPoP` | the route's bearer token, if any |
 //! | `Proxy-*`, hop-by-hop headers (`Connection` and the headers it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), `Expect`, `Host` | the client's own (`Host` from the upstream URL); `Connection`/`Upgrade` again for a WebSocket handshake |
 //! | `Forwarded`, `X-Forwarded-*`, `X-Real-IP` | `X-Forwarded-For` (the TCP peer), `-Proto` and `-Host` (the BFF's public URL), `-Prefix` (the local prefix) |
+//! | every header whose name contains `_` (`X_Forwarded_For`, `Proxy_Authorization`, ...) | — |
+//!
+//! Header names with an underscore are dropped because upstreams that map
+//! headers to variables (CGI, WSGI, Rack, PHP) read `_` and `-` alike: an
+//! `X_Forwarded_For` or `X_Real_IP` would reach them as the client address
+//! the BFF vouches for (CVE-2025-64484). Browsers never need them; nginx and
+//! Apache drop them by default too.
 //!
 //! Towards the browser, hop-by-hop and `Proxy-*` headers are removed (except
 //! `Connection`/`Upgrade` on a `101 Switching Protocols`), a `Set-Cookie`
@@ -88,7 +95,10 @@ pub(crate) fn upstream_request(incoming: &HeaderMap, added: &Added<'_>) -> Heade
     let mut out = HeaderMap::with_capacity(incoming.len() + 6);
     for (name, value) in incoming {
         let n = name.as_str();
-        if is_hop_by_hop(name, &listed) || CLIENT_ONLY.contains(&n) || n.starts_with("x-forwarded-")
+        if is_hop_by_hop(name, &listed)
+            || CLIENT_ONLY.contains(&n)
+            || n.starts_with("x-forwarded-")
+            || n.contains('_')
         {
             continue;
         }

@@ -128,6 +128,7 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
                 ..Session::default()
             },
         );
+        store.last_sign_in.insert(idp.config.sub.clone(), now);
         store.codes.insert(
             code.clone(),
             CodeEntry {

@@ -1,4 +1,5 @@
-//! `GET /.well-known/openid-configuration` and `GET /jwks`.
+//! `GET /.well-known/openid-configuration`, `GET
+//! /.well-known/oauth-authorization-server` (RFC 8414) and `GET /jwks`.
 
 use std::sync::Arc;
 
@@ -39,6 +40,33 @@ pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
         "frontchannel_logout_supported": false,
+    });
+    if (faults.no_revocation_endpoint || faults.revocation_only_in_oauth_metadata)
+        && let Value::Object(map) = &mut doc
+    {
+        map.remove("revocation_endpoint");
+        map.remove("revocation_endpoint_auth_methods_supported");
+    }
+    Json(doc)
+}
+
+/// The OAuth 2.0 Authorization Server Metadata (RFC 8414): the OAuth
+/// endpoints only. With `no_revocation_endpoint` it lacks the revocation
+/// endpoint too.
+pub(crate) async fn oauth_metadata(State(idp): State<Arc<Idp>>) -> Json<Value> {
+    let faults = idp.faults.snapshot();
+    let mut doc = json!({
+        "issuer": faults.discovery_issuer.unwrap_or_else(|| idp.issuer.clone()),
+        "authorization_endpoint": idp.endpoint("/authorize"),
+        "token_endpoint": idp.endpoint("/token"),
+        "jwks_uri": idp.endpoint("/jwks"),
+        "revocation_endpoint": idp.endpoint("/revoke"),
+        "introspection_endpoint": idp.endpoint("/introspect"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     });
     if faults.no_revocation_endpoint
         && let Value::Object(map) = &mut doc

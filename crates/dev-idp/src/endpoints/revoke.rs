@@ -18,6 +18,9 @@ pub(crate) async fn revoke(
     body: Bytes,
 ) -> Response {
     idp.counters.bump(Counter::Revocations);
+    if let Some(delay) = idp.faults.snapshot().revocation_delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(status) = idp.faults.snapshot().revocation_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return oauth_error(status, "server_error", "injected fault");

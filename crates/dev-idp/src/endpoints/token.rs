@@ -212,13 +212,25 @@ fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultStat
         }
         (entry, scope)
     };
+    // Like several real providers: the user's latest sign-in, on any
+    // device, instead of the one this grant came from.
+    let auth_time = if faults.refresh_moves_auth_time {
+        idp.store()
+            .last_sign_in
+            .get(&entry.sub)
+            .copied()
+            .unwrap_or(entry.auth_time)
+            .max(entry.auth_time)
+    } else {
+        entry.auth_time
+    };
     let grant = UserGrant {
         client_id: entry.client_id,
         family: entry.family,
         scope: entry.scope,
         sub: entry.sub,
         sid: entry.sid,
-        auth_time: entry.auth_time,
+        auth_time,
     };
     idp.counters.bump(Counter::RefreshGrants);
     let with_id_token = !faults.refresh_omits_id_token;

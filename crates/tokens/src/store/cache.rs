@@ -348,6 +348,7 @@ mod tests {
                 scope: None,
                 refreshed_at: None,
                 refresh_count: 0,
+                issued_at: None,
             },
             resource_tokens: Default::default(),
             created_at: now,

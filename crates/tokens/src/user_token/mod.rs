@@ -188,6 +188,9 @@ pub(crate) trait Host: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Arc<JwksCache>> + Send;
     /// An id_token validator for the provider.
     fn id_token_validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator;
+    /// Revokes, in the background and best effort, a refresh token the
+    /// provider issued for a session that has ended.
+    fn revoke_abandoned(&self, token: Option<&RefreshToken>);
 }
 
 /// The current user's access token; see
@@ -398,9 +401,12 @@ impl<H: Host> Renewal<H> {
                 );
                 self.transient_failure(fallback, err)
             }
-            GrantOutcome::IdTokenRejected(err) => {
-                tracing::warn!(error = %err, "refreshed id_token rejected; ending the session");
+            GrantOutcome::IdTokenRejected { rotated, cause } => {
+                tracing::warn!(error = %cause, "refreshed id_token rejected; ending the session");
                 self.end_session("refreshed id_token rejected").await;
+                // The provider answered the grant: its new refresh token must
+                // not outlive the session.
+                self.host.revoke_abandoned(rotated.as_ref());
                 Err(TokenError::RefreshRejected {
                     error: OAuthErrorCode::Extension("invalid_id_token".into()),
                 })
@@ -433,7 +439,11 @@ impl<H: Host> Renewal<H> {
                 tracing::error!(error = %err, "refreshed tokens could not be stored");
                 Ok(token)
             }
-            Err(err) => Err(err),
+            Err(err) => {
+                // The session ended meanwhile: its new refresh token goes too.
+                self.host.revoke_abandoned(response.refresh_token.as_ref());
+                Err(err)
+            }
         }
     }
 

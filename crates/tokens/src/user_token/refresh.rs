@@ -34,8 +34,12 @@ pub(crate) enum GrantOutcome {
         cause: TokenError,
     },
     /// The id_token that came back is invalid or about another user
-    /// (OIDC Core 12.2).
-    IdTokenRejected(TokenError),
+    /// (OIDC Core 12.2). `rotated` is the refresh token the provider issued
+    /// with it: the session ends, so it must be revoked, not kept.
+    IdTokenRejected {
+        rotated: Option<RefreshToken>,
+        cause: TokenError,
+    },
 }
 
 /// Spends `refresh_token` for the token `request` asks for, unless `lease`
@@ -98,7 +102,10 @@ pub(crate) async fn grant<H: Host>(
             rotated: response.refresh_token,
             cause,
         },
-        Err(err) => GrantOutcome::IdTokenRejected(err),
+        Err(cause) => GrantOutcome::IdTokenRejected {
+            rotated: response.refresh_token,
+            cause,
+        },
     }
 }
 

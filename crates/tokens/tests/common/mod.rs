@@ -75,7 +75,7 @@ pub async fn sign_in(client: &OidcClient) -> SessionId {
         }
     }
     client
-        .complete_login(&start.state, &params)
+        .complete_login(&start.binding, &params)
         .await
         .expect("complete")
         .session_id
