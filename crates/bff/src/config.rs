@@ -20,6 +20,7 @@ use oidc_bff_tokens::{OidcClient, OidcClientBuilder, OidcConfig, SessionStore, S
 use url::Url;
 
 use crate::client::{ClientRegistration, Registry, TypedClient, TypedRegistration};
+use crate::csrf::CsrfLayer;
 use crate::error::BffError;
 
 /// The default name of the session cookie.
@@ -40,6 +41,9 @@ pub struct BffSettings {
     pub login_cookie_name: String,
     /// Anti-forgery header name and value (default `X-CSRF: 1`).
     pub csrf_header: (http::HeaderName, String),
+    /// Origins whose requests are not cross-site: the public URL's origin
+    /// first, then those given to [`BffBuilder::trusted_origin`].
+    pub trusted_origins: Vec<String>,
     /// Where the provider sends the browser after logout (default: the public URL's root).
     pub post_logout_redirect_uri: Option<String>,
 }
@@ -79,6 +83,7 @@ pub(crate) struct BffInner {
     pub(crate) client: OidcClient,
     pub(crate) settings: BffSettings,
     pub(crate) clients: Registry,
+    pub(crate) csrf: CsrfLayer,
 }
 
 impl Bff {
@@ -90,6 +95,7 @@ impl Bff {
             base_path: "/bff".into(),
             cookie_name: DEFAULT_COOKIE_NAME.into(),
             csrf_header: ("x-csrf".into(), "1".into()),
+            trusted_origins: Vec::new(),
             post_logout_redirect_uri: None,
             api_clients: Vec::new(),
             typed_clients: Vec::new(),
@@ -105,6 +111,12 @@ impl Bff {
     pub fn settings(&self) -> &BffSettings {
         &self.inner.settings
     }
+
+    /// The [anti-forgery layer](crate::csrf) for API routes: the configured
+    /// header (default `X-CSRF: 1`) required, cross-site requests refused.
+    pub fn csrf_layer(&self) -> CsrfLayer {
+        self.inner.csrf.clone()
+    }
 }
 
 /// Builder of [`Bff`].
@@ -116,6 +128,7 @@ pub struct BffBuilder {
     base_path: String,
     cookie_name: String,
     csrf_header: (String, String),
+    trusted_origins: Vec<String>,
     post_logout_redirect_uri: Option<String>,
     api_clients: Vec<ClientRegistration>,
     typed_clients: Vec<TypedRegistration>,
@@ -148,6 +161,14 @@ impl BffBuilder {
     /// [`check_header_name`](crate::csrf::check_header_name).
     pub fn csrf_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.csrf_header = (name.into(), value.into());
+        self
+    }
+
+    /// Trusts requests from another origin, e.g. `https://app.example.com`
+    /// when the single-page app is served from another host than the BFF
+    /// (default: only the public URL's origin). See [`crate::csrf`].
+    pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
         self
     }
 
@@ -234,12 +255,20 @@ impl BffBuilder {
             .map_err(|why| BffError::Config(format!("csrf header value: {why}")))?;
         let csrf_name = http::HeaderName::from_bytes(self.csrf_header.0.as_bytes())
             .map_err(|_| BffError::Config("csrf header name is not a valid header name".into()))?;
+        let value = http::HeaderValue::from_str(&self.csrf_header.1)
+            .map_err(|_| BffError::Config("csrf header value is not a valid header".into()))?;
+        let mut csrf = CsrfLayer::new(csrf_name.clone(), value)
+            .trusted_origin(&public_url.origin().ascii_serialization())?;
+        for origin in &self.trusted_origins {
+            csrf = csrf.trusted_origin(origin)?;
+        }
         let settings = BffSettings {
             public_url,
             base_path,
             login_cookie_name: format!("{}-login", self.cookie_name),
             cookie_name: self.cookie_name,
             csrf_header: (csrf_name, self.csrf_header.1),
+            trusted_origins: csrf.trusted_origins().map(str::to_owned).collect(),
             post_logout_redirect_uri: self.post_logout_redirect_uri,
         };
         let client = self.client.build()?;
@@ -249,6 +278,7 @@ impl BffBuilder {
                 client,
                 settings,
                 clients,
+                csrf,
             }),
         })
     }
