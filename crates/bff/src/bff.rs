@@ -8,9 +8,8 @@
 //! | method | file |
 //! |---|---|
 //! | [`Bff::builder`] | `builder.rs` |
-//! | [`Bff::client`], [`Bff::settings`] | here |
+//! | [`Bff::client`], [`Bff::settings`], [`Bff::csrf_layer`] | here |
 //! | [`Bff::routes`], [`Bff::layer`] | `endpoints.rs` |
-//! | [`Bff::csrf_layer`] | `csrf.rs` |
 //! | [`Bff::proxy`] | `proxy/mod.rs` |
 //! | [`Bff::api_clients`], [`Bff::api_clients_for`] | `client/extract.rs` |
 //!
@@ -35,6 +34,7 @@ use oidc_bff_tokens::OidcClient;
 use url::Url;
 
 use crate::client::Registry;
+use crate::csrf::CsrfLayer;
 use crate::error::BffError;
 
 /// The default name of the session cookie.
@@ -55,6 +55,10 @@ pub struct BffSettings {
     pub login_cookie_name: String,
     /// Anti-forgery header name and value (default `X-CSRF: 1`).
     pub csrf_header: (http::HeaderName, String),
+    /// Origins whose requests are not cross-site: the public URL's origin
+    /// first, then those given to
+    /// [`BffBuilder::trusted_origin`](crate::BffBuilder::trusted_origin).
+    pub trusted_origins: Vec<String>,
     /// Where the provider sends the browser after logout (default: the public URL's root).
     pub post_logout_redirect_uri: Option<String>,
 }
@@ -94,6 +98,7 @@ pub(crate) struct BffInner {
     pub(crate) client: OidcClient,
     pub(crate) settings: BffSettings,
     pub(crate) clients: Registry,
+    pub(crate) csrf: CsrfLayer,
 }
 
 impl Bff {
@@ -105,6 +110,12 @@ impl Bff {
     /// The HTTP settings.
     pub fn settings(&self) -> &BffSettings {
         &self.inner.settings
+    }
+
+    /// The [anti-forgery layer](crate::csrf) for API routes: the configured
+    /// header (default `X-CSRF: 1`) required, cross-site requests refused.
+    pub fn csrf_layer(&self) -> CsrfLayer {
+        self.inner.csrf.clone()
     }
 
     /// The `Bff` placed in the request by [`Bff::layer`].

@@ -26,7 +26,7 @@ use url::Url;
 
 use crate::bff::{Bff, BffInner, BffSettings, DEFAULT_COOKIE_NAME};
 use crate::client::{ClientRegistration, Registry, TypedClient, TypedRegistration};
-use crate::csrf::{check_header_name, check_header_value};
+use crate::csrf::{CsrfLayer, check_header_name, check_header_value};
 use crate::error::BffError;
 
 impl Bff {
@@ -40,6 +40,7 @@ impl Bff {
             base_path: "/bff".into(),
             cookie_name: DEFAULT_COOKIE_NAME.into(),
             csrf_header: ("x-csrf".into(), "1".into()),
+            trusted_origins: Vec::new(),
             post_logout_redirect_uri: None,
             api_clients: Vec::new(),
             typed_clients: Vec::new(),
@@ -56,6 +57,7 @@ pub struct BffBuilder {
     base_path: String,
     cookie_name: String,
     csrf_header: (String, String),
+    trusted_origins: Vec<String>,
     post_logout_redirect_uri: Option<String>,
     api_clients: Vec<ClientRegistration>,
     typed_clients: Vec<TypedRegistration>,
@@ -88,6 +90,14 @@ impl BffBuilder {
     /// [`check_header_name`](crate::csrf::check_header_name).
     pub fn csrf_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.csrf_header = (name.into(), value.into());
+        self
+    }
+
+    /// Trusts requests from another origin, e.g. `https://app.example.com`
+    /// when the single-page app is served from another host than the BFF
+    /// (default: only the public URL's origin). See [`crate::csrf`].
+    pub fn trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
         self
     }
 
@@ -190,12 +200,20 @@ impl BffBuilder {
             .map_err(|why| BffError::Config(format!("csrf header value: {why}")))?;
         let csrf_name = http::HeaderName::from_bytes(self.csrf_header.0.as_bytes())
             .map_err(|_| BffError::Config("csrf header name is not a valid header name".into()))?;
+        let value = http::HeaderValue::from_str(&self.csrf_header.1)
+            .map_err(|_| BffError::Config("csrf header value is not a valid header".into()))?;
+        let mut csrf = CsrfLayer::new(csrf_name.clone(), value)
+            .trusted_origin(&public_url.origin().ascii_serialization())?;
+        for origin in &self.trusted_origins {
+            csrf = csrf.trusted_origin(origin)?;
+        }
         let settings = BffSettings {
             public_url,
             base_path,
             login_cookie_name: format!("{}-login", self.cookie_name),
             cookie_name: self.cookie_name,
             csrf_header: (csrf_name, self.csrf_header.1),
+            trusted_origins: csrf.trusted_origins().map(str::to_owned).collect(),
             post_logout_redirect_uri: self.post_logout_redirect_uri,
         };
         let client = self.client.build()?;
@@ -205,6 +223,7 @@ impl BffBuilder {
                 client,
                 settings,
                 clients,
+                csrf,
             }),
         })
     }

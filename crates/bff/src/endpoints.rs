@@ -39,12 +39,16 @@ impl Bff {
     /// ```
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let base = &self.settings().base_path;
+        let api = self.csrf_layer();
         Router::new()
             .route(&format!("{base}/login"), get(login))
             .route(&format!("{base}/callback"), get(callback))
             .route(&format!("{base}/logout"), get(logout))
             .route(&format!("{base}/logged-out"), get(logged_out))
-            .route(&format!("{base}/user"), get(user))
+            // Top-level navigations, the callback coming from the provider's site.
+            .route_layer(api.for_navigations())
+            .route(&format!("{base}/user"), get(user).route_layer(api))
+            // Called by the provider, server to server: no anti-forgery layer.
             .route(
                 &format!("{base}/backchannel"),
                 post(crate::backchannel::backchannel),
@@ -159,7 +163,7 @@ async fn complete_sign_in(bff: &Bff, headers: &HeaderMap, raw: Option<&str>) -> 
     response
 }
 
-fn parse_callback(raw: &str) -> Result<CallbackParams, BffError> {
+pub(crate) fn parse_callback(raw: &str) -> Result<CallbackParams, BffError> {
     let mut params = CallbackParams::default();
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         let slot = match key.as_ref() {

@@ -3,6 +3,7 @@
 //! | error | status |
 //! |---|---|
 //! | not signed in, no refresh token, refresh rejected, missing anti-forgery header | 401 |
+//! | a cross-site request (`Sec-Fetch-Site`, `Origin`) | 403 |
 //! | provider or store temporarily unavailable | 503 with `Retry-After` |
 //! | bad sign-in callback, bad logout request | 400 |
 //! | a proxied API could not be reached | 502 |
@@ -32,6 +33,11 @@ pub enum BffError {
     /// The request lacks the anti-forgery header.
     #[error("the anti-forgery header is missing")]
     MissingCsrfHeader,
+
+    /// The browser marked the request as cross-site (`Sec-Fetch-Site`,
+    /// `Origin`); see [`crate::csrf`].
+    #[error("cross-site request refused")]
+    CrossSiteRequest,
 
     /// A request to a management endpoint was malformed or not allowed.
     #[error("bad request: {0}")]
@@ -66,6 +72,7 @@ impl BffError {
                 ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
             },
             BffError::MissingCsrfHeader => StatusCode::UNAUTHORIZED,
+            BffError::CrossSiteRequest => StatusCode::FORBIDDEN,
             BffError::BadRequest(_) => StatusCode::BAD_REQUEST,
             BffError::Upstream(_) => StatusCode::BAD_GATEWAY,
             BffError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -85,6 +92,7 @@ impl BffError {
                 ErrorKind::Config => "server_error",
             },
             BffError::MissingCsrfHeader => "csrf_header_missing",
+            BffError::CrossSiteRequest => "cross_site_request",
             BffError::BadRequest(_) => "invalid_request",
             BffError::Upstream(_) => "bad_gateway",
             BffError::UpstreamTimeout(_) => "gateway_timeout",

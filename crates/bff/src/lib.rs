@@ -38,7 +38,7 @@
 //!   (named, typed, client credentials).
 //! - [`session`]: the [`BffSession`] and [`UserAccessToken`] extractors.
 //! - [`endpoints`]: login, callback, logout and user endpoints.
-//! - [`csrf`]: the anti-forgery header layer.
+//! - [`csrf`]: the anti-forgery layer (header, then `Sec-Fetch-Site`/`Origin`).
 //! - [`proxy`]: remote APIs mounted under a local path, tokens attached.
 //! - [`TokenPolicy`]: which token a proxied route or a managed client sends.
 //! - [`error`]: [`BffError`] and its HTTP statuses.
@@ -57,6 +57,9 @@ mod cookies;
 pub mod csrf;
 pub mod endpoints;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod session;
 mod token_policy;

@@ -31,7 +31,9 @@
 //! - **Anti-forgery**: the configured header (default `X-CSRF: 1`) is
 //!   required; without it the answer is 401 and the upstream is never called.
 //!   WebSocket handshakes may show the BFF's own `Origin` instead (browsers
-//!   cannot add headers to them). Failures are always 401/403/503 statuses,
+//!   cannot add headers to them). Then a request the browser marks as
+//!   cross-site (`Sec-Fetch-Site`, `Origin`) is refused with 403, whatever
+//!   its method ([`crate::csrf`]). Failures are always 401/403/503 statuses,
 //!   never a redirect to the provider.
 //! - **Token** ([`TokenPolicy`](crate::TokenPolicy)): the same engine as the extractors —
 //!   a token about to expire is refreshed first, concurrent requests share
@@ -60,7 +62,7 @@
 
 mod forward;
 mod headers;
-mod path;
+pub(crate) mod path;
 mod route;
 mod websocket;
 
@@ -78,7 +80,7 @@ use forward::Proxy;
 
 impl Bff {
     /// Routes `prefix` and `prefix/*` (every method) to the remote API, with
-    /// the anti-forgery header enforced.
+    /// the anti-forgery header enforced and cross-site requests refused.
     ///
     /// Merge the result into the app, next to [`Bff::routes`] and under
     /// [`Bff::layer`].
@@ -116,7 +118,12 @@ impl Bff {
                 .route(&format!("{prefix}/"), handler.clone())
                 .route(&format!("{prefix}/{{*rest}}"), handler)
         };
-        router.with_state(proxy)
+        router
+            .route_layer(
+                self.csrf_layer()
+                    .websocket_handshakes_from_trusted_origins(),
+            )
+            .with_state(proxy)
     }
 }
 
