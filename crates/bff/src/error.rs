@@ -189,6 +189,15 @@ mod tests {
             ),
             (TokenError::ProviderUnavailable("timed out".into()), 503),
             (TokenError::InvalidCallback("state".into()), 400),
+            (TokenError::UnexpectedStatus { status: 403 }, 401),
+            (
+                TokenError::Provider {
+                    error: "invalid_scope".into(),
+                    description: None,
+                },
+                401,
+            ),
+            (TokenError::InvalidIdToken("bad signature".into()), 400),
         ];
         for (err, status) in cases {
             let response = BffError::from(err).into_response();
