@@ -128,8 +128,25 @@ async fn get_timed(browser: &Browser, path: &str) -> (reqwest::Response, Duratio
     (response, started.elapsed())
 }
 
+/// Waits (at most 5 s) until the store's read cache is off. A cached
+/// session is served without the store until the cache notices that its
+/// invalidation channel is gone — at once for a closed connection, within
+/// two heartbeats for a frozen one (docs/COORDINATION.md); from then on
+/// every read goes to the store, whose outage is what is checked here.
+async fn store_noticed(cache_live: &impl Fn() -> bool) {
+    let started = Instant::now();
+    while cache_live() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// The scenario, for any shared store behind `proxy`.
-async fn outage_and_recovery(name: &str, t: TestBff, proxy: &FaultProxy) {
+async fn outage_and_recovery(
+    name: &str,
+    t: TestBff,
+    proxy: &FaultProxy,
+    cache_live: impl Fn() -> bool,
+) {
     let browser = t.browser();
     browser.sign_in("/").await;
     let cookie = browser.cookie("__Host-bff").expect("session cookie");
@@ -139,6 +156,7 @@ async fn outage_and_recovery(name: &str, t: TestBff, proxy: &FaultProxy) {
 
     for mode in [Mode::Down, Mode::Hang] {
         proxy.set(mode);
+        store_noticed(&cache_live).await;
         for path in ["/api/token", "/bff/user"] {
             let (response, took) = get_timed(&browser, path).await;
             eprintln!(
@@ -202,7 +220,12 @@ async fn outage_and_recovery(name: &str, t: TestBff, proxy: &FaultProxy) {
 /// every route whose token depends on the session — never forwarded without
 /// a token (`user-or-none`) or with the BFF's own (`user-or-client`) — and
 /// nothing reaches the upstream; routes that need no session still work.
-async fn proxy_outage_and_recovery(name: &str, t: &ProxyBff, proxy: &FaultProxy) {
+async fn proxy_outage_and_recovery(
+    name: &str,
+    t: &ProxyBff,
+    proxy: &FaultProxy,
+    cache_live: impl Fn() -> bool,
+) {
     let session = t.sign_in().await;
     let (status, echo) = t.echo("/maybe/x", Some(&session)).await;
     assert_eq!(status, 200);
@@ -213,6 +236,7 @@ async fn proxy_outage_and_recovery(name: &str, t: &ProxyBff, proxy: &FaultProxy)
 
     for mode in [Mode::Down, Mode::Hang] {
         proxy.set(mode);
+        store_noticed(&cache_live).await;
         let hits = t.upstream.state.hits();
         for path in ["/maybe/x", "/api/x", "/either/x"] {
             let started = Instant::now();
@@ -279,7 +303,7 @@ async fn redis_outage_on_proxied_routes_gives_503() {
     let store = redis_through(&proxy, &clock, "oidc-bff-fault-proxy-").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = proxy_support::start_with_store(clock, Some(shared)).await;
-    proxy_outage_and_recovery("redis", &t, &proxy).await;
+    proxy_outage_and_recovery("redis", &t, &proxy, || store.read_cache_live()).await;
     store.drop_all().await.unwrap();
 }
 
@@ -294,7 +318,7 @@ async fn postgres_outage_on_proxied_routes_gives_503() {
     let store = postgres_through(&proxy, &clock, "fault_proxy_").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = proxy_support::start_with_store(clock, Some(shared)).await;
-    proxy_outage_and_recovery("postgres", &t, &proxy).await;
+    proxy_outage_and_recovery("postgres", &t, &proxy, || store.read_cache_live()).await;
     store.drop_tables().await.unwrap();
 }
 
@@ -309,7 +333,7 @@ async fn redis_outage_gives_503_and_recovers() {
     let store = redis_through(&proxy, &clock, "oidc-bff-fault-").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = harness::start_with_store(Options::default(), clock, shared).await;
-    outage_and_recovery("redis", t, &proxy).await;
+    outage_and_recovery("redis", t, &proxy, || store.read_cache_live()).await;
     store.drop_all().await.unwrap();
 }
 
@@ -324,7 +348,7 @@ async fn postgres_outage_gives_503_and_recovers() {
     let store = postgres_through(&proxy, &clock, "fault_").await;
     let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
     let t = harness::start_with_store(Options::default(), clock, shared).await;
-    outage_and_recovery("postgres", t, &proxy).await;
+    outage_and_recovery("postgres", t, &proxy, || store.read_cache_live()).await;
     store.drop_tables().await.unwrap();
 }
 
