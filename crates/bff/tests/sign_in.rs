@@ -511,3 +511,47 @@ async fn logout_sends_a_state_that_is_checked_on_return() {
     assert_eq!(location(&response), format!("{}/", t.url));
     assert!(browser.cookie("__Host-bff-logout").is_none());
 }
+
+/// Issue 15, defect 1: instances that share the login keys (and the store)
+/// complete each other's sign-ins; an instance with other keys refuses them.
+#[tokio::test]
+async fn a_sign_in_started_on_one_instance_completes_on_another_with_the_same_keys() {
+    use std::sync::Arc;
+
+    use oidc_bff::{Bff, OidcConfig};
+    use oidc_bff_tokens::store::KeyRing;
+
+    let idp = oidc_bff_dev_idp::DevIdp::builder().start().await.unwrap();
+    let store: Arc<dyn oidc_bff_tokens::SessionStore> =
+        Arc::new(oidc_bff_tokens::MemoryStore::new());
+    let keys = KeyRing::generate("shared");
+    let mut urls = Vec::new();
+    for ring in [keys.clone(), keys.clone(), KeyRing::generate("other")] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = OidcConfig::builder(idp.url().as_str(), "bff")
+            .client_secret("secret")
+            .build()
+            .unwrap();
+        let bff = Bff::builder(config)
+            .public_url(&url)
+            .store(store.clone())
+            .login_keys(ring)
+            .build()
+            .unwrap();
+        let app = axum::Router::new().merge(bff.routes()).layer(bff.layer());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        urls.push(url);
+    }
+    for (other, expected) in [(&urls[1], 303), (&urls[2], 400)] {
+        let browser = Browser::new(&urls[0]);
+        let callback = browser.start_sign_in("/x").await;
+        let binding = browser.cookie("__Host-bff-login").unwrap();
+        // The load balancer sends the callback to another instance.
+        let elsewhere = Browser::new(other);
+        elsewhere.set_cookie("__Host-bff-login", &binding);
+        let moved = callback.replacen(&urls[0], other, 1);
+        let response = elsewhere.get(&moved).await;
+        assert_eq!(response.status(), expected, "{other}");
+    }
+}

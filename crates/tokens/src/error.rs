@@ -106,13 +106,6 @@ impl TokenError {
     /// What this error means for the request that hit it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            // The provider says our client or a configured resource is
-            // wrong: no user can fix that by signing in again.
-            TokenError::Provider { error, .. }
-                if matches!(error.as_str(), "invalid_client" | "invalid_target") =>
-            {
-                ErrorKind::Config
-            }
             TokenError::NotAuthenticated
             | TokenError::NoRefreshToken
             | TokenError::RefreshRejected { .. }
@@ -353,22 +346,6 @@ mod tests {
             TokenError::InvalidCallback("state".into()).kind(),
             ErrorKind::Invalid
         );
-    }
-
-    #[test]
-    fn client_and_resource_errors_are_configuration_errors() {
-        for code in ["invalid_client", "invalid_target"] {
-            let err = TokenError::Provider {
-                error: code.into(),
-                description: None,
-            };
-            assert_eq!(err.kind(), ErrorKind::Config, "{code}");
-        }
-        let scope = TokenError::Provider {
-            error: "invalid_scope".into(),
-            description: None,
-        };
-        assert_eq!(scope.kind(), ErrorKind::Unauthorized);
     }
 
     #[test]

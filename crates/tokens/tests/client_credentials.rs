@@ -33,8 +33,10 @@ fn client_for(idp: &RunningIdp, secret: Option<&str>, clock: &ManualClock) -> Oi
     let mut config = OidcConfig::builder(idp.url().as_str(), "bff")
         .refresh_margin(Duration::from_secs(60))
         .timeouts(Duration::from_secs(2), Duration::from_secs(5));
-    if let Some(secret) = secret {
-        config = config.client_secret(secret);
+    match secret {
+        Some(secret) => config = config.client_secret(secret),
+        // A client without a secret must say it is public on purpose.
+        None => config = config.public_client(true),
     }
     OidcClient::builder(config.build().expect("config"))
         .clock(Arc::new(clock.clone()))

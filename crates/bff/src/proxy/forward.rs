@@ -251,6 +251,7 @@ impl Proxy {
     /// must not sign the browser out while the server session lives on.
     fn user_token_failed(&self, err: TokenError, had_cookie: bool) -> Box<Response> {
         let dead = had_cookie && session_ended(&err);
+        let err = configuration_error(err);
         let mut response = BffError::from(err).into_response();
         if dead {
             response.headers_mut().append(
@@ -457,6 +458,20 @@ where
 /// The axum handler of every proxied route.
 pub(crate) async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     proxy.handle(request).await
+}
+
+/// The provider refusing the BFF's client (`invalid_client`) or a route's
+/// configured resource (`invalid_target`) is a configuration error (500),
+/// not something the user could fix by signing in again (401).
+fn configuration_error(err: TokenError) -> TokenError {
+    match err {
+        TokenError::Provider { error, .. }
+            if matches!(error.as_str(), "invalid_client" | "invalid_target") =>
+        {
+            TokenError::Config(format!("the provider answered {error}"))
+        }
+        other => other,
+    }
 }
 
 /// Whether a user token failure means the browser's session is over: there
