@@ -15,7 +15,8 @@ use axum::Router;
 use axum::routing::any;
 use common::harness::{self, Browser};
 use common::proxy_support::{self, start_upstream};
-use oidc_bff::proxy::{RemoteApi, TokenRequirement};
+use oidc_bff::TokenPolicy;
+use oidc_bff::proxy::RemoteApi;
 use oidc_bff::{Bff, BffError, OidcConfig};
 use oidc_bff_dev_idp::{DevIdp, RunningIdp};
 use reqwest::Method;
@@ -87,7 +88,7 @@ async fn start() -> App {
     let v1: url::Url = format!("{}/v1/", upstream.url).parse().unwrap();
     let app = Router::new()
         .merge(local)
-        .merge(bff.proxy(RemoteApi::new("/api", v1).token(TokenRequirement::UserOrNone)))
+        .merge(bff.proxy(RemoteApi::new("/api", v1).token(TokenPolicy::UserOrNone)))
         .merge(bff.routes())
         .layer(bff.layer());
     tokio::spawn(async move {

@@ -158,9 +158,9 @@ mod registry;
 pub use bearer::BearerTokenExt;
 pub use extract::{Api, ApiClients};
 pub use managed::ManagedClient;
+pub use middleware::ReplayOnUnauthorized;
 #[allow(deprecated)]
 pub use registry::TokenKind;
 pub use registry::{ClientRegistration, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, TypedClient};
-pub use middleware::ReplayOnUnauthorized;
 
 pub(crate) use registry::{Registry, TypedRegistration};
