@@ -335,7 +335,7 @@ async fn age_token(store: &dyn oidc_bff::tokens::SessionStore, session: &str, li
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let current = store.load(&id).await.unwrap().expect("session");
+    let current = store.load_latest(&id).await.unwrap().expect("session");
     let mut record = oidc_bff::tokens::SessionRecord::clone(&current.record);
     assert_eq!(
         record.tokens.expires_at - record.tokens.issued_at.unwrap(),
@@ -349,6 +349,11 @@ async fn age_token(store: &dyn oidc_bff::tokens::SessionStore, session: &str, li
         outcome,
         oidc_bff::tokens::UpdateOutcome::Updated(_)
     ));
+    // The gateways' read caches hear of this write over the store's change
+    // channel (stated bound: 100 ms). Real expiry needs no write; this
+    // artificial one must reach them before the requests go out, or a
+    // gateway would rightly serve the token it still holds as valid.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// The default configuration (60 s refresh margin), access tokens living
