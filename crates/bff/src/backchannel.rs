@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use oidc_bff_tokens::TokenError;
 
-use crate::config::Bff;
+use crate::bff::Bff;
 use crate::error::BffError;
 
 /// The largest request body read, in bytes (a logout token is at most 64 KiB).

@@ -20,8 +20,9 @@ use cookie::SameSite;
 use http::{HeaderMap, HeaderValue, header};
 use oidc_bff_tokens::SessionId;
 use oidc_bff_tokens::login::CallbackParams;
+use oidc_bff_tokens::secret::constant_time_eq;
 
-use crate::config::Bff;
+use crate::bff::Bff;
 use crate::cookies;
 use crate::csrf::has_header;
 use crate::error::BffError;
@@ -345,8 +346,4 @@ fn ascii_location(to: &str) -> String {
         }
     }
     out
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

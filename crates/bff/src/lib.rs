@@ -51,8 +51,6 @@ mod backchannel;
 mod bff;
 mod builder;
 pub mod client;
-#[doc(hidden)]
-pub mod config;
 mod cookies;
 pub mod csrf;
 pub mod endpoints;

@@ -12,13 +12,14 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::OidcConfig;
 use crate::discovery::{Discovery, ProviderMetadata};
 use crate::error::TokenError;
+use crate::http::http_client;
 use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
 use crate::jwks::JwksCache;
 use crate::login::{
     CallbackParams, LoginStart, LoginTransaction, MAX_RETURN_URL, is_browser_binding,
     pkce_challenge, sanitize_return_url,
 };
-use crate::provider::{ProviderClient, TokenResponse, http_client};
+use crate::provider::{ProviderClient, TokenResponse};
 use crate::secret::{AccessToken, AuthorizationCode, IdToken, PkceVerifier, RefreshToken};
 use crate::session::{SessionId, SessionRecord, random_token};
 use crate::store::{KeyRing, MemoryStore, SessionStore, Versioned};

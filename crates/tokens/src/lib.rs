@@ -43,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error;
+mod http;
 pub mod id_token;
 pub mod jwks;
 pub mod login;

@@ -1,7 +1,7 @@
 //! Calls to the provider's endpoints: token, revocation, userinfo.
 //!
 //! Every call has the configured connect and total timeouts (set on the HTTP
-//! client), reads at most [`MAX_RESPONSE_BYTES`] of the answer, and maps
+//! client), reads at most 1 MiB of the answer, and maps
 //! failures onto [`TokenError`]: an OAuth error answer becomes
 //! [`TokenError::Provider`] with its code parsed into an
 //! [`OAuthErrorCode`], another 4xx answer
@@ -10,17 +10,13 @@
 //! [`TokenError::ProviderUnavailable`]. Nothing we send (secrets, codes,
 //! tokens) is ever put into an error.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use crate::config::OidcConfig;
 use crate::discovery::ProviderMetadata;
 use crate::error::{OAuthErrorCode, TokenError};
+use crate::http::read_limited;
 use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
-
-/// The largest provider answer read, in bytes.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A successful token endpoint answer (RFC 6749 §5.1).
 #[derive(Clone, Debug, PartialEq)]
@@ -254,54 +250,8 @@ fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// Reads a response body, refusing anything larger than [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(TokenError::InvalidResponse(
-            "provider answer too large".into(),
-        ));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| TokenError::from_transport(&e))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(TokenError::InvalidResponse(
-                "provider answer too large".into(),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn form_urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// Builds the HTTP client used for every call to the provider: connect and
-/// total timeouts from the configuration, no redirects (a token endpoint that
-/// redirects is misconfigured or hostile), no cookies.
-pub fn http_client(config: &OidcConfig) -> Result<reqwest::Client, TokenError> {
-    http_client_with_timeouts(config.connect_timeout, config.request_timeout)
-}
-
-pub(crate) fn http_client_with_timeouts(
-    connect: Duration,
-    total: Duration,
-) -> Result<reqwest::Client, TokenError> {
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| TokenError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
 #[cfg(test)]

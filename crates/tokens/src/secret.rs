@@ -78,6 +78,20 @@ secret_type!(
     PkceVerifier
 );
 
+/// Compares two secrets (or values derived from them: a `state`, a nonce, a
+/// hash) in time independent of their contents; only the length may leak.
+/// The one comparison of secrets in this workspace, on `aws-lc-rs`.
+///
+/// ```
+/// use oidc_bff_tokens::secret::constant_time_eq;
+///
+/// assert!(constant_time_eq(b"abc", b"abc"));
+/// assert!(!constant_time_eq(b"abc", b"abd"));
+/// ```
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
