@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use common::harness::{self, Browser, TestBff, location, urlencode};
 use oidc_bff_tokens::SessionId;
+use oidc_bff_tokens::store::testing::FaultyStore;
 use url::Url;
 
 fn http() -> reqwest::Client {
@@ -503,95 +504,6 @@ async fn hostile_query_strings_at_login_are_harmless() {
     );
 }
 
-/// A store that counts the writes of short-lived values (pending sign-ins
-/// would be those) and passes everything to a [`MemoryStore`].
-#[derive(Debug)]
-struct CountingStore {
-    inner: oidc_bff_tokens::MemoryStore,
-    transient_writes: std::sync::atomic::AtomicU64,
-}
-
-mod counting {
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering;
-    use std::time::Duration;
-
-    use oidc_bff_tokens::store::{SessionStore, StoreError, UpdateOutcome, Versioned};
-    use oidc_bff_tokens::{SessionId, SessionRecord};
-
-    use super::CountingStore;
-
-    #[async_trait::async_trait]
-    impl SessionStore for CountingStore {
-        async fn load(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
-            self.inner.load(id).await
-        }
-        async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
-            self.inner.create(id, record).await
-        }
-        async fn update(
-            &self,
-            id: &SessionId,
-            record: SessionRecord,
-            expected_version: u64,
-        ) -> Result<UpdateOutcome, StoreError> {
-            self.inner.update(id, record, expected_version).await
-        }
-        async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.find_by_sub(sub).await
-        }
-        async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.find_by_sid(sid).await
-        }
-        async fn put_transient(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<(), StoreError> {
-            self.transient_writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.put_transient(key, value, ttl).await
-        }
-        async fn put_transient_if_absent(
-            &self,
-            key: &str,
-            value: String,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            self.transient_writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.put_transient_if_absent(key, value, ttl).await
-        }
-        async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
-            self.inner.take_transient(key).await
-        }
-        async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
-            self.inner.get_transient(key).await
-        }
-        async fn try_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            self.inner.try_lease(id, owner, ttl).await
-        }
-        async fn renew_lease(
-            &self,
-            id: &SessionId,
-            owner: &str,
-            ttl: Duration,
-        ) -> Result<bool, StoreError> {
-            self.inner.renew_lease(id, owner, ttl).await
-        }
-        async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-            self.inner.release_lease(id, owner).await
-        }
-    }
-}
-
 /// How many `/bff/login` requests the flood test sends (`LOGIN_FLOOD`;
 /// default 20,000 so that a debug build runs it in seconds; the 200,000 of
 /// issue 15 run in `bench/login_flood.sh` against a release build).
@@ -611,10 +523,10 @@ async fn a_login_flood_stores_nothing_and_locks_nobody_out() {
     use std::sync::atomic::Ordering;
 
     let clock = oidc_bff_tokens::ManualClock::starting_now();
-    let store = std::sync::Arc::new(CountingStore {
-        inner: oidc_bff_tokens::MemoryStore::with_clock(std::sync::Arc::new(clock.clone())),
-        transient_writes: Default::default(),
-    });
+    let memory = std::sync::Arc::new(oidc_bff_tokens::MemoryStore::with_clock(
+        std::sync::Arc::new(clock.clone()),
+    ));
+    let store = std::sync::Arc::new(FaultyStore::new(memory.clone()));
     let t = harness::start_with_store(Default::default(), clock, store.clone()).await;
     let total = flood_size();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -640,18 +552,18 @@ async fn a_login_flood_stores_nothing_and_locks_nobody_out() {
         .sum();
     assert_eq!(sent, total);
     assert_eq!(
-        store.transient_writes.load(Ordering::SeqCst),
+        store.transient_writes(),
         0,
         "a started sign-in writes nothing to the store"
     );
-    assert!(store.inner.is_empty());
+    assert!(memory.is_empty());
 
     // A real user signs in at once.
     let browser = t.browser();
     assert_eq!(browser.sign_in("/app").await, "/app");
     assert_eq!(browser.api("/bff/user").await.status(), 200);
     assert_eq!(
-        store.transient_writes.load(Ordering::SeqCst),
+        store.transient_writes(),
         1,
         "only the completed sign-in's one-time marker"
     );
@@ -662,13 +574,11 @@ async fn a_login_flood_stores_nothing_and_locks_nobody_out() {
 /// recorded as used after the provider accepted its code.
 #[tokio::test]
 async fn forged_callbacks_store_nothing() {
-    use std::sync::atomic::Ordering;
-
     let clock = oidc_bff_tokens::ManualClock::starting_now();
-    let store = std::sync::Arc::new(CountingStore {
-        inner: oidc_bff_tokens::MemoryStore::with_clock(std::sync::Arc::new(clock.clone())),
-        transient_writes: Default::default(),
-    });
+    let memory = std::sync::Arc::new(oidc_bff_tokens::MemoryStore::with_clock(
+        std::sync::Arc::new(clock.clone()),
+    ));
+    let store = std::sync::Arc::new(FaultyStore::new(memory.clone()));
     let t = harness::start_with_store(Default::default(), clock, store.clone()).await;
     for _ in 0..50 {
         let browser = t.browser();
@@ -683,7 +593,7 @@ async fn forged_callbacks_store_nothing() {
             .await;
         assert_eq!(response.status(), 400);
     }
-    assert_eq!(store.transient_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(store.transient_writes(), 0);
     assert_eq!(
         t.idp.counters().code_grants,
         0,

@@ -373,11 +373,13 @@ async fn sign_in_at_dev_idp(client: &OidcClient) -> SessionId {
         .session_id
 }
 
-/// docs/SECURITY.md: "a failure remembers no jti". The provider's retry
-/// of a delivery that failed on the store must end the session, not be
-/// refused as a replay.
-#[tokio::test]
-async fn after_a_store_failure_the_providers_retry_ends_the_session() {
+/// The dev IdP and a client on a [`FaultyStore`](crate::store::testing::FaultyStore)
+/// over the memory store, sharing one manual clock.
+async fn client_over_a_faulty_store() -> (
+    oidc_bff_dev_idp::RunningIdp,
+    Arc<crate::store::testing::FaultyStore>,
+    OidcClient,
+) {
     use crate::clock::Clock as _;
 
     let clock = ManualClock::starting_now();
@@ -400,6 +402,15 @@ async fn after_a_store_failure_the_providers_retry_ends_the_session() {
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
+    (idp, store, client)
+}
+
+/// docs/SECURITY.md: "a failure remembers no jti". The provider's retry
+/// of a delivery that failed on the store must end the session, not be
+/// refused as a replay.
+#[tokio::test]
+async fn after_a_store_failure_the_providers_retry_ends_the_session() {
+    let (idp, store, client) = client_over_a_faulty_store().await;
     let id = sign_in_at_dev_idp(&client).await;
     let sid = client
         .load_session(&id)
@@ -447,28 +458,7 @@ async fn after_a_store_failure_the_providers_retry_ends_the_session() {
 /// provider's retry ends the session instead of being refused.
 #[tokio::test]
 async fn a_cut_off_logout_forgets_its_jti() {
-    use crate::clock::Clock as _;
-
-    let clock = ManualClock::starting_now();
-    let idp_clock = clock.clone();
-    let idp = oidc_bff_dev_idp::DevIdp::builder()
-        .clock(move || idp_clock.now_unix())
-        .start()
-        .await
-        .unwrap();
-    let store = Arc::new(crate::store::testing::FaultyStore::new(Arc::new(
-        crate::store::MemoryStore::with_clock(Arc::new(clock.clone())),
-    )));
-    let config = crate::OidcConfig::builder(idp.url().as_str(), "bff")
-        .client_secret("secret")
-        .timeouts(Duration::from_secs(2), Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let client = OidcClient::builder(config)
-        .store(store.clone())
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
+    let (idp, store, client) = client_over_a_faulty_store().await;
     let id = sign_in_at_dev_idp(&client).await;
     let token = idp.sign_logout_token(Some("alice"), None, "bff");
 

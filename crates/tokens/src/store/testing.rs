@@ -4,7 +4,7 @@
 //! [`FaultyStore`] passes every call to the store it wraps, except where a
 //! fault is switched on: deletes that fail, lease renewals that report the
 //! lease lost, slow loads and updates. It also counts the purges of expired
-//! sessions.
+//! sessions and the writes of short-lived values.
 //! Faults can be switched on and off while the code under test runs.
 //!
 //! ```
@@ -42,6 +42,7 @@ pub struct FaultyStore {
     update_delay_ms: AtomicU64,
     purge_runs: AtomicU64,
     purged: AtomicU64,
+    transient_writes: AtomicU64,
 }
 
 impl FaultyStore {
@@ -55,6 +56,7 @@ impl FaultyStore {
             update_delay_ms: AtomicU64::new(0),
             purge_runs: AtomicU64::new(0),
             purged: AtomicU64::new(0),
+            transient_writes: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +94,13 @@ impl FaultyStore {
     pub fn purged(&self) -> u64 {
         self.purged.load(Ordering::SeqCst)
     }
+
+    /// How many short-lived values were written
+    /// ([`put_transient`](SessionStore::put_transient) and
+    /// [`put_transient_if_absent`](SessionStore::put_transient_if_absent)).
+    pub fn transient_writes(&self) -> u64 {
+        self.transient_writes.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -102,6 +111,14 @@ impl SessionStore for FaultyStore {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         self.inner.load(id).await
+    }
+
+    async fn load_latest(&self, id: &SessionId) -> Result<Option<Versioned>, StoreError> {
+        let delay = self.load_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.load_latest(id).await
     }
 
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
@@ -142,6 +159,7 @@ impl SessionStore for FaultyStore {
         value: String,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        self.transient_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.put_transient(key, value, ttl).await
     }
 
@@ -151,6 +169,7 @@ impl SessionStore for FaultyStore {
         value: String,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        self.transient_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.put_transient_if_absent(key, value, ttl).await
     }
 
