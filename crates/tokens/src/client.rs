@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::client_credentials::{self, ClientCredentialsRequest, ClientTokenCache};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::OidcConfig;
 use crate::discovery::{Discovery, ProviderMetadata};
@@ -94,7 +95,7 @@ pub(crate) struct Inner {
     pub(crate) jwks: std::sync::RwLock<Option<(Url, Arc<JwksCache>)>>,
     pub(crate) provider: ProviderClient,
     pub(crate) flights: Flights,
-    pub(crate) client_tokens: crate::client_credentials::ClientTokenCache,
+    pub(crate) client_tokens: ClientTokenCache,
     /// Seals pending sign-ins (see [`crate::login`]).
     pub(crate) login_keys: KeyRing,
 }
@@ -569,6 +570,39 @@ impl OidcClient {
         })
     }
 
+    /// A client credentials access token for `request`, from the cache when
+    /// it holds one that does not expire within the refresh margin.
+    ///
+    /// Cached per (client id, scope, resource, token endpoint); renewed ahead
+    /// of expiry; one token request for any number of concurrent callers on
+    /// a miss; failures are not cached. Needs a client secret.
+    ///
+    /// Errors: [`TokenError::Provider`] when the provider refuses the grant
+    /// (401: no token can be had), [`TokenError::ProviderUnavailable`] and
+    /// [`TokenError::Discovery`] when it cannot be reached (503),
+    /// [`TokenError::Config`] without a client secret or with a bad token
+    /// endpoint.
+    pub async fn client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+    ) -> Result<AccessToken, TokenError> {
+        client_credentials::client_access_token(self, request).await
+    }
+
+    /// Replaces a client credentials token that an API rejected (answered
+    /// 401 to), and returns the new one.
+    ///
+    /// If the cache already holds a different, current token (another caller
+    /// renewed it meanwhile), that one is returned without a token request;
+    /// callers rejected with the same token share one renewal.
+    pub async fn renew_client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        client_credentials::renew_client_access_token(self, request, rejected).await
+    }
+
     /// The current user's access token: valid, and renewed ahead of expiry.
     ///
     /// `loaded` is the session as already read in this request, if any (saves
@@ -811,6 +845,13 @@ impl user_token::Host for OidcClient {
 
     fn revoke_abandoned(&self, token: Option<&RefreshToken>) {
         OidcClient::revoke_abandoned(self, token);
+    }
+}
+
+/// What the client credentials cache needs from the client.
+impl client_credentials::CredentialsHost for OidcClient {
+    fn client_tokens(&self) -> &ClientTokenCache {
+        &self.inner.client_tokens
     }
 }
 

@@ -45,9 +45,9 @@ use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use url::Url;
 
-use crate::client::OidcClient;
 use crate::error::TokenError;
 use crate::secret::AccessToken;
+use crate::user_token::Host;
 
 /// Entries kept before expired ones are swept out.
 const SWEEP_ABOVE: usize = 1024;
@@ -101,7 +101,7 @@ impl ClientCredentialsRequest {
 type FlightResult = Result<AccessToken, TokenError>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
 
-/// The client credentials token cache of one [`OidcClient`].
+/// The client credentials token cache of one [`OidcClient`](crate::OidcClient).
 #[derive(Default)]
 pub(crate) struct ClientTokenCache {
     slots: Mutex<HashMap<ClientCredentialsRequest, Slot>>,
@@ -139,255 +139,245 @@ impl ClientTokenCache {
     }
 }
 
-impl OidcClient {
-    /// A client credentials access token for `request`, from the cache when
-    /// it holds one that does not expire within the refresh margin.
-    ///
-    /// Cached per (client id, scope, resource, token endpoint); renewed ahead
-    /// of expiry; one token request for any number of concurrent callers on
-    /// a miss; failures are not cached. Needs a client secret.
-    ///
-    /// Errors: [`TokenError::Provider`] when the provider refuses the grant
-    /// (401: no token can be had), [`TokenError::ProviderUnavailable`] and
-    /// [`TokenError::Discovery`] when it cannot be reached (503),
-    /// [`TokenError::Config`] without a client secret or with a bad token
-    /// endpoint.
-    pub async fn client_access_token(
-        &self,
-        request: &ClientCredentialsRequest,
-    ) -> Result<AccessToken, TokenError> {
-        let now = self.inner.clock.now_unix();
-        let flight = {
-            let mut slots = self.inner.client_tokens.lock();
-            // The hot path: no allocation, no await.
-            if let Some(Slot {
-                token: Some(cached),
-                ..
-            }) = slots.get(request)
-                && now < cached.renew_at
-            {
-                return Ok(cached.access_token.clone());
-            }
-            self.join_or_start(&mut slots, request, None)
-        };
-        flight.await
-    }
+/// What the client credentials cache needs from the client: the engine's
+/// host, plus the cache itself. [`OidcClient`](crate::OidcClient) implements
+/// it, so this module never imports the client.
+pub(crate) trait CredentialsHost: Host {
+    /// The client credentials tokens of this client.
+    fn client_tokens(&self) -> &ClientTokenCache;
+}
 
-    /// Replaces a client credentials token that an API rejected (answered
-    /// 401 to), and returns the new one.
-    ///
-    /// If the cache already holds a different, current token (another caller
-    /// renewed it meanwhile), that one is returned without a token request;
-    /// callers rejected with the same token share one renewal.
-    pub async fn renew_client_access_token(
-        &self,
-        request: &ClientCredentialsRequest,
-        rejected: &AccessToken,
-    ) -> Result<AccessToken, TokenError> {
-        let now = self.inner.clock.now_unix();
-        let flight = {
-            let mut slots = self.inner.client_tokens.lock();
-            if let Some(slot) = slots.get_mut(request) {
-                match &slot.token {
-                    Some(cached) if cached.access_token != *rejected && now < cached.renew_at => {
-                        return Ok(cached.access_token.clone());
-                    }
-                    // Never fall back to the token the API refused.
-                    Some(cached) if cached.access_token == *rejected => slot.token = None,
-                    _ => {}
-                }
-            }
-            self.join_or_start(&mut slots, request, Some(rejected))
-        };
-        flight.await
-    }
+/// [`OidcClient::client_access_token`](crate::OidcClient::client_access_token).
+pub(crate) async fn client_access_token<H: CredentialsHost>(
+    host: &H,
+    request: &ClientCredentialsRequest,
+) -> Result<AccessToken, TokenError> {
+    let now = host.now();
+    let flight = {
+        let mut slots = host.client_tokens().lock();
+        // The hot path: no allocation, no await.
+        if let Some(Slot {
+            token: Some(cached),
+            ..
+        }) = slots.get(request)
+            && now < cached.renew_at
+        {
+            return Ok(cached.access_token.clone());
+        }
+        join_or_start(host, &mut slots, request, None)
+    };
+    flight.await
+}
 
-    /// Joins the running token request for `request`, or starts one.
-    /// Called with the cache locked.
-    fn join_or_start(
-        &self,
-        slots: &mut HashMap<ClientCredentialsRequest, Slot>,
-        request: &ClientCredentialsRequest,
-        rejected: Option<&AccessToken>,
-    ) -> Flight {
-        if !slots.contains_key(request) && slots.len() >= SWEEP_ABOVE {
-            let now = self.inner.clock.now_unix();
-            slots.retain(|_, slot| {
-                slot.flight.is_some() || slot.token.as_ref().is_some_and(|t| now < t.expires_at)
-            });
-        }
-        let slot = slots.entry(request.clone()).or_default();
-        if let Some(flight) = &slot.flight {
-            return flight.clone();
-        }
-        let client = self.clone();
-        let request = request.clone();
-        let rejected = rejected.cloned();
-        // The task can only finish after the flight is registered: it needs
-        // the lock this caller holds.
-        let handle = tokio::spawn(async move {
-            let result = client.fetch_client_token(&request, rejected.as_ref()).await;
-            let now = client.inner.clock.now_unix();
-            let mut slots = client.inner.client_tokens.lock();
-            let slot = slots.entry(request.clone()).or_default();
-            slot.flight = None;
-            match result {
-                Ok(fresh) => {
-                    let token = fresh.access_token.clone();
-                    slot.token = Some(fresh);
-                    Ok(token)
+/// [`OidcClient::renew_client_access_token`](crate::OidcClient::renew_client_access_token).
+pub(crate) async fn renew_client_access_token<H: CredentialsHost>(
+    host: &H,
+    request: &ClientCredentialsRequest,
+    rejected: &AccessToken,
+) -> Result<AccessToken, TokenError> {
+    let now = host.now();
+    let flight = {
+        let mut slots = host.client_tokens().lock();
+        if let Some(slot) = slots.get_mut(request) {
+            match &slot.token {
+                Some(cached) if cached.access_token != *rejected && now < cached.renew_at => {
+                    return Ok(cached.access_token.clone());
                 }
-                // A failed renewal: keep serving the old token while it lasts.
-                Err(err) => match slot.token.as_ref().filter(|old| now < old.expires_at) {
-                    Some(old) => {
-                        tracing::warn!(error = %err, "client credentials token renewal failed; using the current token");
-                        Ok(old.access_token.clone())
-                    }
-                    None => {
-                        tracing::warn!(error = %err, "client credentials token request failed");
-                        slots.remove(&request);
-                        Err(err)
-                    }
-                },
+                // Never fall back to the token the API refused.
+                Some(cached) if cached.access_token == *rejected => slot.token = None,
+                _ => {}
             }
+        }
+        join_or_start(host, &mut slots, request, Some(rejected))
+    };
+    flight.await
+}
+
+/// Joins the running token request for `request`, or starts one.
+/// Called with the cache locked.
+fn join_or_start<H: CredentialsHost>(
+    host: &H,
+    slots: &mut HashMap<ClientCredentialsRequest, Slot>,
+    request: &ClientCredentialsRequest,
+    rejected: Option<&AccessToken>,
+) -> Flight {
+    if !slots.contains_key(request) && slots.len() >= SWEEP_ABOVE {
+        let now = host.now();
+        slots.retain(|_, slot| {
+            slot.flight.is_some() || slot.token.as_ref().is_some_and(|t| now < t.expires_at)
         });
-        let flight: Flight = async move {
-            handle.await.unwrap_or_else(|_| {
-                Err(TokenError::ProviderUnavailable(
-                    "the token request task failed".into(),
-                ))
-            })
-        }
-        .boxed()
-        .shared();
-        slot.flight = Some(flight.clone());
-        flight
     }
-
-    /// A token for `request` from the shared store if another instance put
-    /// a current one there (never `rejected`), else from the provider — by
-    /// one instance at a time, which then shares it.
-    async fn fetch_client_token(
-        &self,
-        request: &ClientCredentialsRequest,
-        rejected: Option<&AccessToken>,
-    ) -> Result<Cached, TokenError> {
-        let store = &self.inner.store;
-        let key = shared_key(&self.inner.config.client_id, request);
-        let lock = format!("{key}|lock");
-        let owner = crate::session::random_token();
-        let wait = self.inner.config.request_timeout;
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut locked = false;
-        loop {
-            match store.get_transient(&key).await {
-                Ok(Some(raw)) => {
-                    let now = self.inner.clock.now_unix();
-                    if let Ok(shared) = serde_json::from_str::<Cached>(&raw)
-                        && now < shared.renew_at
-                        && Some(&shared.access_token) != rejected
-                    {
-                        return Ok(shared);
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "shared client token cache unavailable; asking the provider");
-                    return self.fetch_from_provider(request).await;
-                }
-            }
-            match store
-                .put_transient_if_absent(&lock, owner.clone(), wait)
-                .await
-            {
-                Ok(true) => {
-                    locked = true;
-                    break;
-                }
-                // Another instance is asking the provider: wait for its token.
-                Ok(false) if tokio::time::Instant::now() < deadline => {
-                    use rand::Rng as _;
-                    let pause = rand::rng().random_range(20..40);
-                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                }
-                Ok(false) => break,
-                Err(err) => {
-                    tracing::warn!(error = %err, "shared client token lock unavailable; asking the provider");
-                    break;
-                }
-            }
-        }
-        let result = self.fetch_from_provider(request).await;
-        if let Ok(fresh) = &result {
-            let now = self.inner.clock.now_unix();
-            let ttl = std::time::Duration::from_secs(fresh.expires_at.saturating_sub(now).max(1));
-            match serde_json::to_string(fresh) {
-                Ok(json) => {
-                    if let Err(err) = store.put_transient(&key, json, ttl).await {
-                        tracing::warn!(error = %err, "could not share the client token");
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "could not encode the client token"),
-            }
-        }
-        if locked && let Err(err) = store.take_transient(&lock).await {
-            tracing::debug!(error = %err, "could not release the client token lock; it expires");
-        }
-        result
+    let slot = slots.entry(request.clone()).or_default();
+    if let Some(flight) = &slot.flight {
+        return flight.clone();
     }
-
-    /// One client credentials grant at the provider.
-    async fn fetch_from_provider(
-        &self,
-        request: &ClientCredentialsRequest,
-    ) -> Result<Cached, TokenError> {
-        if self.inner.config.client_secret.is_none() {
-            return Err(TokenError::Config(
-                "client credentials tokens need a client secret".into(),
-            ));
-        }
-        let discovered = self.metadata().await?;
-        let metadata = match &request.token_endpoint {
-            None => discovered,
-            Some(endpoint) => {
-                if !is_safe_endpoint(endpoint) {
-                    return Err(TokenError::Config(
-                        "the client credentials token endpoint must be https (http only on loopback)"
-                            .into(),
-                    ));
-                }
-                let mut metadata = crate::discovery::ProviderMetadata::clone(&discovered);
-                metadata.token_endpoint = endpoint.clone();
-                Arc::new(metadata)
+    let client = host.clone();
+    let request = request.clone();
+    let rejected = rejected.cloned();
+    // The task can only finish after the flight is registered: it needs
+    // the lock this caller holds.
+    let handle = tokio::spawn(async move {
+        let result = fetch_client_token(&client, &request, rejected.as_ref()).await;
+        let now = client.now();
+        let mut slots = client.client_tokens().lock();
+        let slot = slots.entry(request.clone()).or_default();
+        slot.flight = None;
+        match result {
+            Ok(fresh) => {
+                let token = fresh.access_token.clone();
+                slot.token = Some(fresh);
+                Ok(token)
             }
-        };
-        let mut form = vec![("grant_type", "client_credentials".to_owned())];
-        if let Some(scope) = &request.scope {
-            form.push(("scope", scope.clone()));
+            // A failed renewal: keep serving the old token while it lasts.
+            Err(err) => match slot.token.as_ref().filter(|old| now < old.expires_at) {
+                Some(old) => {
+                    tracing::warn!(error = %err, "client credentials token renewal failed; using the current token");
+                    Ok(old.access_token.clone())
+                }
+                None => {
+                    tracing::warn!(error = %err, "client credentials token request failed");
+                    slots.remove(&request);
+                    Err(err)
+                }
+            },
         }
-        if let Some(resource) = &request.resource {
-            form.push(("resource", resource.clone()));
-        }
-        // Expiry counts from before the request: never later than the provider's.
-        let started = self.inner.clock.now_unix();
-        let response = self.inner.provider.token_request(&metadata, form).await?;
-        let lifetime = response
-            .expires_in
-            .unwrap_or(self.inner.config.default_token_lifetime.as_secs());
-        let margin = self.inner.config.refresh_margin.as_secs().min(lifetime / 2);
-        let expires_at = started.saturating_add(lifetime);
-        tracing::debug!(
-            scope = request.scope.as_deref(),
-            resource = request.resource.as_deref(),
-            lifetime,
-            "client credentials token issued"
-        );
-        Ok(Cached {
-            access_token: response.access_token,
-            expires_at,
-            renew_at: expires_at.saturating_sub(margin),
+    });
+    let flight: Flight = async move {
+        handle.await.unwrap_or_else(|_| {
+            Err(TokenError::ProviderUnavailable(
+                "the token request task failed".into(),
+            ))
         })
     }
+    .boxed()
+    .shared();
+    slot.flight = Some(flight.clone());
+    flight
+}
+
+/// A token for `request` from the shared store if another instance put
+/// a current one there (never `rejected`), else from the provider — by
+/// one instance at a time, which then shares it.
+async fn fetch_client_token<H: CredentialsHost>(
+    host: &H,
+    request: &ClientCredentialsRequest,
+    rejected: Option<&AccessToken>,
+) -> Result<Cached, TokenError> {
+    let store = host.store();
+    let key = shared_key(&host.config().client_id, request);
+    let lock = format!("{key}|lock");
+    let owner = crate::session::random_token();
+    let wait = host.config().request_timeout;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut locked = false;
+    loop {
+        match store.get_transient(&key).await {
+            Ok(Some(raw)) => {
+                let now = host.now();
+                if let Ok(shared) = serde_json::from_str::<Cached>(&raw)
+                    && now < shared.renew_at
+                    && Some(&shared.access_token) != rejected
+                {
+                    return Ok(shared);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "shared client token cache unavailable; asking the provider");
+                return fetch_from_provider(host, request).await;
+            }
+        }
+        match store
+            .put_transient_if_absent(&lock, owner.clone(), wait)
+            .await
+        {
+            Ok(true) => {
+                locked = true;
+                break;
+            }
+            // Another instance is asking the provider: wait for its token.
+            Ok(false) if tokio::time::Instant::now() < deadline => {
+                use rand::Rng as _;
+                let pause = rand::rng().random_range(20..40);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            Ok(false) => break,
+            Err(err) => {
+                tracing::warn!(error = %err, "shared client token lock unavailable; asking the provider");
+                break;
+            }
+        }
+    }
+    let result = fetch_from_provider(host, request).await;
+    if let Ok(fresh) = &result {
+        let now = host.now();
+        let ttl = std::time::Duration::from_secs(fresh.expires_at.saturating_sub(now).max(1));
+        match serde_json::to_string(fresh) {
+            Ok(json) => {
+                if let Err(err) = store.put_transient(&key, json, ttl).await {
+                    tracing::warn!(error = %err, "could not share the client token");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not encode the client token"),
+        }
+    }
+    if locked && let Err(err) = store.take_transient(&lock).await {
+        tracing::debug!(error = %err, "could not release the client token lock; it expires");
+    }
+    result
+}
+
+/// One client credentials grant at the provider.
+async fn fetch_from_provider<H: CredentialsHost>(
+    host: &H,
+    request: &ClientCredentialsRequest,
+) -> Result<Cached, TokenError> {
+    if host.config().client_secret.is_none() {
+        return Err(TokenError::Config(
+            "client credentials tokens need a client secret".into(),
+        ));
+    }
+    let discovered = host.metadata().await?;
+    let metadata = match &request.token_endpoint {
+        None => discovered,
+        Some(endpoint) => {
+            if !is_safe_endpoint(endpoint) {
+                return Err(TokenError::Config(
+                    "the client credentials token endpoint must be https (http only on loopback)"
+                        .into(),
+                ));
+            }
+            let mut metadata = crate::discovery::ProviderMetadata::clone(&discovered);
+            metadata.token_endpoint = endpoint.clone();
+            Arc::new(metadata)
+        }
+    };
+    let mut form = vec![("grant_type", "client_credentials".to_owned())];
+    if let Some(scope) = &request.scope {
+        form.push(("scope", scope.clone()));
+    }
+    if let Some(resource) = &request.resource {
+        form.push(("resource", resource.clone()));
+    }
+    // Expiry counts from before the request: never later than the provider's.
+    let started = host.now();
+    let response = host.token_request(&metadata, form).await?;
+    let lifetime = response
+        .expires_in
+        .unwrap_or(host.config().default_token_lifetime.as_secs());
+    let margin = host.config().refresh_margin.as_secs().min(lifetime / 2);
+    let expires_at = started.saturating_add(lifetime);
+    tracing::debug!(
+        scope = request.scope.as_deref(),
+        resource = request.resource.as_deref(),
+        lifetime,
+        "client credentials token issued"
+    );
+    Ok(Cached {
+        access_token: response.access_token,
+        expires_at,
+        renew_at: expires_at.saturating_sub(margin),
+    })
 }
 
 /// The shared store's key of a client token: client id and request.
