@@ -50,8 +50,10 @@ use url::Url;
 use crate::clock::SharedClock;
 use crate::error::TokenError;
 
-/// Largest JWKS document accepted, in bytes.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Largest JWKS document accepted, in bytes: the bound of every provider
+/// answer.
+#[cfg(test)]
+const MAX_JWKS_BYTES: usize = crate::http::MAX_RESPONSE_BYTES;
 
 /// A cache of the provider's JWKS with rate-limited, coalesced refetching.
 ///
@@ -484,7 +486,7 @@ impl JwksCache {
     /// One HTTP fetch of the JWKS document.
     async fn fetch(&self) -> Result<KeySet, TokenError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let mut response = self
+        let response = self
             .http
             .get(self.jwks_uri.clone())
             .header(reqwest::header::ACCEPT, "application/json")
@@ -498,19 +500,7 @@ impl JwksCache {
                 status.as_u16()
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|err| TokenError::from_transport(&err))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(TokenError::InvalidResponse(
-                    "jwks document is too large".into(),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = crate::http::read_limited(response).await?;
         KeySet::parse(&body)
     }
 }
