@@ -17,7 +17,7 @@
 //! # The cache
 //!
 //! * One entry per [`ClientCredentialsRequest`] (scope, resource, token
-//!   endpoint) of an [`OidcClient`] (one client id): a token is never handed
+//!   endpoint) of an [`OidcClient`](crate::OidcClient) (one client id): a token is never handed
 //!   out for parameters it was not requested with.
 //! * A cached token is renewed once it expires within the configured
 //!   [`refresh_margin`](crate::OidcConfig::refresh_margin) (at most half its
@@ -26,7 +26,7 @@
 //!   spawned task, so a caller that goes away cannot cut it in half.
 //! * A failed request is not cached: the next caller tries again. While a
 //!   renewal fails, a cached token that has not yet expired is still served.
-//! * [`OidcClient::renew_client_access_token`] replaces a token an API
+//! * [`OidcClient::renew_client_access_token`](crate::OidcClient::renew_client_access_token) replaces a token an API
 //!   rejected; callers that saw the same rejected token share one renewal.
 //! * Instances sharing a persistent session store share the tokens too: on
 //!   a miss an instance first looks in the store; otherwise one instance
