@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The token itself, for other uses.
     let token = bff
-        .client()
+        .engine()
         .client_access_token(&ClientCredentialsRequest::default().scope("catalog.read"))
         .await?;
     println!(

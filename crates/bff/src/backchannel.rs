@@ -76,7 +76,7 @@ async fn handle(bff: &Bff, headers: &HeaderMap, body: Body) -> Result<(), BffErr
     let token = token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| bad("logout_token is missing"))?;
-    match bff.client().backchannel_logout(&token).await {
+    match bff.engine().backchannel_logout(&token).await {
         Ok(_) => Ok(()),
         Err(TokenError::InvalidIdToken(reason)) => Err(invalid_logout_token(&reason)),
         Err(TokenError::InvalidResponse(reason)) => Err(invalid_logout_token(&reason)),

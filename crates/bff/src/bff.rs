@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use http::request::Parts;
-use oidc_bff_tokens::OidcClient;
+use oidc_bff_tokens::TokenEngine;
 use url::Url;
 
 use crate::client::Registry;
@@ -95,16 +95,23 @@ pub struct Bff {
 
 #[derive(Debug)]
 pub(crate) struct BffInner {
-    pub(crate) client: OidcClient,
+    pub(crate) engine: TokenEngine,
     pub(crate) settings: BffSettings,
     pub(crate) clients: Registry,
     pub(crate) csrf: CsrfLayer,
 }
 
 impl Bff {
-    /// The token engine.
-    pub fn client(&self) -> &OidcClient {
-        &self.inner.client
+    /// The token engine: sessions, sign-in and sign-out, the user's and the
+    /// client credentials tokens.
+    pub fn engine(&self) -> &TokenEngine {
+        &self.inner.engine
+    }
+
+    /// The token engine's former accessor.
+    #[deprecated(since = "0.2.0", note = "renamed to `engine()`")]
+    pub fn client(&self) -> &TokenEngine {
+        self.engine()
     }
 
     /// The HTTP settings.

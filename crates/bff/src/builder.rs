@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use oidc_bff_tokens::{OidcClient, OidcClientBuilder, OidcConfig, SessionStore, SharedClock};
+use oidc_bff_tokens::{OidcConfig, SessionStore, SharedClock, TokenEngine, TokenEngineBuilder};
 use url::Url;
 
 use crate::bff::{Bff, BffInner, BffSettings, DEFAULT_COOKIE_NAME};
@@ -35,7 +35,7 @@ impl Bff {
     /// option has the default its documentation states.
     pub fn builder(config: OidcConfig) -> BffBuilder {
         BffBuilder {
-            client: OidcClient::builder(config),
+            engine: TokenEngine::builder(config),
             public_url: None,
             base_path: "/bff".into(),
             cookie_name: DEFAULT_COOKIE_NAME.into(),
@@ -52,7 +52,7 @@ impl Bff {
 #[derive(Debug)]
 #[must_use]
 pub struct BffBuilder {
-    client: OidcClientBuilder,
+    engine: TokenEngineBuilder,
     public_url: Option<String>,
     base_path: String,
     cookie_name: String,
@@ -111,23 +111,23 @@ impl BffBuilder {
 
     /// The session store (default: in memory).
     pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
-        self.client = self.client.store(store);
+        self.engine = self.engine.store(store);
         self
     }
 
     /// The keys that seal pending sign-ins (default: a random key of this
     /// process). Instances behind one load balancer must share them; the
     /// session store's encryption keys serve well. See
-    /// [`OidcClientBuilder::login_keys`](crate::tokens::OidcClientBuilder::login_keys).
+    /// [`TokenEngineBuilder::login_keys`](crate::tokens::TokenEngineBuilder::login_keys).
     pub fn login_keys(mut self, keys: oidc_bff_tokens::store::KeyRing) -> Self {
-        self.client = self.client.login_keys(keys);
+        self.engine = self.engine.login_keys(keys);
         self
     }
 
     /// The clock (default: the system clock; tests use a
     /// [`ManualClock`](crate::tokens::ManualClock)).
     pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.client = self.client.clock(clock);
+        self.engine = self.engine.clock(clock);
         self
     }
 
@@ -136,7 +136,7 @@ impl BffBuilder {
     /// redirects). A client of your own should have timeouts and must not
     /// follow redirects.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
-        self.client = self.client.http_client(http);
+        self.engine = self.engine.http_client(http);
         self
     }
 
@@ -216,11 +216,11 @@ impl BffBuilder {
             trusted_origins: csrf.trusted_origins().map(str::to_owned).collect(),
             post_logout_redirect_uri: self.post_logout_redirect_uri,
         };
-        let client = self.client.build()?;
-        let clients = Registry::build(&client, self.api_clients, self.typed_clients)?;
+        let engine = self.engine.build()?;
+        let clients = Registry::build(&engine, self.api_clients, self.typed_clients)?;
         Ok(Bff {
             inner: Arc::new(BffInner {
-                client,
+                engine,
                 settings,
                 clients,
                 csrf,

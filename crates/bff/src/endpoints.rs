@@ -85,7 +85,7 @@ async fn login(
     let settings = bff.settings();
     let binding = cookies::read(&headers, &settings.login_cookie_name);
     let response = match bff
-        .client()
+        .engine()
         .begin_login_bound(&settings.redirect_uri(), return_url.as_deref(), binding)
         .await
     {
@@ -96,7 +96,7 @@ async fn login(
                 cookies::set(
                     &settings.login_cookie_name,
                     &start.binding,
-                    bff.client().config().login_timeout,
+                    bff.engine().config().login_timeout,
                     SameSite::Lax,
                 ),
             );
@@ -133,13 +133,13 @@ async fn complete_sign_in(bff: &Bff, headers: &HeaderMap, raw: Option<&str>) -> 
         Err(err) => return with_cleared_login(err.into_response(), bff),
     };
     let binding = cookies::read(headers, &settings.login_cookie_name).unwrap_or_default();
-    let signed_in = match bff.client().complete_login(binding, &params).await {
+    let signed_in = match bff.engine().complete_login(binding, &params).await {
         Ok(signed_in) => signed_in,
         Err(err) => return with_cleared_login(BffError::from(err).into_response(), bff),
     };
     // A sign-in always gets a new session id; the previous session ends.
     if let Some(old) = cookies::read(headers, &settings.cookie_name).and_then(SessionId::parse)
-        && let Err(err) = bff.client().store().delete(&old).await
+        && let Err(err) = bff.engine().store().delete(&old).await
     {
         tracing::warn!(error = %err, "could not remove the previous session");
     }
@@ -221,7 +221,7 @@ async fn logout(
             .into_response();
     }
     let post_logout = settings.post_logout_redirect_uri();
-    match bff.client().logout(session.id(), Some(&post_logout)).await {
+    match bff.engine().logout(session.id(), Some(&post_logout)).await {
         Ok(done) => {
             let target = done
                 .end_session_url
@@ -235,7 +235,7 @@ async fn logout(
                     cookies::set(
                         &logout_cookie_name(&bff),
                         state,
-                        bff.client().config().login_timeout,
+                        bff.engine().config().login_timeout,
                         SameSite::Lax,
                     ),
                 );
@@ -301,7 +301,7 @@ async fn user(State(bff): State<Bff>, headers: HeaderMap, session: Option<BffSes
         return BffError::from(oidc_bff_tokens::TokenError::NotAuthenticated).into_response();
     };
     let record = session.record();
-    let now = bff.client().clock().now_unix();
+    let now = bff.engine().clock().now_unix();
     let logout_url = format!(
         "{}/logout?sid={}",
         settings.base_path,

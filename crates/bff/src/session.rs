@@ -85,7 +85,7 @@ impl BffSession {
         request: &UserTokenRequest,
     ) -> Result<AccessToken, TokenError> {
         self.bff
-            .client()
+            .engine()
             .user_access_token(&self.id, Some(&self.current), request)
             .await
     }
@@ -93,7 +93,7 @@ impl BffSession {
     /// Loads a session by id, outside of any request (background jobs).
     pub async fn load(bff: &Bff, id: SessionId) -> Result<Option<BffSession>, TokenError> {
         Ok(bff
-            .client()
+            .engine()
             .load_session(&id)
             .await?
             .map(|current| BffSession {

@@ -26,7 +26,7 @@
 //! ```
 
 use oidc_bff_tokens::{
-    AccessToken, ClientCredentialsRequest, OidcClient, SessionId, TokenError, UserTokenRequest,
+    AccessToken, ClientCredentialsRequest, SessionId, TokenEngine, TokenError, UserTokenRequest,
     Versioned,
 };
 
@@ -76,7 +76,7 @@ impl TokenPolicy {
     /// (Self::uses_session) is false). `Ok(None)`: send no token.
     pub(crate) async fn resolve(
         self,
-        oidc: &OidcClient,
+        oidc: &TokenEngine,
         requests: &TokenRequests,
         user: Option<Holder<'_>>,
     ) -> Result<Option<(AccessToken, Used)>, Refused> {
@@ -106,7 +106,7 @@ impl TokenPolicy {
 }
 
 async fn client_token(
-    oidc: &OidcClient,
+    oidc: &TokenEngine,
     requests: &TokenRequests,
 ) -> Result<(AccessToken, Used), Refused> {
     oidc.client_access_token(&requests.client)
@@ -159,7 +159,7 @@ pub(crate) enum Holder<'a> {
 impl Holder<'_> {
     async fn token(
         &self,
-        oidc: &OidcClient,
+        oidc: &TokenEngine,
         request: &UserTokenRequest,
     ) -> Result<(AccessToken, Used), TokenError> {
         let (id, loaded) = match self {

@@ -55,7 +55,7 @@ async fn signed_in(t: &TestBff) -> (Browser, SessionId, String) {
 }
 
 async fn alive(t: &TestBff, id: &SessionId) -> bool {
-    t.bff.client().load_session(id).await.unwrap().is_some()
+    t.bff.engine().load_session(id).await.unwrap().is_some()
 }
 
 /// The provider's revocation count once it has reached `expected` (the

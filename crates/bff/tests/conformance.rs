@@ -64,7 +64,7 @@ async fn assert_sign_in_refused(t: &TestBff, browser: &Browser, case: &str) -> s
 }
 
 async fn assert_no_session(t: &TestBff, case: &str) {
-    let sessions = t.bff.client().store().find_by_sub("alice").await.unwrap();
+    let sessions = t.bff.engine().store().find_by_sub("alice").await.unwrap();
     assert!(sessions.is_empty(), "{case}: a session was created");
 }
 
@@ -140,7 +140,7 @@ async fn a_missing_kid_is_fine_with_one_key_and_with_several() {
     t.browser().sign_in("/").await;
     t.browser().sign_in("/").await;
     assert_eq!(t.idp.counters().jwks, 1);
-    let sessions = t.bff.client().store().find_by_sub("alice").await.unwrap();
+    let sessions = t.bff.engine().store().find_by_sub("alice").await.unwrap();
     assert_eq!(sessions.len(), 2);
 }
 
@@ -187,7 +187,7 @@ async fn unknown_kids_cannot_cause_a_flood_of_jwks_fetches() {
     // Once the rate limit's interval has passed, a genuine rotation is found.
     t.idp.faults().clear();
     t.idp.rotate_keys_drop_old();
-    t.advance(t.bff.client().config().jwks_min_refetch.as_secs());
+    t.advance(t.bff.engine().config().jwks_min_refetch.as_secs());
     t.browser().sign_in("/").await;
 }
 
@@ -297,13 +297,13 @@ async fn a_provider_that_later_reports_another_issuer_is_not_believed() {
     t.idp
         .faults()
         .set_discovery_issuer(Some("https://impostor.example"));
-    t.advance(t.bff.client().config().discovery_refresh.as_secs() + 1);
+    t.advance(t.bff.engine().config().discovery_refresh.as_secs() + 1);
     let discovery_before = t.idp.counters().discovery;
     let response = browser.get(&callback).await;
     let status = response.status();
     assert_eq!(status, 303, "{}", response.text().await.unwrap());
     assert!(t.idp.counters().discovery > discovery_before, "refetched");
-    let metadata = t.bff.client().metadata().await.unwrap();
+    let metadata = t.bff.engine().metadata().await.unwrap();
     assert_eq!(metadata.issuer, t.idp.issuer());
 }
 
@@ -412,7 +412,7 @@ async fn with_strict_refresh_claims_a_moved_auth_time_ends_the_session() {
     let id = oidc_bff_tokens::SessionId::parse(&first.cookie("__Host-bff").unwrap()).unwrap();
     let err = t
         .bff
-        .client()
+        .engine()
         .user_access_token(
             &id,
             None,
@@ -421,7 +421,7 @@ async fn with_strict_refresh_claims_a_moved_auth_time_ends_the_session() {
         .await
         .unwrap_err();
     assert!(err.is_unauthorized(), "{err:?}");
-    assert!(t.bff.client().load_session(&id).await.unwrap().is_none());
+    assert!(t.bff.engine().load_session(&id).await.unwrap().is_none());
 }
 
 /// Issue 15, defect 3: when the engine ends a session right after the
@@ -495,7 +495,7 @@ async fn logout_revokes_with_an_endpoint_from_rfc8414_metadata_or_the_configurat
         let response = browser.get(user["logoutUrl"].as_str().unwrap()).await;
         assert_eq!(response.status(), 303, "{case}");
         assert_eq!(t.idp.counters().revocations, 1, "{case}");
-        let metadata = t.bff.client().metadata_with_fallback().await.unwrap();
+        let metadata = t.bff.engine().metadata_with_fallback().await.unwrap();
         let source = metadata.sources["revocation_endpoint"];
         assert_eq!(
             source,

@@ -225,7 +225,7 @@ async fn a_planted_session_cookie_is_replaced_at_sign_in() {
     assert_ne!(issued, planted.as_str());
     assert!(
         t.bff
-            .client()
+            .engine()
             .load_session(&planted)
             .await
             .unwrap()
@@ -250,7 +250,7 @@ async fn a_planted_session_cookie_is_replaced_at_sign_in() {
     let attacker_session = SessionId::parse(&attacker_id).unwrap();
     assert!(
         t.bff
-            .client()
+            .engine()
             .load_session(&attacker_session)
             .await
             .unwrap()
@@ -612,6 +612,6 @@ async fn a_callback_sent_twice_at_once_makes_one_session() {
     let statuses = [a.status().as_u16(), b.status().as_u16()];
     assert!(statuses.contains(&303), "{statuses:?}");
     assert!(statuses.contains(&400), "{statuses:?}");
-    let sessions = t.bff.client().store().find_by_sub("alice").await.unwrap();
+    let sessions = t.bff.engine().store().find_by_sub("alice").await.unwrap();
     assert_eq!(sessions.len(), 1);
 }

@@ -239,7 +239,7 @@ async fn a_named_client_sends_the_current_users_token() {
     assert_eq!(seen.len(), 1);
     let session = s
         .bff
-        .client()
+        .engine()
         .load_session(&session_id(&browser))
         .await
         .unwrap()
@@ -265,7 +265,7 @@ async fn a_typed_client_sends_the_current_users_token() {
     assert_eq!(response.text().await.unwrap(), "hello alice from /v1/data");
     let session = s
         .bff
-        .client()
+        .engine()
         .load_session(&session_id(&browser))
         .await
         .unwrap()
@@ -294,7 +294,7 @@ async fn an_expiring_token_is_refreshed_before_the_call() {
     assert_eq!(s.idp.counters().refresh_grants, 1);
     let session = s
         .bff
-        .client()
+        .engine()
         .load_session(&session_id(&browser))
         .await
         .unwrap()
@@ -333,7 +333,7 @@ async fn a_rejected_refresh_gives_401_and_ends_the_session() {
     assert!(s.api.seen().is_empty());
     assert!(
         s.bff
-            .client()
+            .engine()
             .load_session(&session_id(&browser))
             .await
             .unwrap()
@@ -370,7 +370,7 @@ async fn a_401_from_the_api_renews_the_token_once_and_retries() {
     assert_eq!(s.idp.counters().refresh_grants, 1, "one forced renewal");
     let session = s
         .bff
-        .client()
+        .engine()
         .load_session(&session_id(&browser))
         .await
         .unwrap()
@@ -549,7 +549,7 @@ async fn user_or_client_uses_the_client_token_only_for_anonymous_users() {
     // ...unless the client is configured to fall back (with a cached client token).
     s.idp.faults().clear();
     s.bff
-        .client()
+        .engine()
         .client_access_token(&Default::default())
         .await
         .unwrap();
@@ -594,7 +594,7 @@ async fn background_jobs_use_the_same_clients() {
     assert_eq!(s.api.last_token(), token.secret());
 
     // After logout the session's clients answer 401.
-    s.bff.client().logout(&id, None).await.unwrap();
+    s.bff.engine().logout(&id, None).await.unwrap();
     let err = api.get("job").send().await.unwrap_err();
     assert_eq!(BffError::from(err).status(), 401);
 }
@@ -686,7 +686,7 @@ async fn user_or_none_and_none_clients_send_what_their_policy_calls_for() {
     assert_eq!(response.status(), 401);
     let session = s
         .bff
-        .client()
+        .engine()
         .load_session(&session_id(&browser))
         .await
         .unwrap()

@@ -243,7 +243,7 @@ impl Interop {
 
     async fn session(&self, browser: &Browser) -> Option<oidc_bff_tokens::Versioned> {
         let id = SessionId::parse(&browser.cookie("__Host-bff")?)?;
-        self.bff.client().load_session(&id).await.unwrap()
+        self.bff.engine().load_session(&id).await.unwrap()
     }
 
     /// Presents a refresh token to the provider directly.
@@ -445,7 +445,7 @@ async fn back_channel_logout_from_the_provider_ends_the_session() {
 
     let mut ended = false;
     for _ in 0..400 {
-        if t.bff.client().load_session(&id).await.unwrap().is_none() {
+        if t.bff.engine().load_session(&id).await.unwrap().is_none() {
             ended = true;
             break;
         }
@@ -470,8 +470,8 @@ async fn client_credentials_tokens_are_issued_and_cached() {
         return;
     };
     let request = ClientCredentialsRequest::default().scope("api:read");
-    let first = t.bff.client().client_access_token(&request).await.unwrap();
-    let second = t.bff.client().client_access_token(&request).await.unwrap();
+    let first = t.bff.engine().client_access_token(&request).await.unwrap();
+    let second = t.bff.engine().client_access_token(&request).await.unwrap();
     assert_eq!(first.secret(), second.secret());
     assert_eq!(t.counter("client_credentials_grants").await, 1);
 
@@ -493,7 +493,7 @@ async fn client_credentials_tokens_are_issued_and_cached() {
 
     // Past the refresh margin a new one is fetched.
     t.clock.advance(Duration::from_secs(31));
-    let third = t.bff.client().client_access_token(&request).await.unwrap();
+    let third = t.bff.engine().client_access_token(&request).await.unwrap();
     assert_ne!(third.secret(), first.secret());
     assert_eq!(t.counter("client_credentials_grants").await, 2);
 }

@@ -99,7 +99,7 @@ async fn a_rejected_refresh_ends_the_session_with_401() {
     assert_eq!(t.upstream.state.hits(), hits, "the upstream was not called");
     let id = oidc_bff_tokens::SessionId::parse(&session).unwrap();
     assert!(
-        t.bff.client().load_session(&id).await.unwrap().is_none(),
+        t.bff.engine().load_session(&id).await.unwrap().is_none(),
         "session ended"
     );
     // And stays 401, never a redirect.
@@ -832,7 +832,7 @@ async fn errors_that_keep_the_session_do_not_clear_its_cookie() {
         );
         let id = oidc_bff_tokens::SessionId::parse(&session).unwrap();
         assert!(
-            t.bff.client().load_session(&id).await.unwrap().is_some(),
+            t.bff.engine().load_session(&id).await.unwrap().is_some(),
             "{code}: the server session lives on"
         );
         // Once the provider is fine again, the same cookie works.

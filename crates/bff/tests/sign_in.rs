@@ -93,7 +93,7 @@ async fn every_sign_in_issues_a_new_session_id() {
     assert_ne!(first, second);
     // The previous session ended with the new sign-in.
     let old = oidc_bff_tokens::SessionId::parse(&first).unwrap();
-    assert!(t.bff.client().load_session(&old).await.unwrap().is_none());
+    assert!(t.bff.engine().load_session(&old).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -239,7 +239,7 @@ async fn logout_revokes_and_redirects_to_the_provider() {
     assert_eq!(params["post_logout_redirect_uri"], format!("{}/", t.url));
     assert!(browser.cookie("__Host-bff").is_none(), "cookie cleared");
     assert!(
-        t.bff.client().load_session(&id).await.unwrap().is_none(),
+        t.bff.engine().load_session(&id).await.unwrap().is_none(),
         "session ended"
     );
     assert_eq!(browser.api("/bff/user").await.status(), 401);
@@ -383,7 +383,7 @@ async fn an_expired_login_transaction_is_refused_and_login_restarts() {
     let t = harness::start().await;
     let browser = t.browser();
     let callback = browser.start_sign_in("/late").await;
-    t.advance(t.bff.client().config().login_timeout.as_secs() + 1);
+    t.advance(t.bff.engine().config().login_timeout.as_secs() + 1);
     let response = browser.get(&callback).await;
     assert_eq!(response.status(), 400);
     let body = response.text().await.unwrap();
@@ -415,7 +415,7 @@ async fn login_values_are_never_session_ids() {
         intruder.set_cookie("__Host-bff", value);
         assert_eq!(intruder.api("/bff/user").await.status(), 401);
         if let Some(id) = oidc_bff_tokens::SessionId::parse(value) {
-            assert!(t.bff.client().store().load(&id).await.unwrap().is_none());
+            assert!(t.bff.engine().store().load(&id).await.unwrap().is_none());
         }
     }
     // Completing the sign-in records it under its own key space only.

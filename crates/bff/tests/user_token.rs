@@ -329,10 +329,10 @@ async fn a_response_without_rotation_or_expiry_keeps_old_values_and_uses_default
     let after = t.session_of(&browser).await.unwrap().record;
     assert_eq!(after.tokens.refresh_token, before.tokens.refresh_token);
     assert_eq!(after.tokens.id_token, before.tokens.id_token);
-    let now = t.bff.client().clock().now_unix();
+    let now = t.bff.engine().clock().now_unix();
     assert_eq!(
         after.tokens.expires_at,
-        now + t.bff.client().config().default_token_lifetime.as_secs()
+        now + t.bff.engine().config().default_token_lifetime.as_secs()
     );
 }
 
@@ -626,7 +626,7 @@ async fn one_grant_per_expiry_whatever_the_lifetime() {
             .refresh_reuse_detection(true);
         let t = harness::start_against(idp, Options::default()).await;
         assert_eq!(
-            t.bff.client().config().refresh_margin,
+            t.bff.engine().config().refresh_margin,
             Duration::from_secs(60)
         );
         let browser = t.browser();

@@ -2,12 +2,9 @@
 //! and policies, plus the [`DevIdpBuilder`] that assembles it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-
-use crate::RunningIdp;
 
 /// The JWS algorithm the IdP signs tokens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +80,7 @@ impl std::fmt::Debug for Clock {
     }
 }
 
-/// Builder for a [`RunningIdp`]; obtained from [`crate::DevIdp::builder`].
+/// Builder for a [`RunningIdp`](crate::RunningIdp); obtained from [`crate::DevIdp::builder`].
 ///
 /// Every setting is optional. Without any call the IdP knows one confidential
 /// client `bff` / `secret` (accepting any loopback redirect URI) and signs in
@@ -91,7 +88,7 @@ impl std::fmt::Debug for Clock {
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct DevIdpBuilder {
-    config: Config,
+    pub(crate) config: Config,
     clients_customised: bool,
 }
 
@@ -236,16 +233,6 @@ impl DevIdpBuilder {
     pub fn issue_refresh_tokens(mut self, when: RefreshTokenPolicy) -> Self {
         self.config.refresh_policy = when;
         self
-    }
-
-    /// Starts serving on `127.0.0.1` on a random free port.
-    pub async fn start(self) -> std::io::Result<RunningIdp> {
-        self.start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
-    }
-
-    /// Starts serving on `addr`.
-    pub async fn start_on(self, addr: SocketAddr) -> std::io::Result<RunningIdp> {
-        crate::server::start(self.config, addr).await
     }
 }
 

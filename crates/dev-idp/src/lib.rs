@@ -30,6 +30,7 @@ mod faults;
 mod jwt;
 mod keys;
 mod server;
+mod state;
 mod store;
 
 pub use config::{DevIdpBuilder, RefreshTokenPolicy, SigningAlg};

@@ -1,8 +1,8 @@
-//! The HTTP server: shared IdP state, the router, start-up and shutdown, and
-//! the [`RunningIdp`] handle.
+//! The HTTP server: the router, start-up and shutdown, and the
+//! [`RunningIdp`] handle.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,47 +10,14 @@ use axum::routing::{get, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, DevIdpBuilder};
 use crate::counters::{CounterCells, Counters};
 use crate::endpoints;
 use crate::faults::Faults;
 use crate::jwt;
-use crate::keys::{KeyRing, SigningKey};
+use crate::keys::KeyRing;
+use crate::state::Idp;
 use crate::store::Store;
-
-/// State shared by all handlers of one IdP.
-pub(crate) struct Idp {
-    pub(crate) config: Config,
-    pub(crate) issuer: String,
-    pub(crate) keys: Mutex<KeyRing>,
-    pub(crate) store: Mutex<Store>,
-    pub(crate) faults: Faults,
-    pub(crate) counters: CounterCells,
-}
-
-impl Idp {
-    /// The current time by the IdP's clock (Unix seconds).
-    pub(crate) fn now(&self) -> u64 {
-        (self.config.clock.0)()
-    }
-
-    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn current_key(&self) -> Arc<SigningKey> {
-        self.keys().current()
-    }
-
-    /// An endpoint URL under the issuer.
-    pub(crate) fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
-    }
-}
 
 /// Handle to a running dev IdP. Cheap to clone; all clones control the same
 /// server.
@@ -71,6 +38,19 @@ impl std::fmt::Debug for RunningIdp {
         f.debug_struct("RunningIdp")
             .field("issuer", &self.inner.idp.issuer)
             .finish_non_exhaustive()
+    }
+}
+
+/// Starting: the builder's last step lives here, next to the server it starts.
+impl DevIdpBuilder {
+    /// Starts serving on `127.0.0.1` on a random free port.
+    pub async fn start(self) -> std::io::Result<RunningIdp> {
+        self.start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts serving on `addr`.
+    pub async fn start_on(self, addr: SocketAddr) -> std::io::Result<RunningIdp> {
+        start(self.config, addr).await
     }
 }
 

@@ -492,7 +492,7 @@ token = "user"
         .get(&cookie_name)
         .and_then(|v| SessionId::parse(v))
         .ok_or("no session after sign-in")?;
-    let store = bff.client().store().clone();
+    let store = bff.engine().store().clone();
     let template = store
         .load(&id)
         .await?

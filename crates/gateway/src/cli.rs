@@ -152,7 +152,7 @@ fn run(
 
 /// `check --discover`: the provider's endpoints and where each was found.
 async fn print_endpoints(oidc: oidc_bff::OidcConfig) -> Result<(), GatewayError> {
-    let client = oidc_bff::tokens::OidcClient::builder(oidc)
+    let client = oidc_bff::tokens::TokenEngine::builder(oidc)
         .build()
         .map_err(oidc_bff::BffError::from)?;
     let metadata = client

@@ -163,10 +163,10 @@ impl Gateway {
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
         // Expired sessions leave the store in the background.
-        let cleanup = spawn_cleanup(bff.client().store().clone(), CLEANUP_INTERVAL);
+        let cleanup = spawn_cleanup(bff.engine().store().clone(), CLEANUP_INTERVAL);
         tokio::spawn(async move {
             // Load discovery early, so the first sign-in is fast and /readyz turns green.
-            if let Err(err) = bff.client().metadata().await {
+            if let Err(err) = bff.engine().metadata().await {
                 tracing::warn!(error = %err, "provider discovery failed; will retry on demand");
             }
         });
@@ -234,7 +234,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(bff): State<Bff>) -> Response {
-    let client = bff.client();
+    let client = bff.engine();
     let discovery = client.is_discovery_loaded()
         || matches!(
             tokio::time::timeout(PROBE_TIMEOUT, client.metadata()).await,

@@ -16,8 +16,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use oidc_bff_tokens::store::{MemoryStore, SessionStore};
 use oidc_bff_tokens::{
-    AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
-    SystemClock, UserTokenRequest, UserTokens,
+    AccessToken, Clock, IdToken, OidcConfig, RefreshToken, SessionId, SessionRecord, SystemClock,
+    TokenEngine, UserTokenRequest, UserTokens,
 };
 
 fn record(now: u64) -> SessionRecord {
@@ -62,7 +62,7 @@ fn hot_path(c: &mut Criterion) {
         .timeouts(Duration::from_millis(50), Duration::from_millis(50))
         .build()
         .expect("config");
-    let client = OidcClient::builder(config)
+    let client = TokenEngine::builder(config)
         .store(Arc::new(store.clone()))
         .build()
         .expect("client");
@@ -112,7 +112,7 @@ mod persistent {
     use criterion::measurement::WallTime;
     use futures_util::StreamExt as _;
     use oidc_bff_tokens::store::{KeyRing, SessionStore};
-    use oidc_bff_tokens::{OidcClient, OidcConfig, SessionId, UserTokenRequest};
+    use oidc_bff_tokens::{OidcConfig, SessionId, TokenEngine, UserTokenRequest};
     use tokio::runtime::Runtime;
 
     use super::record;
@@ -219,7 +219,7 @@ mod persistent {
             .timeouts(Duration::from_millis(50), Duration::from_millis(50))
             .build()
             .expect("config");
-        let client = OidcClient::builder(config)
+        let client = TokenEngine::builder(config)
             .store(store)
             .build()
             .expect("client");

@@ -2,7 +2,7 @@
 //! (RFC 6749 §4.4), cached.
 //!
 //! ```no_run
-//! # async fn demo(client: oidc_bff_tokens::OidcClient) -> Result<(), oidc_bff_tokens::TokenError> {
+//! # async fn demo(client: oidc_bff_tokens::TokenEngine) -> Result<(), oidc_bff_tokens::TokenError> {
 //! use oidc_bff_tokens::ClientCredentialsRequest;
 //!
 //! let request = ClientCredentialsRequest::default()
@@ -17,7 +17,7 @@
 //! # The cache
 //!
 //! * One entry per [`ClientCredentialsRequest`] (scope, resource, token
-//!   endpoint) of an [`OidcClient`](crate::OidcClient) (one client id): a token is never handed
+//!   endpoint) of an [`TokenEngine`](crate::TokenEngine) (one client id): a token is never handed
 //!   out for parameters it was not requested with.
 //! * A cached token is renewed once it expires within the configured
 //!   [`refresh_margin`](crate::OidcConfig::refresh_margin) (at most half its
@@ -26,7 +26,7 @@
 //!   spawned task, so a caller that goes away cannot cut it in half.
 //! * A failed request is not cached: the next caller tries again. While a
 //!   renewal fails, a cached token that has not yet expired is still served.
-//! * [`OidcClient::renew_client_access_token`](crate::OidcClient::renew_client_access_token) replaces a token an API
+//! * [`TokenEngine::renew_client_access_token`](crate::TokenEngine::renew_client_access_token) replaces a token an API
 //!   rejected; callers that saw the same rejected token share one renewal.
 //! * Instances sharing a persistent session store share the tokens too: on
 //!   a miss an instance first looks in the store; otherwise one instance
@@ -101,7 +101,7 @@ impl ClientCredentialsRequest {
 type FlightResult = Result<AccessToken, TokenError>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
 
-/// The client credentials token cache of one [`OidcClient`](crate::OidcClient).
+/// The client credentials token cache of one [`TokenEngine`](crate::TokenEngine).
 #[derive(Default)]
 pub(crate) struct ClientTokenCache {
     slots: Mutex<HashMap<ClientCredentialsRequest, Slot>>,
@@ -140,14 +140,14 @@ impl ClientTokenCache {
 }
 
 /// What the client credentials cache needs from the client: the engine's
-/// host, plus the cache itself. [`OidcClient`](crate::OidcClient) implements
+/// host, plus the cache itself. [`TokenEngine`](crate::TokenEngine) implements
 /// it, so this module never imports the client.
 pub(crate) trait CredentialsHost: Host {
     /// The client credentials tokens of this client.
     fn client_tokens(&self) -> &ClientTokenCache;
 }
 
-/// [`OidcClient::client_access_token`](crate::OidcClient::client_access_token).
+/// [`TokenEngine::client_access_token`](crate::TokenEngine::client_access_token).
 pub(crate) async fn client_access_token<H: CredentialsHost>(
     host: &H,
     request: &ClientCredentialsRequest,
@@ -169,7 +169,7 @@ pub(crate) async fn client_access_token<H: CredentialsHost>(
     flight.await
 }
 
-/// [`OidcClient::renew_client_access_token`](crate::OidcClient::renew_client_access_token).
+/// [`TokenEngine::renew_client_access_token`](crate::TokenEngine::renew_client_access_token).
 pub(crate) async fn renew_client_access_token<H: CredentialsHost>(
     host: &H,
     request: &ClientCredentialsRequest,

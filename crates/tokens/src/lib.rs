@@ -10,26 +10,28 @@
 //!
 //! ```no_run
 //! # async fn demo(session_id: oidc_bff_tokens::SessionId) -> Result<(), oidc_bff_tokens::TokenError> {
-//! use oidc_bff_tokens::{OidcClient, OidcConfig, UserTokenRequest};
+//! use oidc_bff_tokens::{TokenEngine, OidcConfig, UserTokenRequest};
 //!
-//! let client = OidcClient::builder(
+//! let engine = TokenEngine::builder(
 //!     OidcConfig::builder("https://login.example.com", "bff")
 //!         .client_secret("secret")
 //!         .build()?,
 //! )
 //! .build()?;
 //!
-//! let token = client
+//! let token = engine
 //!     .user_access_token(&session_id, None, &UserTokenRequest::default())
 //!     .await?;
 //! # let _ = token; Ok(()) }
 //! ```
 //!
 //! ## Modules
+//! - [`engine`]: [`TokenEngine`], the handle that owns all of the below.
 //! - [`config`]: settings, with a builder.
 //! - [`discovery`]: the cached discovery document.
 //! - [`jwks`] and [`id_token`]: signing keys and id_token validation.
-//! - [`login`]: the authorization code flow with PKCE.
+//! - [`login`]: sign-in, the authorization code flow with PKCE.
+//! - [`logout`]: sign-out, revocation and the end-session URL.
 //! - [`logout_token`]: back-channel logout tokens and the sessions they end.
 //! - [`user_token`]: the user's access token and the refresh state machine.
 //! - [`client_credentials`]: machine-to-machine tokens, cached.
@@ -37,16 +39,17 @@
 //! - [`provider`]: calls to the provider's endpoints.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod client;
 pub mod client_credentials;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod engine;
 pub mod error;
 mod http;
 pub mod id_token;
 pub mod jwks;
 pub mod login;
+pub mod logout;
 pub mod logout_token;
 pub mod provider;
 pub mod secret;
@@ -54,7 +57,16 @@ pub mod session;
 pub mod store;
 pub mod user_token;
 
-pub use client::{LoggedOut, OidcClient, OidcClientBuilder, SignedIn};
+pub use engine::{TokenEngine, TokenEngineBuilder};
+pub use login::SignedIn;
+pub use logout::LoggedOut;
+
+/// The token engine's former name.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `TokenEngine`: it is the token engine's handle, not an OAuth client"
+)]
+pub type OidcClient = TokenEngine;
 pub use client_credentials::ClientCredentialsRequest;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};

@@ -1,6 +1,6 @@
 //! Sign-in: the authorization code flow with PKCE, `state` and `nonce`.
 //!
-//! Nothing is stored per started sign-in. [`OidcClient::begin_login`](crate::OidcClient::begin_login)
+//! Nothing is stored per started sign-in. [`TokenEngine::begin_login`](crate::TokenEngine::begin_login)
 //! creates a [`LoginTransaction`] (nonce, PKCE verifier, redirect URI,
 //! return URL, start time) and **seals** it with AES-256-GCM under the
 //! engine's login [`KeyRing`] into the `state` parameter itself. The seal is
@@ -8,7 +8,7 @@
 //! keeps in a short-lived cookie; one binding serves every tab of a browser,
 //! so parallel sign-ins work and the cookie stays one 43-character value.
 //!
-//! [`OidcClient::complete_login`](crate::OidcClient::complete_login) opens the
+//! [`TokenEngine::complete_login`](crate::TokenEngine::complete_login) opens the
 //! `state` with the browser's binding (another browser's, a forged or a
 //! tampered `state` does not open), refuses it after the login timeout, and
 //! refuses a second use: after a successful code exchange the transaction is
@@ -27,8 +27,15 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use url::Url;
 
-use crate::secret::PkceVerifier;
+use std::sync::Arc;
+
+use crate::engine::TokenEngine;
+use crate::error::TokenError;
+use crate::id_token::IdTokenExpectations;
+use crate::secret::{AuthorizationCode, PkceVerifier};
+use crate::session::{SessionId, SessionRecord, random_token};
 use crate::store::KeyRing;
+use crate::user_token;
 
 /// The longest return URL carried through a sign-in; a longer one falls back
 /// to `/` so the sealed `state` stays short enough for every provider.
@@ -111,7 +118,7 @@ pub fn is_browser_binding(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// What [`begin_login`](crate::OidcClient::begin_login) returns.
+/// What [`begin_login`](crate::TokenEngine::begin_login) returns.
 #[derive(Clone, Debug)]
 pub struct LoginStart {
     /// Where to redirect the browser.
@@ -219,5 +226,313 @@ mod tests {
         ] {
             assert_eq!(sanitize_return_url(Some(evil)), "/", "{evil:?}");
         }
+    }
+}
+
+/// A completed sign-in.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    /// The new session's id: put it in the session cookie.
+    pub session_id: SessionId,
+    /// The new session.
+    pub session: Arc<SessionRecord>,
+    /// The local path to send the browser to.
+    pub return_url: String,
+}
+
+impl TokenEngine {
+    /// Starts a sign-in: returns the provider URL to redirect the browser to.
+    ///
+    /// `redirect_uri` must be the callback URL registered at the provider,
+    /// built from trusted configuration (never from request headers).
+    /// `return_url` is sanitized to a local path. Stores nothing: the
+    /// transaction is sealed into the `state` (see [`crate::login`]). Same as
+    /// [`begin_login_bound`](Self::begin_login_bound) with no binding yet.
+    pub async fn begin_login(
+        &self,
+        redirect_uri: &str,
+        return_url: Option<&str>,
+    ) -> Result<LoginStart, TokenError> {
+        self.begin_login_bound(redirect_uri, return_url, None).await
+    }
+
+    /// Starts a sign-in for a browser that may already hold a binding from
+    /// an earlier, still pending sign-in (another tab): a valid `binding` is
+    /// reused so that both sign-ins can complete; otherwise a fresh one is
+    /// made. Return URLs longer than [`MAX_RETURN_URL`] fall back to `/`.
+    pub async fn begin_login_bound(
+        &self,
+        redirect_uri: &str,
+        return_url: Option<&str>,
+        binding: Option<&str>,
+    ) -> Result<LoginStart, TokenError> {
+        let metadata = self.metadata().await?;
+        let binding = binding
+            .filter(|b| is_browser_binding(b))
+            .map_or_else(random_token, str::to_owned);
+        let mut return_url = sanitize_return_url(return_url);
+        if return_url.len() > MAX_RETURN_URL {
+            return_url = "/".into();
+        }
+        let mut transaction = LoginTransaction {
+            state: String::new(),
+            nonce: random_token(),
+            code_verifier: PkceVerifier::new(random_token()),
+            redirect_uri: redirect_uri.to_owned(),
+            return_url,
+            created_at: self.inner.clock.now_unix(),
+        };
+        transaction.state = transaction.seal(&self.inner.login_keys, &binding)?;
+        let mut url = metadata.authorization_endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.inner.config.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &self.inner.config.scopes.join(" "))
+            .append_pair("state", &transaction.state)
+            .append_pair("nonce", &transaction.nonce)
+            .append_pair(
+                "code_challenge",
+                &pkce_challenge(&transaction.code_verifier),
+            )
+            .append_pair("code_challenge_method", "S256");
+        Ok(LoginStart {
+            authorization_url: url,
+            state: transaction.state,
+            binding,
+        })
+    }
+
+    /// Completes a sign-in at the callback and creates the server-side session.
+    ///
+    /// `binding` is this browser's binding (from the login cookie). Checks,
+    /// in order: the `state` opens with the binding (sealed by us, for this
+    /// browser, untampered); the sign-in is not older than the login
+    /// timeout and was not completed before; provider error; `iss` (RFC
+    /// 9207); the code exchange with the PKCE verifier; the sign-in is
+    /// recorded as consumed (a concurrent duplicate loses here); the
+    /// id_token (signature, iss, aud, azp, exp, iat, nonce, at_hash);
+    /// optionally userinfo, whose `sub` must match.
+    pub async fn complete_login(
+        &self,
+        binding: &str,
+        params: &CallbackParams,
+    ) -> Result<SignedIn, TokenError> {
+        let state = params.state.as_deref().unwrap_or_default();
+        let transaction = (!state.is_empty())
+            .then(|| LoginTransaction::open(&self.inner.login_keys, state, binding))
+            .flatten()
+            .ok_or_else(|| {
+                TokenError::InvalidCallback("state does not match this browser's sign-in".into())
+            })?;
+        let now = self.inner.clock.now_unix();
+        let timeout = self.inner.config.login_timeout.as_secs();
+        if now > transaction.created_at.saturating_add(timeout) {
+            return Err(TokenError::InvalidCallback(
+                "the sign-in took too long".into(),
+            ));
+        }
+        let consumed_key = transaction.consumed_key();
+        if self
+            .inner
+            .store
+            .get_transient(&consumed_key)
+            .await?
+            .is_some()
+        {
+            return Err(TokenError::InvalidCallback(
+                "this sign-in was already completed".into(),
+            ));
+        }
+        if let Some(error) = &params.error {
+            return Err(TokenError::InvalidCallback(format!(
+                "the provider refused the sign-in: {}",
+                safe_error_code(error)
+            )));
+        }
+        let metadata = self.metadata().await?;
+        match &params.iss {
+            Some(iss) if iss != &metadata.issuer => {
+                return Err(TokenError::InvalidCallback(
+                    "iss does not name our provider".into(),
+                ));
+            }
+            None if metadata.authorization_response_iss_parameter_supported => {
+                return Err(TokenError::InvalidCallback("iss is missing".into()));
+            }
+            _ => {}
+        }
+        let code = params
+            .code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(AuthorizationCode::new)
+            .ok_or_else(|| TokenError::InvalidCallback("code is missing".into()))?;
+
+        let response = self
+            .inner
+            .provider
+            .token_request(
+                &metadata,
+                vec![
+                    ("grant_type", "authorization_code".into()),
+                    ("code", code.into_secret()),
+                    ("redirect_uri", transaction.redirect_uri.clone()),
+                    (
+                        "code_verifier",
+                        transaction.code_verifier.secret().to_owned(),
+                    ),
+                ],
+            )
+            .await
+            .map_err(|e| match e {
+                TokenError::Provider { error, .. } => TokenError::InvalidCallback(format!(
+                    "code exchange refused: {}",
+                    safe_error_code(error.as_str())
+                )),
+                TokenError::UnexpectedStatus { status } => {
+                    TokenError::InvalidCallback(format!("code exchange refused: http_{status}"))
+                }
+                other => other,
+            })?;
+        // One use: recorded only now, after the provider accepted the code,
+        // so that nothing a stranger can send without signing in writes to
+        // the store. A concurrent duplicate of this callback loses here.
+        let remaining = transaction
+            .created_at
+            .saturating_add(timeout)
+            .saturating_sub(now)
+            // Instances' clocks differ a little: outlive the transaction.
+            .saturating_add(60);
+        if !self
+            .inner
+            .store
+            .put_transient_if_absent(
+                &consumed_key,
+                "1".into(),
+                std::time::Duration::from_secs(remaining),
+            )
+            .await?
+        {
+            self.revoke_abandoned(response.refresh_token.as_ref());
+            return Err(TokenError::InvalidCallback(
+                "this sign-in was already completed".into(),
+            ));
+        }
+        let id_token = response.id_token.clone().ok_or_else(|| {
+            TokenError::InvalidIdToken("the token response has no id_token".into())
+        })?;
+        let jwks = self.jwks(&metadata).await;
+        let claims = self
+            .validator(&metadata)
+            .validate(
+                &id_token,
+                &jwks,
+                IdTokenExpectations {
+                    nonce: Some(&transaction.nonce),
+                    access_token: Some(&response.access_token),
+                },
+            )
+            .await?;
+
+        let mut all_claims = claims.all.clone();
+        // Protocol artefacts of this one response, not facts about the user.
+        for artefact in ["nonce", "at_hash", "c_hash"] {
+            all_claims.remove(artefact);
+        }
+        if self.inner.config.load_userinfo {
+            match self
+                .inner
+                .provider
+                .userinfo(&metadata, &response.access_token)
+                .await
+            {
+                Ok(Some(info)) if info.get("sub").and_then(|s| s.as_str()) == Some(&claims.sub) => {
+                    // Only facts about the user: protocol claims come from
+                    // the validated id_token alone (they are compared again
+                    // at every refresh, OIDC Core 12.2).
+                    for (k, v) in info {
+                        if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
+                            all_claims.entry(k).or_insert(v);
+                        }
+                    }
+                }
+                Ok(Some(_)) => tracing::warn!("userinfo sub differs from the id_token; ignored"),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "userinfo failed; signed in without it"),
+            }
+        }
+
+        let record = SessionRecord {
+            sub: claims.sub.clone(),
+            sid: claims.sid.clone(),
+            // Rebuilt in one go: after the removals above the map would keep
+            // the three-node shape of its larger self (about 1.3 KB more per
+            // session in memory; see docs/BENCHMARKS.md, "Sessions at scale").
+            claims: all_claims.into_iter().collect(),
+            tokens: user_token::user_tokens(
+                response,
+                None,
+                now,
+                self.inner.config.default_token_lifetime,
+            ),
+            resource_tokens: Default::default(),
+            created_at: now,
+            expires_at: now + self.inner.config.session_lifetime.as_secs(),
+            last_active: now,
+            logout_id: random_token(),
+        };
+        let session_id = SessionId::generate();
+        self.inner.store.create(&session_id, record.clone()).await?;
+        tracing::info!(sub = %record.sub, "signed in");
+        Ok(SignedIn {
+            session_id,
+            session: Arc::new(record),
+            return_url: transaction.return_url,
+        })
+    }
+}
+
+/// Claims about the token or the authentication rather than the user
+/// (OIDC Core 2 and 3.1.3.6, RFC 7519 4.1, OIDC Back-Channel Logout, RFC
+/// 7800, RFC 9068). The userinfo answer never adds them to the session.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "sid",
+    "sub_jwk",
+    "cnf",
+    "events",
+    "client_id",
+    "scope",
+    "typ",
+];
+
+/// An OAuth error code from untrusted input, reduced to the characters real
+/// codes use (`[A-Za-z0-9_.-]`, at most 64), so that markup or control
+/// characters are never reflected in an error message.
+fn safe_error_code(raw: &str) -> String {
+    let code: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect();
+    if code.is_empty() {
+        "unknown_error".to_owned()
+    } else {
+        code
     }
 }

@@ -8,13 +8,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oidc_bff_dev_idp::{DevIdp, RunningIdp};
 use oidc_bff_tokens::{
-    AccessToken, ClientCredentialsRequest, ErrorKind, ManualClock, OidcClient, OidcConfig,
+    AccessToken, ClientCredentialsRequest, ErrorKind, ManualClock, OidcConfig, TokenEngine,
     TokenError,
 };
 
 struct Setup {
     idp: RunningIdp,
-    client: OidcClient,
+    client: TokenEngine,
     clock: ManualClock,
 }
 
@@ -29,7 +29,7 @@ async fn setup() -> Setup {
     Setup { idp, client, clock }
 }
 
-fn client_for(idp: &RunningIdp, secret: Option<&str>, clock: &ManualClock) -> OidcClient {
+fn client_for(idp: &RunningIdp, secret: Option<&str>, clock: &ManualClock) -> TokenEngine {
     let mut config = OidcConfig::builder(idp.url().as_str(), "bff")
         .refresh_margin(Duration::from_secs(60))
         .timeouts(Duration::from_secs(2), Duration::from_secs(5));
@@ -38,7 +38,7 @@ fn client_for(idp: &RunningIdp, secret: Option<&str>, clock: &ManualClock) -> Oi
         // A client without a secret must say it is public on purpose.
         None => config = config.public_client(true),
     }
-    OidcClient::builder(config.build().expect("config"))
+    TokenEngine::builder(config.build().expect("config"))
         .clock(Arc::new(clock.clone()))
         .build()
         .expect("client")

@@ -130,7 +130,7 @@ async fn a_slow_refresh_keeps_its_lease_alive() {
     };
     let instances: Vec<_> = (0..2)
         .map(|_| {
-            oidc_bff_tokens::OidcClient::builder(config(&idp))
+            oidc_bff_tokens::TokenEngine::builder(config(&idp))
                 .store(store.clone())
                 .clock(Arc::new(clock.clone()))
                 .build()
@@ -208,7 +208,7 @@ async fn an_inherited_lease_waits_for_the_previous_holders_write() {
             .refresh_lease(Duration::from_millis(300))
             .build()
             .unwrap();
-        oidc_bff_tokens::OidcClient::builder(config)
+        oidc_bff_tokens::TokenEngine::builder(config)
             .store(store.clone())
             .clock(Arc::new(clock.clone()))
             .build()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use oidc_bff_dev_idp::IdTokenFault;
-use oidc_bff_tokens::{ManualClock, MemoryStore, OidcClient, OidcConfig, UserTokenRequest};
+use oidc_bff_tokens::{ManualClock, MemoryStore, OidcConfig, TokenEngine, UserTokenRequest};
 use serde_json::json;
 
 fn b64(value: &serde_json::Value) -> String {
@@ -105,7 +105,7 @@ async fn userinfo_adds_user_claims_but_no_protocol_claims() {
         .timeouts(Duration::from_secs(2), Duration::from_secs(5))
         .build()
         .unwrap();
-    let client = OidcClient::builder(config)
+    let client = TokenEngine::builder(config)
         .store(Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))))
         .clock(Arc::new(clock.clone()))
         .build()

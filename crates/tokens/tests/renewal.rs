@@ -16,14 +16,14 @@ use std::time::Duration;
 use common::stores::{Backend, TestStore};
 use oidc_bff_dev_idp::RunningIdp;
 use oidc_bff_tokens::{
-    Clock, ManualClock, MemoryStore, OidcClient, SessionId, SessionStore, UserTokenRequest,
+    Clock, ManualClock, MemoryStore, SessionId, SessionStore, TokenEngine, UserTokenRequest,
 };
 
 const LIFETIMES: [u64; 4] = [5, 20, 60, 3600];
 
 /// `n` concurrent token requests spread over `instances`; every one must
 /// succeed, and all get the same token, which is returned.
-async fn storm(instances: &[OidcClient], id: &SessionId, n: usize) -> String {
+async fn storm(instances: &[TokenEngine], id: &SessionId, n: usize) -> String {
     let calls = (0..n).map(|i| {
         let client = instances[i % instances.len()].clone();
         let id = id.clone();
@@ -48,7 +48,7 @@ async fn storm(instances: &[OidcClient], id: &SessionId, n: usize) -> String {
 }
 
 /// The renewal point of the session's stored token, by the rule under test.
-async fn stored_renew_at(client: &OidcClient, id: &SessionId) -> (String, u64) {
+async fn stored_renew_at(client: &TokenEngine, id: &SessionId) -> (String, u64) {
     let margin = client.config().refresh_margin.as_secs();
     let record = client
         .store()
@@ -67,7 +67,7 @@ async fn stored_renew_at(client: &OidcClient, id: &SessionId) -> (String, u64) {
 
 /// Waits until the session holds a token other than `old` (a renewal
 /// behind an answer lands on its own time).
-async fn wait_for_new_token(client: &OidcClient, id: &SessionId, old: &str) {
+async fn wait_for_new_token(client: &TokenEngine, id: &SessionId, old: &str) {
     for _ in 0..1000 {
         if stored_renew_at(client, id).await.0 != old {
             return;
@@ -97,7 +97,7 @@ async fn one_grant_per_expiry(
     label: &str,
     idp: &RunningIdp,
     clock: &ManualClock,
-    instances: &[OidcClient],
+    instances: &[TokenEngine],
     lifetime: u64,
     n: usize,
 ) {

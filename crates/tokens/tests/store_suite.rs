@@ -15,8 +15,8 @@ use common::stores::{Backend, TestStore};
 use oidc_bff_tokens::store::testing::FaultyStore;
 use oidc_bff_tokens::store::{KeyRing, spawn_cleanup};
 use oidc_bff_tokens::{
-    AccessToken, Clock, IdToken, OidcClient, OidcConfig, RefreshToken, SessionId, SessionRecord,
-    SessionStore, StoreError, TokenError, UpdateOutcome, UserTokenRequest, UserTokens, Versioned,
+    AccessToken, Clock, IdToken, OidcConfig, RefreshToken, SessionId, SessionRecord, SessionStore,
+    StoreError, TokenEngine, TokenError, UpdateOutcome, UserTokenRequest, UserTokens, Versioned,
 };
 
 /// A record whose secrets are unique strings that a dump must not show.
@@ -714,7 +714,7 @@ async fn instances(
     s: &TestStore,
     idp: &oidc_bff_dev_idp::RunningIdp,
     tune: impl Fn(oidc_bff_tokens::OidcConfigBuilder) -> oidc_bff_tokens::OidcConfigBuilder,
-) -> Vec<OidcClient> {
+) -> Vec<TokenEngine> {
     let mut out = Vec::new();
     for _ in 0..3 {
         let config = tune(
@@ -725,7 +725,7 @@ async fn instances(
         .build()
         .unwrap();
         out.push(
-            OidcClient::builder(config)
+            TokenEngine::builder(config)
                 .store(s.another_instance().await)
                 .clock(Arc::new(s.clock.clone()))
                 .build()
@@ -735,7 +735,7 @@ async fn instances(
     out
 }
 
-async fn storm(instances: &[OidcClient], id: &SessionId, n: usize) -> HashSet<String> {
+async fn storm(instances: &[TokenEngine], id: &SessionId, n: usize) -> HashSet<String> {
     let calls = (0..n).map(|i| {
         let client = instances[i % instances.len()].clone();
         let id = id.clone();

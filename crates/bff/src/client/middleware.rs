@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Extensions;
-use oidc_bff_tokens::{AccessToken, OidcClient, TokenError};
+use oidc_bff_tokens::{AccessToken, TokenEngine, TokenError};
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
@@ -65,7 +65,7 @@ fn may_replay(request: &Request, extensions: &Extensions) -> bool {
 
 /// Where a client's tokens come from.
 pub(crate) struct TokenSource {
-    pub(crate) oidc: OidcClient,
+    pub(crate) oidc: TokenEngine,
     pub(crate) policy: TokenPolicy,
     pub(crate) tokens: TokenRequests,
 }

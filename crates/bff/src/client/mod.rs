@@ -119,7 +119,7 @@
 //! let body = bff.api_clients().get("catalog")?.get("sync").send().await?.text().await?;
 //! // ...or the token itself.
 //! let token = bff
-//!     .client()
+//!     .engine()
 //!     .client_access_token(&ClientCredentialsRequest::default().scope("catalog.read"))
 //!     .await?;
 //! # let _ = (body, token); Ok(()) }
@@ -130,7 +130,7 @@
 //! [`Bff::api_clients`](crate::Bff::api_clients) gives the clients acting
 //! for nobody (client tokens, for background jobs);
 //! [`Bff::api_clients_for`](crate::Bff::api_clients_for) acts for a session
-//! id. Client tokens alone: [`OidcClient::client_access_token`](crate::tokens::OidcClient::client_access_token).
+//! id. Client tokens alone: [`TokenEngine::client_access_token`](crate::tokens::TokenEngine::client_access_token).
 //!
 //! # By hand
 //!

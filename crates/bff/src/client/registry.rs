@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oidc_bff_tokens::{ClientCredentialsRequest, OidcClient, UserTokenRequest};
+use oidc_bff_tokens::{ClientCredentialsRequest, TokenEngine, UserTokenRequest};
 use reqwest_middleware::Middleware;
 use url::Url;
 
@@ -175,7 +175,7 @@ impl ClientRegistration {
     }
 
     /// Builds the client.
-    fn build(self, oidc: &OidcClient) -> Result<ClientShared, BffError> {
+    fn build(self, oidc: &TokenEngine) -> Result<ClientShared, BffError> {
         let name = self.name;
         let config_error = |what: String| BffError::Config(format!("API client {name:?}: {what}"));
         let base_url = parse_base_url(&self.base_url).map_err(|e| config_error(e.into()))?;
@@ -313,7 +313,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Builds every registered client; names must be unique, and so must types.
     pub(crate) fn build(
-        oidc: &OidcClient,
+        oidc: &TokenEngine,
         named: Vec<ClientRegistration>,
         typed: Vec<TypedRegistration>,
     ) -> Result<Self, BffError> {

@@ -235,7 +235,7 @@ impl Proxy {
             current: session.versioned(),
         });
         match policy
-            .resolve(self.bff.client(), &self.api.tokens, user)
+            .resolve(self.bff.engine(), &self.api.tokens, user)
             .await
         {
             Ok(found) => Ok(found.map(|(token, _)| token)),

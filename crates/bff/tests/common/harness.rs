@@ -193,7 +193,7 @@ impl TestBff {
     /// The session a browser holds, read straight from the store.
     pub async fn session_of(&self, browser: &Browser) -> Option<oidc_bff_tokens::Versioned> {
         let id = SessionId::parse(&browser.cookie("__Host-bff")?)?;
-        self.bff.client().load_session(&id).await.expect("store")
+        self.bff.engine().load_session(&id).await.expect("store")
     }
 }
 

@@ -440,7 +440,7 @@ impl ProxyBff {
         let id = SessionId::parse(session).expect("session id");
         let v = self
             .bff
-            .client()
+            .engine()
             .load_session(&id)
             .await
             .unwrap()

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::counters::Counter;
 use crate::faults::IssParamFault;
 use crate::jwt::WRONG_ISSUER;
-use crate::server::Idp;
+use crate::state::Idp;
 use crate::store::{CodeEntry, Session};
 
 /// Authorization codes are valid this long.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 
 use crate::counters::Counter;
-use crate::server::Idp;
+use crate::state::Idp;
 
 /// The OpenID Provider metadata document.
 pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {

@@ -17,7 +17,7 @@ use super::{Params, html_page, redirect};
 use crate::config::Config;
 use crate::counters::Counter;
 use crate::jwt;
-use crate::server::Idp;
+use crate::state::Idp;
 
 pub(crate) async fn end_session(
     State(idp): State<Arc<Idp>>,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Params, authenticate_client, invalid_request, no_store};
 use crate::counters::Counter;
-use crate::server::Idp;
+use crate::state::Idp;
 
 pub(crate) async fn introspect(
     State(idp): State<Arc<Idp>>,

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::server::Idp;
+use crate::state::Idp;
 
 /// Parsed `application/x-www-form-urlencoded` parameters (query or body).
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::{Params, authenticate_client, invalid_request, no_store, oauth_error};
 use crate::counters::Counter;
-use crate::server::Idp;
+use crate::state::Idp;
 
 pub(crate) async fn revoke(
     State(idp): State<Arc<Idp>>,

@@ -18,7 +18,7 @@ use crate::counters::Counter;
 use crate::faults::FaultState;
 use crate::jwt;
 use crate::keys::b64url;
-use crate::server::Idp;
+use crate::state::Idp;
 use crate::store::{AccessEntry, FamilyId, RefreshEntry};
 
 pub(crate) async fn token(

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{bearer_token, has_scope, no_store};
 use crate::counters::Counter;
-use crate::server::Idp;
+use crate::state::Idp;
 
 pub(crate) async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) -> Response {
     idp.counters.bump(Counter::Userinfo);

@@ -1,3 +1,7 @@
+//! Test helpers shared by the jwks and id_token tests: a loopback JWKS
+//! server that counts and scripts its answers, and freshly generated RSA, EC
+//! and Ed25519 signing keys.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

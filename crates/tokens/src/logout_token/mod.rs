@@ -3,11 +3,11 @@
 //!
 //! When a user signs out at the provider (or the provider ends their session
 //! for any other reason), the provider POSTs a *logout token* — a signed JWT —
-//! to the BFF's back-channel endpoint. [`OidcClient::backchannel_logout`]
+//! to the BFF's back-channel endpoint. [`TokenEngine::backchannel_logout`]
 //! validates it and ends the matching server-side sessions:
 //!
 //! ```no_run
-//! # async fn demo(client: oidc_bff_tokens::OidcClient, logout_token: &str) -> Result<(), oidc_bff_tokens::TokenError> {
+//! # async fn demo(client: oidc_bff_tokens::TokenEngine, logout_token: &str) -> Result<(), oidc_bff_tokens::TokenError> {
 //! let done = client.backchannel_logout(logout_token).await?;
 //! println!("ended {} session(s)", done.ended.len());
 //! # Ok(()) }
@@ -40,7 +40,7 @@
 //!    as a logout token.
 //! 10. **`jti`** is present, a non-empty string of at most 256 characters.
 //!
-//! [`OidcClient::backchannel_logout`] then refuses a `jti` already seen
+//! [`TokenEngine::backchannel_logout`] then refuses a `jti` already seen
 //! (replay; the cache lives in the [`SessionStore`](crate::SessionStore), so
 //! it is shared between instances) and ends the sessions named below. The
 //! `jti` of an invalid token is never cached, and when ending the sessions
@@ -65,8 +65,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::client::OidcClient;
 use crate::clock::SharedClock;
+use crate::engine::TokenEngine;
 use crate::error::TokenError;
 use crate::id_token::{
     default_algs, numeric_date, optional_string, required_date, required_string, verify_jws,
@@ -294,7 +294,7 @@ impl LogoutTokenValidator {
     }
 }
 
-/// What [`OidcClient::backchannel_logout`] did.
+/// What [`TokenEngine::backchannel_logout`] did.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct BackchannelLogout {
@@ -356,7 +356,7 @@ impl Drop for ForgetJtiUnlessCompleted {
     }
 }
 
-impl OidcClient {
+impl TokenEngine {
     /// A logout token validator for this client and provider.
     pub(crate) fn logout_validator(
         &self,

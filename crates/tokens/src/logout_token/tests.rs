@@ -343,7 +343,7 @@ async fn errors_never_contain_the_token() {
 
 /// Signs the dev IdP's user in through `client` (no browser); returns
 /// the new session id.
-async fn sign_in_at_dev_idp(client: &OidcClient) -> SessionId {
+async fn sign_in_at_dev_idp(client: &TokenEngine) -> SessionId {
     let start = client
         .begin_login("http://127.0.0.1:1/callback", Some("/"))
         .await
@@ -378,7 +378,7 @@ async fn sign_in_at_dev_idp(client: &OidcClient) -> SessionId {
 async fn client_over_a_faulty_store() -> (
     oidc_bff_dev_idp::RunningIdp,
     Arc<crate::store::testing::FaultyStore>,
-    OidcClient,
+    TokenEngine,
 ) {
     use crate::clock::Clock as _;
 
@@ -397,7 +397,7 @@ async fn client_over_a_faulty_store() -> (
         .timeouts(Duration::from_secs(2), Duration::from_secs(5))
         .build()
         .unwrap();
-    let client = OidcClient::builder(config)
+    let client = TokenEngine::builder(config)
         .store(store.clone())
         .clock(Arc::new(clock.clone()))
         .build()

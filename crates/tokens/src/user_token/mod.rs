@@ -1,5 +1,5 @@
 //! The user's access token, in one call:
-//! [`OidcClient::user_access_token`](crate::OidcClient::user_access_token).
+//! [`TokenEngine::user_access_token`](crate::TokenEngine::user_access_token).
 //!
 //! # When a token is renewed
 //!
@@ -63,7 +63,7 @@
 //! - `write_back.rs`: the fenced write of renewed tokens.
 //!
 //! This module depends on the client only through the `Host` trait that
-//! [`OidcClient`](crate::OidcClient) implements.
+//! [`TokenEngine`](crate::TokenEngine) implements.
 
 mod decide;
 mod flights;
@@ -148,7 +148,7 @@ impl UserTokenRequest {
     }
 }
 
-/// What the engine needs from its host, the [`OidcClient`](crate::OidcClient):
+/// What the engine needs from its host, the [`TokenEngine`](crate::TokenEngine):
 /// settings, time, the store, the provider. Implemented in `client.rs`, so
 /// that this module never depends on the client.
 pub(crate) trait Host: Clone + Send + Sync + 'static {
@@ -194,7 +194,7 @@ pub(crate) trait Host: Clone + Send + Sync + 'static {
 }
 
 /// The current user's access token; see
-/// [`OidcClient::user_access_token`](crate::OidcClient::user_access_token).
+/// [`TokenEngine::user_access_token`](crate::TokenEngine::user_access_token).
 pub(crate) async fn user_access_token<H: Host>(
     host: &H,
     session_id: &SessionId,

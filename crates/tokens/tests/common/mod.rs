@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oidc_bff_dev_idp::{DevIdp, DevIdpBuilder, RunningIdp};
 use oidc_bff_tokens::login::CallbackParams;
-use oidc_bff_tokens::{Clock, ManualClock, OidcClient, OidcConfig, SessionId, SessionStore};
+use oidc_bff_tokens::{Clock, ManualClock, OidcConfig, SessionId, SessionStore, TokenEngine};
 
 pub const REDIRECT_URI: &str = "http://127.0.0.1:1/callback";
 
@@ -28,13 +28,13 @@ pub fn default_idp() -> DevIdpBuilder {
 }
 
 /// An engine for `idp` with the given store and clock.
-pub fn client(idp: &RunningIdp, store: Arc<dyn SessionStore>, clock: &ManualClock) -> OidcClient {
+pub fn client(idp: &RunningIdp, store: Arc<dyn SessionStore>, clock: &ManualClock) -> TokenEngine {
     let config = OidcConfig::builder(idp.url().as_str(), "bff")
         .client_secret("secret")
         .timeouts(Duration::from_secs(2), Duration::from_secs(5))
         .build()
         .expect("config");
-    OidcClient::builder(config)
+    TokenEngine::builder(config)
         .store(store)
         .clock(Arc::new(clock.clone()))
         .build()
@@ -42,7 +42,7 @@ pub fn client(idp: &RunningIdp, store: Arc<dyn SessionStore>, clock: &ManualCloc
 }
 
 /// Signs the dev IdP's user in through `client`; returns the new session id.
-pub async fn sign_in(client: &OidcClient) -> SessionId {
+pub async fn sign_in(client: &TokenEngine) -> SessionId {
     let start = client
         .begin_login(REDIRECT_URI, Some("/"))
         .await

@@ -1,0 +1,441 @@
+//! [`TokenEngine`]: the token engine's handle.
+//!
+//! One `TokenEngine` per provider, built at start-up and cloned freely (it is
+//! an `Arc` inside). It owns the discovery cache, the JWKS cache, the session
+//! store, the clock and the refresh coordination. Its methods are grouped by
+//! flow: sign-in in [`crate::login`], sign-out in [`crate::logout`], the
+//! user's token in [`crate::user_token`], client credentials in
+//! [`crate::client_credentials`]; this module holds the handle itself, the
+//! provider's metadata and keys, and session loading.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::client_credentials::{self, ClientCredentialsRequest, ClientTokenCache};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::OidcConfig;
+use crate::discovery::{Discovery, ProviderMetadata};
+use crate::error::TokenError;
+use crate::http::http_client;
+use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
+use crate::jwks::JwksCache;
+use crate::provider::{ProviderClient, TokenResponse};
+use crate::secret::{AccessToken, IdToken, RefreshToken};
+use crate::session::{SessionId, SessionRecord};
+use crate::store::{KeyRing, MemoryStore, SessionStore, Versioned};
+use crate::user_token::{self, Flights, UserTokenRequest};
+
+/// The token engine for one provider. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), oidc_bff_tokens::TokenError> {
+/// use oidc_bff_tokens::{TokenEngine, OidcConfig, UserTokenRequest};
+///
+/// let config = OidcConfig::builder("https://login.example.com", "bff")
+///     .client_secret("secret")
+///     .build()?;
+/// let engine = TokenEngine::builder(config).build()?;
+///
+/// // Sign-in: send the browser to `start.authorization_url`...
+/// let start = engine.begin_login("https://app.example.com/bff/callback", Some("/")).await?;
+/// # let params = Default::default();
+/// // ...and at the callback:
+/// let signed_in = engine.complete_login(&start.binding, &params).await?;
+///
+/// // Later, in any request of that session: a valid access token, refreshed if needed.
+/// let token = engine
+///     .user_access_token(&signed_in.session_id, None, &UserTokenRequest::default())
+///     .await?;
+/// # let _ = token;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TokenEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: OidcConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) clock: SharedClock,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) discovery: Discovery,
+    /// The JWKS cache and the `jwks_uri` it was built for; replaced once
+    /// when discovery reports a new `jwks_uri`.
+    pub(crate) jwks: std::sync::RwLock<Option<(Url, Arc<JwksCache>)>>,
+    pub(crate) provider: ProviderClient,
+    pub(crate) flights: Flights,
+    pub(crate) client_tokens: ClientTokenCache,
+    /// Seals pending sign-ins (see [`crate::login`]).
+    pub(crate) login_keys: KeyRing,
+}
+
+/// Builder of [`TokenEngine`].
+#[derive(Debug)]
+#[must_use]
+pub struct TokenEngineBuilder {
+    config: OidcConfig,
+    http: Option<reqwest::Client>,
+    clock: Option<SharedClock>,
+    store: Option<Arc<dyn SessionStore>>,
+    login_keys: Option<KeyRing>,
+}
+
+impl TokenEngineBuilder {
+    /// The keys that seal pending sign-ins into the `state` parameter
+    /// (default: one random key of this process). Every instance that can
+    /// receive a callback for another's sign-in must have the same ring;
+    /// with a shared session store, pass the store's encryption keys.
+    /// Rotate as for the stores: add the new key as a decrypt key
+    /// everywhere, then make it first, and drop the old one after the login
+    /// timeout.
+    pub fn login_keys(mut self, keys: KeyRing) -> Self {
+        self.login_keys = Some(keys);
+        self
+    }
+
+    /// Uses this HTTP client for calls to the provider. It should have
+    /// timeouts and must not follow redirects; the default one does both.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Reads time from `clock` (tests use a [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Keeps sessions in `store` (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Builds the engine. No network call is made until first use.
+    pub fn build(self) -> Result<TokenEngine, TokenError> {
+        self.config.validate()?;
+        self.config.check_client_authentication()?;
+        let http = match self.http {
+            Some(http) => http,
+            None => http_client(&self.config)?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        let discovery = Discovery::new(&self.config, http.clone(), clock.clone());
+        let provider = ProviderClient::new(&self.config, http.clone());
+        Ok(TokenEngine {
+            inner: Arc::new(Inner {
+                config: self.config,
+                http,
+                clock,
+                store,
+                discovery,
+                jwks: std::sync::RwLock::new(None),
+                provider,
+                flights: Flights::default(),
+                client_tokens: Default::default(),
+                login_keys: self
+                    .login_keys
+                    .unwrap_or_else(|| KeyRing::generate("login")),
+            }),
+        })
+    }
+}
+
+impl TokenEngine {
+    /// Starts building the engine for the provider in `config`.
+    pub fn builder(config: OidcConfig) -> TokenEngineBuilder {
+        TokenEngineBuilder {
+            config,
+            http: None,
+            clock: None,
+            store: None,
+            login_keys: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    /// The HTTP client used for the provider.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The provider's metadata (cached discovery document).
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata().await
+    }
+
+    /// The provider's metadata completed for revocation: endpoints the
+    /// OpenID document lacks are taken from the provider's RFC 8414
+    /// Authorization Server Metadata (see
+    /// [`Discovery::metadata_with_fallback`]). [`ProviderMetadata::sources`]
+    /// tells where each endpoint was found.
+    pub async fn metadata_with_fallback(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata_with_fallback().await
+    }
+
+    /// Whether discovery has been loaded at least once (for readiness checks).
+    pub fn is_discovery_loaded(&self) -> bool {
+        self.inner.discovery.cached().is_some()
+    }
+
+    /// The JWKS cache for the provider's current `jwks_uri`.
+    ///
+    /// One cache is kept; when the provider moves its keys to a new
+    /// `jwks_uri`, it is replaced once by a cache for the new location (so
+    /// the rate limit and coalescing of [`JwksCache`] keep working).
+    pub(crate) async fn jwks(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {
+        let current = |slot: &Option<(Url, Arc<JwksCache>)>| {
+            slot.as_ref()
+                .filter(|(uri, _)| *uri == metadata.jwks_uri)
+                .map(|(_, cache)| Arc::clone(cache))
+        };
+        if let Some(cache) = current(
+            &self
+                .inner
+                .jwks
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return cache;
+        }
+        let mut slot = self
+            .inner
+            .jwks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another task may have swapped it meanwhile.
+        if let Some(cache) = current(&slot) {
+            return cache;
+        }
+        if slot.is_some() {
+            tracing::info!(jwks_uri = %metadata.jwks_uri, "the provider's jwks_uri changed; using a new key cache");
+        }
+        let cache = Arc::new(JwksCache::new(
+            metadata.jwks_uri.clone(),
+            self.inner.http.clone(),
+            self.inner.clock.clone(),
+            self.inner.config.jwks_min_refetch,
+        ));
+        *slot = Some((metadata.jwks_uri.clone(), Arc::clone(&cache)));
+        cache
+    }
+
+    pub(crate) fn validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
+        IdTokenValidator::new(
+            metadata.issuer.clone(),
+            self.inner.config.client_id.clone(),
+            self.inner.clock.clone(),
+        )
+        .with_leeway(self.inner.config.clock_leeway.as_secs())
+        .with_strict_refresh(self.inner.config.strict_refresh_claims)
+    }
+
+    /// Validates an id_token from this provider (signature, iss, aud, exp, iat,
+    /// nonce when given, at_hash when given).
+    pub async fn validate_id_token(
+        &self,
+        token: &IdToken,
+        expected: IdTokenExpectations<'_>,
+    ) -> Result<IdTokenClaims, TokenError> {
+        let metadata = self.metadata().await?;
+        let jwks = self.jwks(&metadata).await;
+        self.validator(&metadata)
+            .validate(token, &jwks, expected)
+            .await
+    }
+
+    /// A client credentials access token for `request`, from the cache when
+    /// it holds one that does not expire within the refresh margin.
+    ///
+    /// Cached per (client id, scope, resource, token endpoint); renewed ahead
+    /// of expiry; one token request for any number of concurrent callers on
+    /// a miss; failures are not cached. Needs a client secret.
+    ///
+    /// Errors: [`TokenError::Provider`] when the provider refuses the grant
+    /// (401: no token can be had), [`TokenError::ProviderUnavailable`] and
+    /// [`TokenError::Discovery`] when it cannot be reached (503),
+    /// [`TokenError::Config`] without a client secret or with a bad token
+    /// endpoint.
+    pub async fn client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+    ) -> Result<AccessToken, TokenError> {
+        client_credentials::client_access_token(self, request).await
+    }
+
+    /// Replaces a client credentials token that an API rejected (answered
+    /// 401 to), and returns the new one.
+    ///
+    /// If the cache already holds a different, current token (another caller
+    /// renewed it meanwhile), that one is returned without a token request;
+    /// callers rejected with the same token share one renewal.
+    pub async fn renew_client_access_token(
+        &self,
+        request: &ClientCredentialsRequest,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        client_credentials::renew_client_access_token(self, request, rejected).await
+    }
+
+    /// The current user's access token: valid, and renewed ahead of expiry.
+    ///
+    /// `loaded` is the session as already read in this request, if any (saves
+    /// a store read). The hot path — a valid token in the session — costs no
+    /// network call and no write. A token past its renewal point (see
+    /// [`user_token`]) is returned at once while one
+    /// renewal runs behind it; only an expired or missing token, or
+    /// [`UserTokenRequest::force_renewal`], waits for the provider.
+    /// Concurrent callers of one session share a single renewal.
+    ///
+    /// Errors: [`TokenError::NotAuthenticated`], [`TokenError::NoRefreshToken`]
+    /// and [`TokenError::RefreshRejected`] (the session is then ended) mean
+    /// 401; [`TokenError::ProviderUnavailable`] and [`TokenError::Store`] mean
+    /// 503 (the session is kept).
+    pub async fn user_access_token(
+        &self,
+        session_id: &SessionId,
+        loaded: Option<&Versioned>,
+        request: &UserTokenRequest,
+    ) -> Result<AccessToken, TokenError> {
+        user_token::user_access_token(self, session_id, loaded, request).await
+    }
+
+    /// Loads a live session.
+    ///
+    /// With an [idle timeout](OidcConfig::idle_timeout), a session unused for
+    /// longer is ended here; otherwise its `last_active` is moved forward,
+    /// with a versioned write only when more than a quarter of the idle
+    /// timeout has passed since it was last written (so most requests do
+    /// not write).
+    pub async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, false).await
+    }
+
+    /// [`load_session`](Self::load_session) from
+    /// [`SessionStore::load`] or, with `latest`, from
+    /// [`SessionStore::load_latest`] (past any read cache).
+    async fn load_checked(
+        &self,
+        id: &SessionId,
+        latest: bool,
+    ) -> Result<Option<Versioned>, TokenError> {
+        let now = self.inner.clock.now_unix();
+        let loaded = if latest {
+            self.inner.store.load_latest(id).await?
+        } else {
+            self.inner.store.load(id).await?
+        };
+        let Some(loaded) = loaded.filter(|v| !v.record.is_expired(now)) else {
+            return Ok(None);
+        };
+        let Some(idle) = self.inner.config.idle_timeout else {
+            return Ok(Some(loaded));
+        };
+        if loaded.record.is_idle(now, idle) {
+            user_token::end_session(&self.inner.store, id, "idle timeout").await;
+            return Ok(None);
+        }
+        let last = loaded.record.last_active.max(loaded.record.created_at);
+        if now.saturating_sub(last) <= idle.as_secs() / 4 {
+            return Ok(Some(loaded));
+        }
+        let mut record = SessionRecord::clone(&loaded.record);
+        record.last_active = now;
+        match self
+            .inner
+            .store
+            .update(id, record.clone(), loaded.version)
+            .await
+        {
+            Ok(crate::store::UpdateOutcome::Updated(version)) => Ok(Some(Versioned {
+                version,
+                record: Arc::new(record),
+            })),
+            // Someone else wrote meanwhile (and so touched the session): fine.
+            Ok(_) => Ok(Some(loaded)),
+            Err(err) => {
+                tracing::debug!(error = %err, "could not record session activity");
+                Ok(Some(loaded))
+            }
+        }
+    }
+}
+
+/// What the token engine needs from its handle.
+impl user_token::Host for TokenEngine {
+    fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.clock.now_unix()
+    }
+
+    fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    fn flights(&self) -> &Flights {
+        &self.inner.flights
+    }
+
+    async fn load_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, false).await
+    }
+
+    async fn load_latest_session(&self, id: &SessionId) -> Result<Option<Versioned>, TokenError> {
+        self.load_checked(id, true).await
+    }
+
+    async fn metadata(&self) -> Result<Arc<ProviderMetadata>, TokenError> {
+        self.inner.discovery.metadata().await
+    }
+
+    async fn token_request(
+        &self,
+        metadata: &ProviderMetadata,
+        form: Vec<(&'static str, String)>,
+    ) -> Result<TokenResponse, TokenError> {
+        self.inner.provider.token_request(metadata, form).await
+    }
+
+    async fn signing_keys(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {
+        self.jwks(metadata).await
+    }
+
+    fn id_token_validator(&self, metadata: &ProviderMetadata) -> IdTokenValidator {
+        self.validator(metadata)
+    }
+
+    fn revoke_abandoned(&self, token: Option<&RefreshToken>) {
+        TokenEngine::revoke_abandoned(self, token);
+    }
+}
+
+/// What the client credentials cache needs from its handle.
+impl client_credentials::CredentialsHost for TokenEngine {
+    fn client_tokens(&self) -> &ClientTokenCache {
+        &self.inner.client_tokens
+    }
+}
