@@ -925,6 +925,15 @@ macro_rules! suite {
         backend_tests!(redis, super::Backend::Redis, [$($test),*]);
         #[cfg(feature = "postgres")]
         backend_tests!(postgres, super::Backend::Postgres, [$($test),*]);
+        // Servers this test binary starts (tests/common/servers.rs).
+        #[cfg(feature = "redis")]
+        backend_tests!(redis_sentinel, super::Backend::RedisSentinel, [$($test),*]);
+        #[cfg(feature = "redis")]
+        backend_tests!(redis_cluster, super::Backend::RedisCluster, [$($test),*]);
+        #[cfg(feature = "redis")]
+        backend_tests!(redis_tls, super::Backend::RedisTls, [$($test),*]);
+        #[cfg(feature = "postgres")]
+        backend_tests!(postgres_tls, super::Backend::PostgresTls, [$($test),*]);
     };
 }
 

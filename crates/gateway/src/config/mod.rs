@@ -211,7 +211,9 @@ pub enum StoreKind {
     /// An SQLite file (`"sqlite://relative.db"`, `"sqlite:///absolute.db"`):
     /// survives restarts; instances on one machine can share it.
     Sqlite(String),
-    /// Redis (`"redis://host:6379/0"`), shared by many instances.
+    /// Redis (`"redis://host:6379/0"`, `"rediss://…"` over TLS,
+    /// `"redis+sentinel://h1:26379,h2:26379/primary"`,
+    /// `"redis+cluster://h1:7000,h2:7001"`), shared by many instances.
     Redis(String),
     /// PostgreSQL (`"postgres://user@host:5432/db"`), shared by many instances.
     Postgres(String),
@@ -243,7 +245,8 @@ impl StoreKind {
             },
             StoreKind::Redis(url) | StoreKind::Postgres(url) => match Url::parse(url) {
                 Ok(parsed) => redact::shown(&parsed),
-                Err(_) => "[unparsable URL]".to_owned(),
+                // Several hosts (Sentinel, Cluster) are no URL authority.
+                Err(_) => redact::shown_multi_host(url),
             },
         }
     }
@@ -269,7 +272,12 @@ impl TryFrom<String> for StoreKind {
         match scheme.as_str() {
             "memory" if value == "memory" => Ok(StoreKind::Memory),
             "sqlite" if value.len() > "sqlite:".len() => Ok(StoreKind::Sqlite(value)),
-            "redis" | "redis+unix" if value.contains("://") => Ok(StoreKind::Redis(value)),
+            "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel" | "rediss+sentinel"
+            | "redis+cluster" | "rediss+cluster"
+                if value.contains("://") =>
+            {
+                Ok(StoreKind::Redis(value))
+            }
             "postgres" | "postgresql" if value.contains("://") => Ok(StoreKind::Postgres(value)),
             "sqlite" | "redis" | "postgres" | "postgresql" => Err(format!(
                 "give the {scheme} store as a URL, e.g. \"sqlite://sessions.db\", \

@@ -54,6 +54,30 @@ pub(super) fn shown(url: &Url) -> String {
     url.to_string()
 }
 
+/// A store URL with several hosts (`redis+sentinel://u:pw@h1:1,h2:2/name`),
+/// which is no URL to the `url` crate: the password of its user part and
+/// secret-looking query parameters are replaced.
+pub(super) fn shown_multi_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "[unparsable URL]".to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((user, hosts)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:[redacted]@{hosts}"),
+            None => format!("{user}@{hosts}"),
+        },
+        None => rest.to_owned(),
+    };
+    match query {
+        Some(q) => format!("{scheme}://{rest}?{}", redact_query(q)),
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
 /// Parts of a parameter's name that mark its value as a secret.
 const SECRET_PARAMS: [&str; 8] = [
     "pass",

@@ -94,6 +94,15 @@ fn secret_query_parameters_are_redacted() {
     for secret in ["pw1", "pw2", "pw3"] {
         assert!(!debug.contains(secret), "{debug}");
     }
+    for url in [
+        "redis+sentinel://u:pw5@h1:26379,h2:26379/primary?wait_replicas=1",
+        "rediss+cluster://:pw5@h1:7000,h2:7001?ca=/ca.pem&token=pw5",
+    ] {
+        let store = StoreKind::try_from(url.to_owned()).expect(url);
+        let shown = store.shown();
+        assert!(!shown.contains("pw5"), "{shown}");
+        assert!(shown.contains("h2:"), "{shown}");
+    }
     let sqlite = StoreKind::Sqlite("sqlite://s.db?mode=rwc&key=pw4".to_owned());
     assert_eq!(sqlite.shown(), "sqlite://s.db?mode=rwc&key=[redacted]");
 }

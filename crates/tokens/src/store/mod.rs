@@ -18,7 +18,7 @@
 //! | feature    | store             | use |
 //! |------------|-------------------|-----|
 //! | `sqlite`   | `SqliteStore`     | one machine; survives restarts; instances on that machine share the file |
-//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, not Cluster); read cache |
+//! | `redis`    | `RedisStore`      | many instances; Redis (standalone, Sentinel or Cluster; TLS); read cache |
 //! | `postgres` | `PostgresStore`   | many instances; PostgreSQL; read cache |
 //!
 //! `SqliteStore` and `PostgresStore` are one implementation,
@@ -290,8 +290,11 @@ impl OpenOptions {
 ///
 /// * `memory` — a [`MemoryStore`];
 /// * `sqlite://path/to/file.db` (relative) or `sqlite:///abs/path.db` — feature `sqlite`;
-/// * `redis://host:port[/db]` or `redis+unix:///path` — feature `redis`;
-/// * `postgres://user@host:port/db` (or `postgresql://`) — feature `postgres`.
+/// * `redis://host:port[/db]`, `rediss://…` (TLS), `redis+unix:///path`,
+///   `redis+sentinel://host:26379[,host…]/primary-name`,
+///   `redis+cluster://host:port[,host:port…]` (and `rediss+…`) — feature `redis`;
+/// * `postgres://user@host:port/db` (or `postgresql://`; TLS with
+///   `?sslmode=verify-full&sslrootcert=ca.pem`) — feature `postgres`.
 ///
 /// Must be called within a Tokio runtime.
 pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>, StoreError> {
@@ -308,7 +311,8 @@ pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>
             SqliteStore::builder(url).options(options).build_lazy()?,
         )),
         #[cfg(feature = "redis")]
-        "redis" | "redis+unix" | "unix" => Ok(Arc::new(
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel" | "rediss+sentinel"
+        | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
             RedisStore::builder(url).options(options).build_lazy()?,
         )),
         #[cfg(feature = "postgres")]
@@ -316,7 +320,8 @@ pub fn open_url(url: &str, options: OpenOptions) -> Result<Arc<dyn SessionStore>
             PostgresStore::builder(url).options(options).build_lazy()?,
         )),
         #[allow(unreachable_patterns)]
-        "sqlite" | "redis" | "redis+unix" | "unix" | "postgres" | "postgresql" => {
+        "sqlite" | "redis" | "rediss" | "redis+unix" | "unix" | "redis+sentinel"
+        | "rediss+sentinel" | "redis+cluster" | "rediss+cluster" | "postgres" | "postgresql" => {
             Err(StoreError::Config(format!(
                 "the {scheme:?} session store is not in this build (enable the cargo feature)"
             )))

@@ -2,6 +2,7 @@
 //! [`ManualClock`] with the engine, and a sign-in without a browser.
 #![allow(dead_code)]
 
+pub mod servers;
 pub mod stores;
 
 use std::sync::Arc;

@@ -20,6 +20,48 @@ pub enum Backend {
     Sqlite,
     Redis,
     Postgres,
+    /// A Sentinel set-up started by the test binary (`common::servers`).
+    RedisSentinel,
+    /// A three-primary Cluster started by the test binary.
+    RedisCluster,
+    /// A TLS-only Redis started by the test binary, verified with its CA.
+    RedisTls,
+    /// A private PostgreSQL with `ssl=on`, `sslmode=verify-full`.
+    PostgresTls,
+}
+
+/// The URL of a Redis or PostgreSQL backend; `Err` when its servers cannot
+/// be started or reached.
+pub fn backend_url(backend: Backend) -> Result<String, String> {
+    use super::servers::{self, shared};
+    let missing = || format!("{backend:?} servers could not be started");
+    Ok(match backend {
+        Backend::Redis => redis_url(),
+        Backend::Postgres => postgres_url(),
+        Backend::RedisSentinel => shared(
+            &servers::SENTINEL,
+            "Redis Sentinel",
+            servers::Sentinel::start,
+        )
+        .ok_or_else(missing)?
+        .url(),
+        Backend::RedisCluster => {
+            shared(&servers::CLUSTER, "Redis Cluster", servers::Cluster::start)
+                .ok_or_else(missing)?
+                .url()
+        }
+        Backend::RedisTls => shared(&servers::TLS_REDIS, "TLS Redis", servers::TlsRedis::start)
+            .ok_or_else(missing)?
+            .url(),
+        Backend::PostgresTls => shared(
+            &servers::TLS_POSTGRES,
+            "TLS PostgreSQL",
+            servers::TlsPostgres::start,
+        )
+        .ok_or_else(missing)?
+        .url(),
+        Backend::Memory | Backend::Sqlite => return Err("not a server".into()),
+    })
 }
 
 pub fn redis_url() -> String {
@@ -68,10 +110,12 @@ enum Location {
     #[allow(dead_code)]
     Redis {
         prefix: String,
+        url: String,
     },
     #[allow(dead_code)]
     Postgres {
         prefix: String,
+        url: String,
     },
 }
 
@@ -97,12 +141,29 @@ impl TestStore {
                     url,
                 }
             }
-            Backend::Redis => Location::Redis {
-                prefix: format!("oidc-bff-test:{}:", random_suffix()),
-            },
-            Backend::Postgres => Location::Postgres {
-                prefix: format!("t_{}_", random_suffix()),
-            },
+            Backend::Redis
+            | Backend::RedisSentinel
+            | Backend::RedisCluster
+            | Backend::RedisTls
+            | Backend::Postgres
+            | Backend::PostgresTls => {
+                let url = match backend_url(backend) {
+                    Ok(url) => url,
+                    // Already reported (fails under CI).
+                    Err(_) => return None,
+                };
+                if matches!(backend, Backend::Postgres | Backend::PostgresTls) {
+                    Location::Postgres {
+                        prefix: format!("t_{}_", random_suffix()),
+                        url,
+                    }
+                } else {
+                    Location::Redis {
+                        prefix: format!("oidc-bff-test:{}:", random_suffix()),
+                        url,
+                    }
+                }
+            }
         };
         let store = match connect(&location, keys.clone(), &clock, &tuning).await {
             Ok(store) => store,
@@ -154,22 +215,34 @@ impl TestStore {
                     .expect("dump"),
             ),
             #[cfg(feature = "redis")]
-            Location::Redis { prefix } => Some(
-                redis(prefix, self.keys.clone(), &self.clock, &Tuning::default())
-                    .await
-                    .expect("redis")
-                    .raw_dump()
-                    .await
-                    .expect("dump"),
+            Location::Redis { prefix, url } => Some(
+                redis_at(
+                    url,
+                    prefix,
+                    self.keys.clone(),
+                    &self.clock,
+                    &Tuning::default(),
+                )
+                .await
+                .expect("redis")
+                .raw_dump()
+                .await
+                .expect("dump"),
             ),
             #[cfg(feature = "postgres")]
-            Location::Postgres { prefix } => Some(
-                postgres(prefix, self.keys.clone(), &self.clock, &Tuning::default())
-                    .await
-                    .expect("postgres")
-                    .raw_dump()
-                    .await
-                    .expect("dump"),
+            Location::Postgres { prefix, url } => Some(
+                postgres_at(
+                    url,
+                    prefix,
+                    self.keys.clone(),
+                    &self.clock,
+                    &Tuning::default(),
+                )
+                .await
+                .expect("postgres")
+                .raw_dump()
+                .await
+                .expect("dump"),
             ),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -196,14 +269,18 @@ impl Drop for TestStore {
                 match location {
                     Location::Memory | Location::Sqlite { .. } => {}
                     #[cfg(feature = "redis")]
-                    Location::Redis { prefix } => {
-                        if let Ok(s) = redis(&prefix, keys, &clock, &Tuning::default()).await {
+                    Location::Redis { prefix, url } => {
+                        if let Ok(s) =
+                            redis_at(&url, &prefix, keys, &clock, &Tuning::default()).await
+                        {
                             let _ = s.drop_all().await;
                         }
                     }
                     #[cfg(feature = "postgres")]
-                    Location::Postgres { prefix } => {
-                        if let Ok(s) = postgres(&prefix, keys, &clock, &Tuning::default()).await {
+                    Location::Postgres { prefix, url } => {
+                        if let Ok(s) =
+                            postgres_at(&url, &prefix, keys, &clock, &Tuning::default()).await
+                        {
                             let _ = s.drop_tables().await;
                         }
                     }
@@ -246,14 +323,14 @@ async fn connect(
                 .map_err(|e| e.to_string())?,
         )),
         #[cfg(feature = "redis")]
-        Location::Redis { prefix } => Ok(Arc::new(
-            redis(prefix, keys, clock, tuning)
+        Location::Redis { prefix, url } => Ok(Arc::new(
+            redis_at(url, prefix, keys, clock, tuning)
                 .await
                 .map_err(|e| e.to_string())?,
         )),
         #[cfg(feature = "postgres")]
-        Location::Postgres { prefix } => Ok(Arc::new(
-            postgres(prefix, keys, clock, tuning)
+        Location::Postgres { prefix, url } => Ok(Arc::new(
+            postgres_at(url, prefix, keys, clock, tuning)
                 .await
                 .map_err(|e| e.to_string())?,
         )),
@@ -284,7 +361,19 @@ pub async fn redis(
     clock: &ManualClock,
     tuning: &Tuning,
 ) -> Result<oidc_bff_tokens::store::RedisStore, oidc_bff_tokens::StoreError> {
-    oidc_bff_tokens::store::RedisStore::builder(redis_url())
+    redis_at(&redis_url(), prefix, keys, clock, tuning).await
+}
+
+/// A Redis store at `url`.
+#[cfg(feature = "redis")]
+pub async fn redis_at(
+    url: &str,
+    prefix: &str,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<oidc_bff_tokens::store::RedisStore, oidc_bff_tokens::StoreError> {
+    oidc_bff_tokens::store::RedisStore::builder(url)
         .key_prefix(prefix)
         .encryption(keys)
         .clock(Arc::new(clock.clone()))
@@ -300,7 +389,19 @@ pub async fn postgres(
     clock: &ManualClock,
     tuning: &Tuning,
 ) -> Result<oidc_bff_tokens::store::PostgresStore, oidc_bff_tokens::StoreError> {
-    oidc_bff_tokens::store::PostgresStore::builder(postgres_url())
+    postgres_at(&postgres_url(), prefix, keys, clock, tuning).await
+}
+
+/// A PostgreSQL store at `url`.
+#[cfg(feature = "postgres")]
+pub async fn postgres_at(
+    url: &str,
+    prefix: &str,
+    keys: KeyRing,
+    clock: &ManualClock,
+    tuning: &Tuning,
+) -> Result<oidc_bff_tokens::store::PostgresStore, oidc_bff_tokens::StoreError> {
+    oidc_bff_tokens::store::PostgresStore::builder(url)
         .table_prefix(prefix)
         .encryption(keys)
         .clock(Arc::new(clock.clone()))

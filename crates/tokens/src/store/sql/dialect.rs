@@ -127,7 +127,12 @@ pub(crate) fn map_err<D: Dialect>(err: sqlx::Error) -> StoreError {
             db.code().as_deref().unwrap_or("unknown")
         )),
         sqlx::Error::Io(e) => StoreError::Unavailable(format!("{label} I/O error: {}", e.kind())),
-        sqlx::Error::Tls(_) => StoreError::Unavailable(format!("{label} TLS error")),
+        // The handshake's reason (rustls names the certificate problem, no
+        // secret), so an unverifiable server is told apart from a lost one.
+        sqlx::Error::Tls(e) => StoreError::Unavailable(format!(
+            "{label} TLS handshake failed (certificate not verified?): {}",
+            e.to_string().chars().take(200).collect::<String>()
+        )),
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)

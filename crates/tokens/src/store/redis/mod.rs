@@ -17,28 +17,36 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `{prefix}s:{sha256(id)}` | hash | `v` version, `d` sealed record, `h` sealed id, `x` expiry, `u`/`i` index keys; expires with the session |
-//! | `{prefix}sub:{sha256(sub)}`, `{prefix}sid:{sha256(sid)}` | set | hashed ids of a subject's / provider session's sessions |
-//! | `{prefix}l:{sha256(id)}` | string | the refresh lease's owner, `SET NX PX` |
-//! | `{prefix}t:{sha256(key)}` | string | a sealed transient value, with `PX` |
+//! | `{prefix}{<sha256(id)>}:s` | hash | `v` version, `d` sealed record, `h` sealed id, `x` expiry, `u`/`i` index keys; expires with the session |
+//! | `{prefix}{<sha256(id)>}:l` | string | the refresh lease's owner, `SET NX PX` |
+//! | `{prefix}sub:{<sha256(sub)>}`, `{prefix}sid:{<sha256(sid)>}` | set | hashed ids of a subject's / provider session's sessions |
+//! | `{prefix}t:{<sha256(key)>}` | string | a sealed transient value, with `PX` |
 //!
-//! Versioned writes, creation and deletion are Lua scripts, so each is
-//! atomic; lease renewal and release are compare-and-`PEXPIRE` /
-//! compare-and-`DEL` scripts, so only the owner can extend or free a lease.
-//! The scripts touch the index sets of a session, which is fine for a
-//! standalone Redis (or a primary with replicas) but not Redis Cluster.
-//! Connections are plain TCP or Unix sockets (no TLS yet).
+//! The braces are Redis Cluster **hash tags**: the record and the lease of
+//! one session hash to one slot, each index set to a slot of its own.
+//! Versioned writes, creation and deletion are Lua scripts on the record's
+//! key alone (plus, outside Cluster, the index sets), so each is atomic;
+//! lease renewal and release are compare-and-`PEXPIRE` / compare-and-`DEL`
+//! scripts, so only the owner can extend or free a lease. On Cluster the
+//! index sets are kept by separate commands: a session is added to its
+//! index *before* its record is written (an index never misses a live
+//! session) and removed after; a lookup skips entries whose record is gone
+//! or names another index.
 //!
-//! The connection is re-established automatically after Redis goes away;
-//! meanwhile every operation fails within the operation timeout.
+//! Topologies, URL forms and TLS: see docs/CONFIG.md (`topology.rs`). The connection is
+//! re-established automatically after Redis goes away (with Sentinel: to
+//! the primary the Sentinels name now); meanwhile every operation fails
+//! within the operation timeout.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script};
+
+use self::topology::{Conn, Link, Target, map_err};
+mod topology;
 
 use super::cache::{Channel, ChannelTask, ReadCache, spawn_channel};
 use super::persistent::{
@@ -64,7 +72,11 @@ impl std::fmt::Debug for RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    link: Arc<Link>,
+    /// Replicas that must hold a write before it is acknowledged (`WAIT`).
+    wait_replicas: u32,
+    /// Redis Cluster: index sets are kept outside the scripts.
+    cluster: bool,
     codec: Codec,
     clock: SharedClock,
     op_timeout: Duration,
@@ -83,10 +95,12 @@ struct Scripts {
     discard: Script,
     renew: Script,
     release: Script,
+    index_add: Script,
 }
 
-/// Creates a session unless the key exists; adds it to its index sets and
-/// makes each set live at least as long as the session.
+/// Creates a session unless the key exists; adds it to the index sets in
+/// `KEYS[2..]` (none on Cluster) and makes each set live at least as long as
+/// the session.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[2], 'h', ARGV[3], 'x', ARGV[4], 'u', ARGV[6], 'i', ARGV[7])
@@ -99,15 +113,19 @@ end
 return 1
 ";
 
-/// Compare-and-set: -1 missing, -2 version conflict, else the new version
-/// (announced on the invalidation channel `ARGV[9]`).
+/// Compare-and-set: `{-1, '', ''}` missing, `{-2, '', ''}` version conflict, else
+/// `{new version, old subject index, old sid index}` (the change is
+/// announced on the invalidation channel `ARGV[9]`). With `ARGV[10] == '1'`
+/// the index sets are kept here (`KEYS[2..]`); on Cluster the caller keeps them.
 const UPDATE: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if v ~= ARGV[8] then return -2 end
+if not v then return {-1, '', ''} end
+if v ~= ARGV[8] then return {-2, '', ''} end
 local old = redis.call('HMGET', KEYS[1], 'u', 'i')
-if old[1] and old[1] ~= ARGV[6] then redis.call('SREM', old[1], ARGV[1]) end
-if old[2] and old[2] ~= '' and old[2] ~= ARGV[7] then redis.call('SREM', old[2], ARGV[1]) end
+if ARGV[10] == '1' then
+  if old[1] and old[1] ~= ARGV[6] then redis.call('SREM', old[1], ARGV[1]) end
+  if old[2] and old[2] ~= '' and old[2] ~= ARGV[7] then redis.call('SREM', old[2], ARGV[1]) end
+end
 local nv = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'd', ARGV[2], 'h', ARGV[3], 'x', ARGV[4], 'u', ARGV[6], 'i', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -117,31 +135,46 @@ for n = 2, #KEYS do
   if redis.call('PTTL', KEYS[n]) < ttl then redis.call('PEXPIRE', KEYS[n], ttl) end
 end
 redis.call('PUBLISH', ARGV[9], ARGV[1] .. ':' .. nv)
-return nv
+return {nv, old[1] or '', old[2] or ''}
 ";
 
-/// Deletes a session and its index entries, announces it on `ARGV[2]`;
-/// returns the sealed record.
+/// Deletes a session, announces it on `ARGV[2]`; returns `{sealed record,
+/// subject index, sid index}` (nothing but empty strings when absent). With `ARGV[3] == '1'` the
+/// index entries are removed here.
 const DELETE: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'd', 'u', 'i')
-if not f[1] then return false end
+if not f[1] then return {false, '', ''} end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1] .. ':0')
-if f[2] then redis.call('SREM', f[2], ARGV[1]) end
-if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
-return f[1]
+if ARGV[3] == '1' then
+  if f[2] then redis.call('SREM', f[2], ARGV[1]) end
+  if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
+end
+return {f[1], f[2] or '', f[3] or ''}
 ";
 
-/// Deletes a session and its index entries only if it still has the version
-/// `ARGV[2]` (an unreadable record, unless another instance rewrote it);
-/// announces it on `ARGV[3]`.
+/// Deletes a session only if it still has the version `ARGV[2]` (an
+/// unreadable record, unless another instance rewrote it); announces it on
+/// `ARGV[3]`; returns `{subject index, sid index}` (empty when not deleted).
+/// With `ARGV[4] == '1'` the index entries are removed here.
 const DISCARD: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'v', 'u', 'i')
-if f[1] ~= ARGV[2] then return 0 end
+if f[1] ~= ARGV[2] then return {'', ''} end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ':0')
-if f[2] then redis.call('SREM', f[2], ARGV[1]) end
-if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
+if ARGV[4] == '1' then
+  if f[2] then redis.call('SREM', f[2], ARGV[1]) end
+  if f[3] and f[3] ~= '' then redis.call('SREM', f[3], ARGV[1]) end
+end
+return {f[2] or '', f[3] or ''}
+";
+
+/// Adds `ARGV[1]` to the index set `KEYS[1]` and makes the set live at
+/// least `ARGV[2]` ms (Cluster: an index set is in a slot of its own).
+const INDEX_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
 ";
 
@@ -166,15 +199,20 @@ return 0
 #[must_use]
 pub struct RedisStoreBuilder {
     url: String,
+    ca_file: Option<std::path::PathBuf>,
     settings: Settings,
 }
 
 impl RedisStore {
-    /// Starts a builder for the Redis at `url`: `redis://[user:password@]host[:port][/db]`
-    /// or `redis+unix:///path/to/socket`.
+    /// Starts a builder for the Redis at `url`: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` (TLS), `redis+unix:///path/to/socket`,
+    /// `redis+sentinel://host:26379[,host:26379…]/primary-name`,
+    /// `redis+cluster://host:port[,host:port…]` (see [`topology`] for all
+    /// forms and parameters in docs/CONFIG.md).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
+            ca_file: None,
             settings: Settings::new("oidc-bff:"),
         }
     }
@@ -189,7 +227,7 @@ impl RedisStore {
     #[doc(hidden)]
     pub async fn raw_dump(&self) -> Result<Vec<String>, StoreError> {
         let keys = self.scan(&format!("{}*", self.inner.prefix)).await?;
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let mut out = Vec::new();
         for key in keys {
             let kind: String = self
@@ -230,9 +268,10 @@ impl RedisStore {
     #[doc(hidden)]
     pub async fn drop_all(&self) -> Result<(), StoreError> {
         let keys = self.scan(&format!("{}*", self.inner.prefix)).await?;
-        let mut con = self.inner.conn.clone();
-        for chunk in keys.chunks(500) {
-            let _: i64 = self.run(con.del(chunk)).await?;
+        let mut con = self.conn().await?;
+        // One key per command: on Cluster the keys are in many slots.
+        for key in keys {
+            let _: i64 = self.run(con.del(&key)).await?;
         }
         Ok(())
     }
@@ -244,8 +283,69 @@ impl RedisStore {
         bounded(self.inner.op_timeout, async { op.await.map_err(map_err) }).await
     }
 
+    /// A connection for one operation (with Sentinel, to the primary the
+    /// Sentinels name).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.run(self.inner.link.conn()).await
+    }
+
+    /// Waits until the configured number of replicas hold every write made
+    /// so far on `con`. A write whose replication is not confirmed may be
+    /// lost in a failover, so it is reported as failed (and the next
+    /// operation asks the Sentinels for the primary again).
+    async fn replicated(&self, con: &mut Conn) -> Result<(), StoreError> {
+        let wanted = self.inner.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let wait_ms = millis(self.inner.op_timeout / 2);
+        let acked: Result<i64, StoreError> = self
+            .run(redis::cmd("WAIT").arg(wanted).arg(wait_ms).query_async(con))
+            .await;
+        match acked {
+            Ok(n) if n >= i64::from(wanted) => Ok(()),
+            Ok(_) => {
+                con.forget();
+                Err(StoreError::Unavailable(
+                    "a Redis write was not confirmed by a replica in time".into(),
+                ))
+            }
+            Err(err) => {
+                con.forget();
+                Err(err)
+            }
+        }
+    }
+
+    /// Every key matching `pattern` (on Cluster: on every primary).
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
+        if let Conn::Cluster(cluster) = &mut con {
+            let mut out = Vec::new();
+            for (host, port) in self.cluster_primaries(cluster).await? {
+                let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
+                );
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(500);
+                    let reply = self.run(cluster.route_command(cmd, route.clone())).await?;
+                    let (next, keys): (u64, Vec<String>) = redis::from_redis_value(reply)
+                        .map_err(|_| StoreError::Corrupt("unexpected reply from Redis".into()))?;
+                    out.extend(keys);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            return Ok(out);
+        }
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
@@ -269,34 +369,110 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The Cluster's primaries (`host`, `port`), from `CLUSTER NODES`.
+    async fn cluster_primaries(
+        &self,
+        cluster: &mut redis::cluster_async::ClusterConnection,
+    ) -> Result<Vec<(String, u16)>, StoreError> {
+        let text: String = self
+            .run(redis::cmd("CLUSTER").arg("NODES").query_async(cluster))
+            .await?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                continue;
+            }
+            let addr = addr.split('@').next().unwrap_or_default();
+            if let Some((host, port)) = addr.rsplit_once(':')
+                && let Ok(port) = port.parse()
+            {
+                out.push((host.trim_matches(['[', ']']).to_owned(), port));
+            }
+        }
+        Ok(out)
+    }
+
     fn session_key(&self, hash: &str) -> String {
-        format!("{}s:{hash}", self.inner.prefix)
+        format!("{}{{{hash}}}:s", self.inner.prefix)
     }
 
     fn sub_key(&self, sub: &str) -> String {
-        format!("{}sub:{}", self.inner.prefix, sha256_hex(sub.as_bytes()))
+        format!(
+            "{}sub:{{{}}}",
+            self.inner.prefix,
+            sha256_hex(sub.as_bytes())
+        )
     }
 
     fn sid_key(&self, sid: &str) -> String {
-        format!("{}sid:{}", self.inner.prefix, sha256_hex(sid.as_bytes()))
+        format!(
+            "{}sid:{{{}}}",
+            self.inner.prefix,
+            sha256_hex(sid.as_bytes())
+        )
     }
 
     fn lease_key(&self, id: &SessionId) -> String {
-        format!("{}l:{}", self.inner.prefix, hash_id(id))
+        format!("{}{{{}}}:l", self.inner.prefix, hash_id(id))
     }
 
     fn transient_key(&self, hkey: &str) -> String {
-        format!("{}t:{hkey}", self.inner.prefix)
+        format!("{}t:{{{hkey}}}", self.inner.prefix)
     }
 
     fn now(&self) -> u64 {
         self.inner.clock.now_unix()
     }
 
-    /// Runs the create or update script for `record`.
+    /// `"1"` when the scripts keep the index sets (outside Cluster).
+    fn indexes_in_script(&self) -> &'static str {
+        if self.inner.cluster { "0" } else { "1" }
+    }
+
+    /// Cluster: adds `hash` to the index sets, alive for `ttl_ms`.
+    async fn index_add(
+        &self,
+        con: &mut Conn,
+        keys: &[&str],
+        hash: &str,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        for key in keys {
+            let _: i64 = self
+                .run(
+                    self.inner
+                        .scripts
+                        .index_add
+                        .key(*key)
+                        .arg(hash)
+                        .arg(ttl_ms)
+                        .invoke_async(con),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: removes `hash` from the index sets named (empty names skipped).
+    async fn index_remove(&self, con: &mut Conn, keys: &[&str], hash: &str) {
+        for key in keys.iter().filter(|k| !k.is_empty()) {
+            let removed: Result<i64, StoreError> = self.run(con.srem(*key, hash)).await;
+            if let Err(err) = removed {
+                // A stale entry is skipped by lookups and expires with its set.
+                tracing::debug!(error = %err, "could not remove a session index entry");
+            }
+        }
+    }
+
+    /// Runs the create (`expected` = `None`) or update script for `record`;
+    /// returns the script's status (1 created / 0 exists; new version / -1 /
+    /// -2) once the write is replicated as configured.
     async fn write(
         &self,
-        script: &Script,
         id: &SessionId,
         record: &SessionRecord,
         expected: Option<u64>,
@@ -312,10 +488,22 @@ impl RedisStore {
         ));
         let sub_key = self.sub_key(&record.sub);
         let sid_key = record.sid.as_deref().map(|s| self.sid_key(s));
+        let mut indexes = vec![sub_key.as_str()];
+        indexes.extend(sid_key.as_deref());
+        let mut con = self.conn().await?;
+        let script = match expected {
+            None => &self.inner.scripts.create,
+            Some(_) => &self.inner.scripts.update,
+        };
         let mut invocation = script.key(self.session_key(&hash));
-        invocation.key(&sub_key);
-        if let Some(k) = &sid_key {
-            invocation.key(k);
+        if self.inner.cluster {
+            // Indexed before the record exists or moves: a lookup never
+            // misses a live session.
+            self.index_add(&mut con, &indexes, &hash, ttl_ms).await?;
+        } else {
+            for k in &indexes {
+                invocation.key(*k);
+            }
         }
         invocation
             .arg(&hash)
@@ -325,29 +513,90 @@ impl RedisStore {
             .arg(ttl_ms)
             .arg(&sub_key)
             .arg(sid_key.as_deref().unwrap_or(""));
-        if let Some(v) = expected {
-            invocation.arg(v.to_string()).arg(&self.inner.channel);
+        let status = match expected {
+            None => {
+                let created: i64 = self.run(invocation.invoke_async(&mut con)).await?;
+                if created == 1 && self.inner.cluster {
+                    // Again, after: a purge that ran between the first add
+                    // and the record's creation may have dropped the entry.
+                    self.index_add(&mut con, &indexes, &hash, ttl_ms).await?;
+                }
+                created
+            }
+            Some(v) => {
+                invocation
+                    .arg(v.to_string())
+                    .arg(&self.inner.channel)
+                    .arg(self.indexes_in_script());
+                let (status, old_sub, old_sid): (i64, Option<String>, Option<String>) =
+                    self.run(invocation.invoke_async(&mut con)).await?;
+                if status > 0 && self.inner.cluster {
+                    let old_sub = old_sub.filter(|k| *k != sub_key).unwrap_or_default();
+                    let old_sid = old_sid
+                        .filter(|k| Some(k.as_str()) != sid_key.as_deref())
+                        .unwrap_or_default();
+                    self.index_remove(&mut con, &[&old_sub, &old_sid], &hash)
+                        .await;
+                }
+                status
+            }
+        };
+        if status > 0 {
+            self.replicated(&mut con).await?;
         }
-        let mut con = self.inner.conn.clone();
-        self.run(invocation.invoke_async(&mut con)).await
+        Ok(status)
+    }
+
+    /// Deletes the session `hash`; the sealed record it had, if any.
+    async fn delete_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let mut con = self.conn().await?;
+        let (data, sub, sid): (Option<String>, Option<String>, Option<String>) = self
+            .run(
+                self.inner
+                    .scripts
+                    .delete
+                    .key(self.session_key(hash))
+                    .arg(hash)
+                    .arg(&self.inner.channel)
+                    .arg(self.indexes_in_script())
+                    .invoke_async(&mut con),
+            )
+            .await?;
+        if data.is_some() {
+            if self.inner.cluster {
+                let (sub, sid) = (sub.unwrap_or_default(), sid.unwrap_or_default());
+                self.index_remove(&mut con, &[&sub, &sid], hash).await;
+            }
+            self.replicated(&mut con).await?;
+        }
+        Ok(data)
     }
 
     /// Deletes an unreadable session if it still has `version`; best effort
     /// (a failure is logged, the next load tries again).
     async fn discard(&self, id: &SessionId, hash: &str, version: u64) {
-        let mut con = self.inner.conn.clone();
-        let done: Result<i64, StoreError> = self
-            .run(
-                self.inner
-                    .scripts
-                    .discard
-                    .key(self.session_key(hash))
-                    .arg(hash)
-                    .arg(version.to_string())
-                    .arg(&self.inner.channel)
-                    .invoke_async(&mut con),
-            )
-            .await;
+        let done = async {
+            let mut con = self.conn().await?;
+            let (sub, sid): (Option<String>, Option<String>) = self
+                .run(
+                    self.inner
+                        .scripts
+                        .discard
+                        .key(self.session_key(hash))
+                        .arg(hash)
+                        .arg(version.to_string())
+                        .arg(&self.inner.channel)
+                        .arg(self.indexes_in_script())
+                        .invoke_async(&mut con),
+                )
+                .await?;
+            if self.inner.cluster {
+                let (sub, sid) = (sub.unwrap_or_default(), sid.unwrap_or_default());
+                self.index_remove(&mut con, &[&sub, &sid], hash).await;
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
         self.forget(id, hash);
         if let Err(err) = done {
             tracing::warn!(error = %err, "could not delete an unreadable session");
@@ -356,7 +605,7 @@ impl RedisStore {
 
     /// Reads a session from Redis.
     async fn read(&self, id: &SessionId, hash: &str) -> Result<Option<Versioned>, StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let (version, data, expires): (Option<u64>, Option<String>, Option<u64>) = self
             .run(
                 redis::cmd("HMGET")
@@ -440,39 +689,61 @@ impl RedisStore {
     }
 
     async fn ids(&self, index_key: &str) -> Result<Vec<SessionId>, StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let members: HashSet<String> = self.run(con.smembers(index_key)).await?;
         if members.is_empty() {
             return Ok(Vec::new());
         }
         let members: Vec<String> = members.into_iter().collect();
-        let mut pipe = redis::pipe();
-        for hash in &members {
-            pipe.cmd("HMGET")
-                .arg(self.session_key(hash))
+        type Fields = (Option<String>, Option<u64>, Option<String>, Option<String>);
+        let hmget = |hash: &str| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(self.session_key(hash))
                 .arg("h")
-                .arg("x");
-        }
-        let found: Vec<(Option<String>, Option<u64>)> =
-            self.run(pipe.query_async(&mut con)).await?;
+                .arg("x")
+                .arg("u")
+                .arg("i");
+            cmd
+        };
+        let found: Vec<Fields> = if self.inner.cluster {
+            // The records are in many slots: one command each.
+            let reads = members.iter().map(|hash| {
+                let mut con = con.clone();
+                let cmd = hmget(hash);
+                async move { self.run(cmd.query_async::<Fields>(&mut con)).await }
+            });
+            futures_util::future::try_join_all(reads).await?
+        } else {
+            let mut pipe = redis::pipe();
+            for hash in &members {
+                pipe.add_command(hmget(hash));
+            }
+            self.run(pipe.query_async(&mut con)).await?
+        };
         let now = self.now();
         let mut ids = Vec::new();
         let mut stale = Vec::new();
-        for (hash, (handle, expires)) in members.iter().zip(found) {
+        for (hash, (handle, expires, sub, sid)) in members.iter().zip(found) {
+            let indexed_here =
+                sub.as_deref() == Some(index_key) || sid.as_deref() == Some(index_key);
             match (handle, expires) {
                 // One unreadable entry must not fail a whole back-channel
                 // logout: it is skipped (and deleted when next loaded).
-                (Some(handle), Some(x)) if x > now => {
+                (Some(handle), Some(x)) if x > now && indexed_here => {
                     match self.inner.codec.open_id(hash, &handle) {
                         Ok(id) => ids.push(id),
                         Err(err) => warn_unreadable_handle("redis", &err),
                     }
                 }
+                // Moved to another index: its writer removes this entry.
                 (Some(_), Some(_)) => {}
                 _ => stale.push(hash.clone()),
             }
         }
-        if !stale.is_empty() {
+        // On Cluster an entry is added before its record is created, so an
+        // entry without a record may be one being created: left to the
+        // purge (which the creator's second add repairs).
+        if !stale.is_empty() && !self.inner.cluster {
             let _: i64 = self.run(con.srem(index_key, &stale)).await?;
         }
         Ok(ids)
@@ -499,14 +770,10 @@ impl RedisStoreBuilder {
                 "a key prefix must not contain glob characters".into(),
             ));
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|_| StoreError::Config("invalid Redis URL".into()))?;
+        let target: Target = topology::parse(&self.url, self.ca_file.as_deref())?;
+        let wait_replicas = target.wait_replicas;
         let timeout = self.settings.op_timeout;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let link = Arc::new(Link::open(target, timeout)?);
         let channel = format!("{}changes", self.settings.prefix);
         let cache = (self.settings.cache_capacity > 0).then(|| {
             Arc::new(ReadCache::new(
@@ -514,12 +781,9 @@ impl RedisStoreBuilder {
                 self.settings.cache_capacity,
             ))
         });
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(map_err)?;
         let channel_task = cache.as_ref().and_then(|cache| {
             let subscriber = RedisChannel {
-                client: resp3(&client),
-                conn: conn.clone(),
+                link: link.clone(),
                 channel: channel.clone(),
                 op_timeout: timeout,
             };
@@ -529,7 +793,9 @@ impl RedisStoreBuilder {
         let cache = cache.filter(|_| channel_task.is_some());
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                conn,
+                cluster: link.is_cluster(),
+                link,
+                wait_replicas,
                 codec,
                 clock: self.settings.clock.clone(),
                 op_timeout: timeout,
@@ -541,6 +807,7 @@ impl RedisStoreBuilder {
                     discard: Script::new(DISCARD),
                     renew: Script::new(RENEW),
                     release: Script::new(RELEASE),
+                    index_add: Script::new(INDEX_ADD),
                 },
                 channel,
                 cache,
@@ -549,38 +816,35 @@ impl RedisStoreBuilder {
         })
     }
 
+    /// With TLS (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`),
+    /// trusts the CA certificates in this PEM file besides the system's
+    /// roots (the URL's `ca=` parameter does the same and wins). Server
+    /// certificates are always verified, host name included.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Connects and checks that Redis answers within the operation timeout.
     pub async fn build(self) -> Result<RedisStore, StoreError> {
         let store = self.build_lazy()?;
-        let mut con = store.inner.conn.clone();
+        let mut con = store.conn().await?;
         let _: String = store.run(redis::cmd("PING").query_async(&mut con)).await?;
         Ok(store)
     }
 }
 
-/// The same server over RESP3, whose connections carry pushed messages.
-fn resp3(client: &redis::Client) -> redis::Client {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    // Opening parsed connection info cannot fail; fall back to the original.
-    redis::Client::open(info.set_redis_settings(settings)).unwrap_or_else(|_| client.clone())
-}
-
 /// `SUBSCRIBE` on a RESP3 connection of its own; heartbeats are published
 /// through the store's connection.
 struct RedisChannel {
-    client: redis::Client,
-    conn: ConnectionManager,
+    link: Arc<Link>,
     channel: String,
     op_timeout: Duration,
 }
 
 /// A live subscription: the connection and the messages it receives.
 struct Subscribed {
-    _conn: redis::aio::MultiplexedConnection,
+    _conn: topology::Subscriber,
     pushed: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
 }
 
@@ -589,21 +853,8 @@ impl Channel for RedisChannel {
     type Subscription = Subscribed;
 
     async fn subscribe(&self) -> Result<(Subscribed, i64), StoreError> {
-        let (tx, pushed) = tokio::sync::mpsc::unbounded_channel();
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.op_timeout))
-            .set_response_timeout(Some(self.op_timeout))
-            .set_push_sender(tx);
         let subscribe = async {
-            let mut conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let id: i64 = redis::cmd("CLIENT")
-                .arg("ID")
-                .query_async(&mut conn)
-                .await?;
-            conn.subscribe(&self.channel).await?;
+            let (conn, pushed, id) = self.link.subscribe(&self.channel, self.op_timeout).await?;
             Ok((
                 Subscribed {
                     _conn: conn,
@@ -631,8 +882,8 @@ impl Channel for RedisChannel {
     }
 
     async fn publish(&self, message: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         bounded(self.op_timeout, async {
+            let mut conn = self.link.conn().await.map_err(map_err)?;
             redis::cmd("PUBLISH")
                 .arg(&self.channel)
                 .arg(message)
@@ -642,22 +893,6 @@ impl Channel for RedisChannel {
                 .map_err(map_err)
         })
         .await
-    }
-}
-
-/// Maps a client error onto the store's error without leaking values.
-fn map_err(err: redis::RedisError) -> StoreError {
-    if err.is_timeout() {
-        StoreError::Timeout
-    } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-        StoreError::Unavailable("Redis connection failed".into())
-    } else {
-        match err.kind() {
-            redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse => {
-                StoreError::Corrupt("unexpected reply from Redis".into())
-            }
-            kind => StoreError::Unavailable(format!("Redis error: {kind:?}")),
-        }
     }
 }
 
@@ -676,10 +911,7 @@ impl SessionStore for RedisStore {
 
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
         let ticket = self.inner.cache.as_ref().map(|c| c.ticket());
-        match self
-            .write(&self.inner.scripts.create, id, &record, None)
-            .await?
-        {
+        match self.write(id, &record, None).await? {
             1 => {
                 self.wrote(ticket, id, 1, record);
                 Ok(1)
@@ -695,14 +927,7 @@ impl SessionStore for RedisStore {
         expected_version: u64,
     ) -> Result<UpdateOutcome, StoreError> {
         let ticket = self.inner.cache.as_ref().map(|c| c.ticket());
-        let outcome = self
-            .write(
-                &self.inner.scripts.update,
-                id,
-                &record,
-                Some(expected_version),
-            )
-            .await;
+        let outcome = self.write(id, &record, Some(expected_version)).await;
         let outcome = match outcome {
             Ok(-1) => UpdateOutcome::Missing,
             Ok(-2) => UpdateOutcome::Conflict,
@@ -722,18 +947,7 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let hash = hash_id(id);
-        let mut con = self.inner.conn.clone();
-        let data: Result<Option<String>, StoreError> = self
-            .run(
-                self.inner
-                    .scripts
-                    .delete
-                    .key(self.session_key(&hash))
-                    .arg(&hash)
-                    .arg(&self.inner.channel)
-                    .invoke_async(&mut con),
-            )
-            .await;
+        let data = self.delete_hash(&hash).await;
         self.forget(id, &hash);
         let data = data?;
         // The session is gone either way; an unreadable one is reported as absent.
@@ -756,7 +970,7 @@ impl SessionStore for RedisStore {
     ) -> Result<(), StoreError> {
         let hkey = hash_key(key);
         let sealed = self.inner.codec.seal_value(&hkey, &value)?;
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let _: () = self
             .run(
                 redis::cmd("SET")
@@ -767,7 +981,7 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
-        Ok(())
+        self.replicated(&mut con).await
     }
 
     async fn put_transient_if_absent(
@@ -778,7 +992,7 @@ impl SessionStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let hkey = hash_key(key);
         let sealed = self.inner.codec.seal_value(&hkey, &value)?;
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let set: Option<String> = self
             .run(
                 redis::cmd("SET")
@@ -790,12 +1004,15 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
+        if set.is_some() {
+            self.replicated(&mut con).await?;
+        }
         Ok(set.is_some())
     }
 
     async fn take_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
         let hkey = hash_key(key);
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let sealed: Option<String> = self
             .run(
                 redis::cmd("GETDEL")
@@ -803,12 +1020,16 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
+        if sealed.is_some() {
+            // Taken once: a failover must not bring it back.
+            self.replicated(&mut con).await?;
+        }
         Ok(sealed.and_then(|s| open_value_or_none(&self.inner.codec, "redis", &hkey, &s)))
     }
 
     async fn get_transient(&self, key: &str) -> Result<Option<String>, StoreError> {
         let hkey = hash_key(key);
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let sealed: Option<String> = self.run(con.get(self.transient_key(&hkey))).await?;
         Ok(sealed.and_then(|s| open_value_or_none(&self.inner.codec, "redis", &hkey, &s)))
     }
@@ -819,7 +1040,7 @@ impl SessionStore for RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let set: Option<String> = self
             .run(
                 redis::cmd("SET")
@@ -831,6 +1052,11 @@ impl SessionStore for RedisStore {
                     .query_async(&mut con),
             )
             .await?;
+        if set.is_some() {
+            // A lease a failover could lose would let a second instance
+            // spend the same refresh token.
+            self.replicated(&mut con).await?;
+        }
         Ok(set.is_some())
     }
 
@@ -840,7 +1066,7 @@ impl SessionStore for RedisStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let renewed: i64 = self
             .run(
                 self.inner
@@ -852,11 +1078,14 @@ impl SessionStore for RedisStore {
                     .invoke_async(&mut con),
             )
             .await?;
+        if renewed == 1 {
+            self.replicated(&mut con).await?;
+        }
         Ok(renewed == 1)
     }
 
     async fn release_lease(&self, id: &SessionId, owner: &str) -> Result<(), StoreError> {
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         let _: i64 = self
             .run(
                 self.inner
@@ -875,7 +1104,7 @@ impl SessionStore for RedisStore {
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut purged = 0;
         let now = self.now();
-        let mut con = self.inner.conn.clone();
+        let mut con = self.conn().await?;
         for index in self.scan(&format!("{}sub:*", self.inner.prefix)).await? {
             let members: Vec<String> = self.run(con.smembers(&index)).await?;
             for hash in members {
@@ -883,17 +1112,7 @@ impl SessionStore for RedisStore {
                 match x {
                     Some(x) if x > now => {}
                     Some(_) => {
-                        let gone: Option<String> = self
-                            .run(
-                                self.inner
-                                    .scripts
-                                    .delete
-                                    .key(self.session_key(&hash))
-                                    .arg(&hash)
-                                    .arg(&self.inner.channel)
-                                    .invoke_async(&mut con),
-                            )
-                            .await?;
+                        let gone = self.delete_hash(&hash).await?;
                         purged += u64::from(gone.is_some());
                     }
                     None => {
