@@ -174,10 +174,10 @@ impl Sentinel {
             replica,
             &["--replicaof", "127.0.0.1", &primary.to_string()],
         )?;
-        wait_for("the Redis primary", Duration::from_secs(10), || {
+        wait_for("the Redis primary", Duration::from_secs(30), || {
             redis_ping(primary)
         })?;
-        wait_for("the Redis replica", Duration::from_secs(10), || {
+        wait_for("the Redis replica", Duration::from_secs(30), || {
             redis_cli(&["-p", &replica.to_string(), "info", "replication"])
                 .is_ok_and(|o| o.contains("master_link_status:up"))
         })?;
@@ -209,7 +209,7 @@ impl Sentinel {
             sentinel_ports.push(port);
         }
         for port in &sentinel_ports {
-            wait_for("a Sentinel", Duration::from_secs(10), || {
+            wait_for("a Sentinel", Duration::from_secs(30), || {
                 redis_cli(&["-p", &port.to_string(), "sentinel", "replicas", &name])
                     .is_ok_and(|o| o.contains(&replica.to_string()))
             })?;
@@ -286,7 +286,7 @@ impl Cluster {
             )?;
         }
         for port in ports {
-            wait_for("a Cluster node", Duration::from_secs(10), || {
+            wait_for("a Cluster node", Duration::from_secs(30), || {
                 redis_ping(port)
             })?;
         }
@@ -299,7 +299,7 @@ impl Cluster {
             return Err(format!("redis-cli --cluster create failed: {out}"));
         }
         for port in ports {
-            wait_for("the Cluster", Duration::from_secs(15), || {
+            wait_for("the Cluster", Duration::from_secs(30), || {
                 redis_cli(&["-p", &port.to_string(), "cluster", "info"])
                     .is_ok_and(|o| o.contains("cluster_state:ok"))
             })?;
@@ -403,7 +403,7 @@ impl TlsRedis {
                 "no",
             ],
         )?;
-        wait_for("the TLS Redis", Duration::from_secs(10), || {
+        wait_for("the TLS Redis", Duration::from_secs(30), || {
             redis_cli(&[
                 "--tls",
                 "--cacert",

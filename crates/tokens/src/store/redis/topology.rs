@@ -624,6 +624,8 @@ fn lost_primary(err: &RedisError) -> bool {
                 redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown
             )
         )
+        // `min-replicas-to-write`: a primary cut off from its replicas.
+        || err.code() == Some("NOREPLICAS")
 }
 
 /// One connection to the Sentinels' primary.

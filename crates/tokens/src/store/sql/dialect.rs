@@ -126,6 +126,15 @@ pub(crate) fn map_err<D: Dialect>(err: sqlx::Error) -> StoreError {
             "{label} error {}",
             db.code().as_deref().unwrap_or("unknown")
         )),
+        // rustls reports a refused certificate as invalid data.
+        sqlx::Error::Io(e)
+            if e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("certificate") =>
+        {
+            StoreError::Unavailable(format!(
+                "{label} TLS handshake failed (certificate not verified?): {}",
+                e.to_string().chars().take(200).collect::<String>()
+            ))
+        }
         sqlx::Error::Io(e) => StoreError::Unavailable(format!("{label} I/O error: {}", e.kind())),
         // The handshake's reason (rustls names the certificate problem, no
         // secret), so an unverifiable server is told apart from a lost one.
