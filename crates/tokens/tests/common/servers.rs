@@ -85,11 +85,14 @@ fn spawn_guarded(
             c
         }
     };
-    cmd.stdin(Stdio::null())
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the watchdog shell");
+    // Reaped when it ends (its server stopped), so no zombie is left.
+    std::thread::spawn(move || child.wait());
 }
 
 /// Runs `redis-cli args…` and returns its output.

@@ -324,13 +324,15 @@ async fn connect(
         )),
         #[cfg(feature = "redis")]
         Location::Redis { prefix, url } => Ok(Arc::new(
-            redis_at(url, prefix, keys, clock, tuning)
+            // Boxed: the store's connect future is deep (queries overflow
+            // the compiler's depth limit in some test binaries otherwise).
+            Box::pin(redis_at(url, prefix, keys, clock, tuning))
                 .await
                 .map_err(|e| e.to_string())?,
         )),
         #[cfg(feature = "postgres")]
         Location::Postgres { prefix, url } => Ok(Arc::new(
-            postgres_at(url, prefix, keys, clock, tuning)
+            Box::pin(postgres_at(url, prefix, keys, clock, tuning))
                 .await
                 .map_err(|e| e.to_string())?,
         )),

@@ -315,6 +315,8 @@ fn tls_reason(err: &RedisError) -> String {
 }
 
 /// The connections of a store: built once, cloned per operation.
+// One per store, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Link {
     Single {
         manager: ConnectionManager,

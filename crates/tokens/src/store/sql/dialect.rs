@@ -128,7 +128,8 @@ pub(crate) fn map_err<D: Dialect>(err: sqlx::Error) -> StoreError {
         )),
         // rustls reports a refused certificate as invalid data.
         sqlx::Error::Io(e)
-            if e.kind() == std::io::ErrorKind::InvalidData && e.to_string().contains("certificate") =>
+            if e.kind() == std::io::ErrorKind::InvalidData
+                && e.to_string().contains("certificate") =>
         {
             StoreError::Unavailable(format!(
                 "{label} TLS handshake failed (certificate not verified?): {}",

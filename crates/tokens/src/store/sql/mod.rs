@@ -26,8 +26,10 @@
 //! clocks still agree; SQLite: this machine's). The schema is created at
 //! first use (PostgreSQL: under an advisory lock, so instances starting
 //! together do not race). An SQLite file is opened in WAL mode and created
-//! if missing. Connections are plain TCP or Unix sockets (no TLS yet): keep
-//! PostgreSQL on loopback or a trusted private network.
+//! if missing. PostgreSQL is reached over TCP, a Unix socket, or TLS
+//! (rustls): `?sslmode=verify-full&sslrootcert=/path/ca.pem` verifies the
+//! server's certificate and host name; a certificate that cannot be verified
+//! fails with an error that names TLS.
 //!
 //! PostgreSQL stores keep a read cache of sessions, kept coherent by
 //! `NOTIFY` in the same statement as every write (see
