@@ -141,12 +141,11 @@ async fn authorize(State(token): State<AdminToken>, request: Request, next: Next
     response
 }
 
-fn checked_sub(sub: &str) -> Result<&str, Response> {
+fn checked_sub(sub: &str) -> Result<&str, BffError> {
     if sub.is_empty() || sub.len() > MAX_SUB_LEN || sub.chars().any(char::is_control) {
-        return Err(
-            BffError::BadRequest("the subject must be 1 to 1024 printable characters".into())
-                .into_response(),
-        );
+        return Err(BffError::BadRequest(
+            "the subject must be 1 to 1024 printable characters".into(),
+        ));
     }
     Ok(sub)
 }
@@ -154,12 +153,12 @@ fn checked_sub(sub: &str) -> Result<&str, Response> {
 async fn list(State(bff): State<Bff>, Path(sub): Path<String>) -> Response {
     let sub = match checked_sub(&sub) {
         Ok(sub) => sub,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     match bff.engine().sessions_of(sub).await {
-        Ok(sessions) => no_store(
-            Json(serde_json::json!({ "sub": sub, "sessions": sessions })).into_response(),
-        ),
+        Ok(sessions) => {
+            no_store(Json(serde_json::json!({ "sub": sub, "sessions": sessions })).into_response())
+        }
         Err(err) => BffError::from(err).into_response(),
     }
 }
@@ -167,7 +166,7 @@ async fn list(State(bff): State<Bff>, Path(sub): Path<String>) -> Response {
 async fn end_one(State(bff): State<Bff>, Path((sub, id)): Path<(String, String)>) -> Response {
     let sub = match checked_sub(&sub) {
         Ok(sub) => sub,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     match bff.engine().end_session_of(sub, &id).await {
         Ok(Some(ended)) => {
@@ -182,11 +181,15 @@ async fn end_one(State(bff): State<Bff>, Path((sub, id)): Path<(String, String)>
 async fn end_all(State(bff): State<Bff>, Path(sub): Path<String>) -> Response {
     let sub = match checked_sub(&sub) {
         Ok(sub) => sub,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     match bff.engine().end_sessions_of(sub).await {
         Ok(ended) => {
-            tracing::info!(sub, ended = ended.len(), "admin API ended a subject's sessions");
+            tracing::info!(
+                sub,
+                ended = ended.len(),
+                "admin API ended a subject's sessions"
+            );
             no_store(Json(serde_json::json!({ "sub": sub, "ended": ended })).into_response())
         }
         Err(err) => BffError::from(err).into_response(),

@@ -74,14 +74,22 @@ async fn start(user_claims: Value) -> Site {
             route("/admins-open", Require::new().groups(["admin"])).token(TokenPolicy::None),
         ))
         .merge(bff.proxy(route("/corp", Require::new().email_domain("example.com"))))
-        .merge(bff.proxy(route("/partners", Require::new().email_domain("partner.org"))))
-        .merge(bff.proxy(route("/sales", Require::new().claim("department", ["sales"]))))
         .merge(bff.proxy(route(
-            "/sales-corp",
-            Require::new()
-                .claim("department", ["sales"])
-                .email_domain("example.com"),
+            "/partners",
+            Require::new().email_domain("partner.org"),
         )))
+        .merge(bff.proxy(route(
+            "/sales",
+            Require::new().claim("department", ["sales"]),
+        )))
+        .merge(
+            bff.proxy(route(
+                "/sales-corp",
+                Require::new()
+                    .claim("department", ["sales"])
+                    .email_domain("example.com"),
+            )),
+        )
         .merge(bff.proxy(route("/free", Require::new())))
         .merge(bff.routes())
         .layer(bff.layer());
@@ -144,7 +152,13 @@ fn alice() -> Value {
 async fn allowed_users_pass_and_refused_users_get_403_before_the_upstream() {
     let site = start(alice()).await;
     let session = site.sign_in().await;
-    for allowed in ["/staff/x", "/corp/x", "/sales/x", "/sales-corp/x", "/free/x"] {
+    for allowed in [
+        "/staff/x",
+        "/corp/x",
+        "/sales/x",
+        "/sales-corp/x",
+        "/free/x",
+    ] {
         let before = site.upstream.state.hits();
         let (status, body) = site.get(allowed, Some(&session)).await;
         assert_eq!(status, 200, "{allowed}: {body}");
@@ -160,7 +174,11 @@ async fn allowed_users_pass_and_refused_users_get_403_before_the_upstream() {
             "{body}"
         );
     }
-    assert_eq!(site.upstream.state.hits(), hits, "the upstream was never called");
+    assert_eq!(
+        site.upstream.state.hits(),
+        hits,
+        "the upstream was never called"
+    );
 
     // Not signed in: 401, whatever the rule and the token policy.
     for path in ["/staff/x", "/admins-open/x", "/corp/x"] {
@@ -213,9 +231,17 @@ async fn refused_before_any_token_work() {
         assert_eq!(site.get("/admins/x", Some(&session)).await.0, 403);
         assert_eq!(site.get("/partners/x", Some(&session)).await.0, 403);
     }
-    assert_eq!(site.idp.counters().refresh_grants, 0, "no refresh for a refused user");
+    assert_eq!(
+        site.idp.counters().refresh_grants,
+        0,
+        "no refresh for a refused user"
+    );
     assert_eq!(site.upstream.state.hits(), 0);
     let (status, _) = site.get("/staff/x", Some(&session)).await;
     assert_eq!(status, 200);
-    assert_eq!(site.idp.counters().refresh_grants, 1, "the allowed route refreshed");
+    assert_eq!(
+        site.idp.counters().refresh_grants,
+        1,
+        "the allowed route refreshed"
+    );
 }

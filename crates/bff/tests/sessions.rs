@@ -18,12 +18,20 @@ fn public_id(browser: &Browser) -> String {
         .public_id()
 }
 
-async fn post(t: &TestBff, browser: &Browser, path: &str, headers: &[(&str, &str)]) -> (u16, Value, Vec<String>) {
+async fn post(
+    t: &TestBff,
+    browser: &Browser,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, Vec<String>) {
     let mut request = reqwest::Client::new()
         .post(format!("{}{path}", t.url))
         .header(
             "cookie",
-            format!("__Host-bff={}", browser.cookie("__Host-bff").unwrap_or_default()),
+            format!(
+                "__Host-bff={}",
+                browser.cookie("__Host-bff").unwrap_or_default()
+            ),
         );
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -36,7 +44,11 @@ async fn post(t: &TestBff, browser: &Browser, path: &str, headers: &[(&str, &str
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    (status, response.json().await.unwrap_or(Value::Null), cookies)
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        cookies,
+    )
 }
 
 async fn list(browser: &Browser) -> (u16, Value) {
@@ -66,10 +78,22 @@ async fn users_list_and_end_their_own_sessions() {
     let end_phone = format!("/bff/sessions/{}/end", public_id(&phone));
     assert_eq!(post(&t, &laptop, &end_phone, &[]).await.0, 401);
     assert_eq!(
-        post(&t, &laptop, &end_phone, &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")]).await.0,
+        post(
+            &t,
+            &laptop,
+            &end_phone,
+            &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")]
+        )
+        .await
+        .0,
         403
     );
-    assert_eq!(post(&t, &t.browser(), &end_phone, &[("x-csrf", "1")]).await.0, 401);
+    assert_eq!(
+        post(&t, &t.browser(), &end_phone, &[("x-csrf", "1")])
+            .await
+            .0,
+        401
+    );
     assert_eq!(t.idp.counters().revocations, 0);
     assert_eq!(phone.api("/bff/user").await.status(), 200);
 
@@ -82,14 +106,22 @@ async fn users_list_and_end_their_own_sessions() {
     assert!(cookies.is_empty(), "{cookies:?}");
     assert_eq!(t.idp.counters().revocations, 1);
     assert_eq!(phone.api("/bff/user").await.status(), 401);
-    assert_eq!(post(&t, &laptop, &end_phone, &[("x-csrf", "1")]).await.0, 404);
+    assert_eq!(
+        post(&t, &laptop, &end_phone, &[("x-csrf", "1")]).await.0,
+        404
+    );
 
     // This device: ended too, and its cookie cleared.
     let end_self = format!("/bff/sessions/{}/end", public_id(&laptop));
     let (status, body, cookies) = post(&t, &laptop, &end_self, &[("x-csrf", "1")]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["current"], true);
-    assert!(cookies.iter().any(|c| c.starts_with("__Host-bff=;") || c.contains("Max-Age=0")), "{cookies:?}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-bff=;") || c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
     assert_eq!(t.idp.counters().revocations, 2);
 }
 
@@ -114,36 +146,63 @@ async fn the_admin_router_needs_its_token_and_ends_sessions() {
 
     let path = "/admin/subjects/alice/sessions";
     for token in [None, Some("wrong"), Some(&TOKEN[..TOKEN.len() - 1])] {
-        let response = call(reqwest::Method::GET, path, token).send().await.unwrap();
+        let response = call(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401);
         assert!(response.headers().contains_key("www-authenticate"));
     }
-    let response = call(reqwest::Method::GET, path, Some(TOKEN)).send().await.unwrap();
+    let response = call(reqwest::Method::GET, path, Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["sessions"].as_array().unwrap().len(), 2);
 
     // A subject in percent-encoded form, and nonsense: 200 with nothing, 404.
-    let response = call(reqwest::Method::GET, "/admin/subjects/auth0%7Cnobody/sessions", Some(TOKEN))
-        .send()
-        .await
-        .unwrap();
+    let response = call(
+        reqwest::Method::GET,
+        "/admin/subjects/auth0%7Cnobody/sessions",
+        Some(TOKEN),
+    )
+    .send()
+    .await
+    .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["sub"], "auth0|nobody");
     assert_eq!(body["sessions"].as_array().unwrap().len(), 0);
     let other = format!("/admin/subjects/bob/sessions/{}/end", public_id(&a));
-    assert_eq!(call(reqwest::Method::POST, &other, Some(TOKEN)).send().await.unwrap().status(), 404);
+    assert_eq!(
+        call(reqwest::Method::POST, &other, Some(TOKEN))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     assert_eq!(a.api("/bff/user").await.status(), 200);
 
     let one = format!("/admin/subjects/alice/sessions/{}/end", public_id(&a));
-    let response = call(reqwest::Method::POST, &one, Some(TOKEN)).send().await.unwrap();
+    let response = call(reqwest::Method::POST, &one, Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(a.api("/bff/user").await.status(), 401);
     assert_eq!(b.api("/bff/user").await.status(), 200);
     assert_eq!(t.idp.counters().revocations, 1);
 
     let all = "/admin/subjects/alice/sessions/end";
-    assert_eq!(call(reqwest::Method::POST, all, None).send().await.unwrap().status(), 401);
+    assert_eq!(
+        call(reqwest::Method::POST, all, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let body: Value = call(reqwest::Method::POST, all, Some(TOKEN))
         .send()
         .await

@@ -354,7 +354,8 @@ mod public_id_tests {
             user_agent: Some("Firefox".into()),
             ..record
         };
-        let back: SessionRecord = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        let back: SessionRecord =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
         assert_eq!(back.user_agent.as_deref(), Some("Firefox"));
     }
 
@@ -364,7 +365,10 @@ mod public_id_tests {
         let cut = sanitize_user_agent(&long).unwrap();
         assert_eq!(cut.chars().count(), MAX_USER_AGENT);
         assert!(cut.ends_with('…'));
-        assert_eq!(sanitize_user_agent("a\u{202e}b\u{0}c").as_deref(), Some("abc"));
+        assert_eq!(
+            sanitize_user_agent("a\u{202e}b\u{0}c").as_deref(),
+            Some("abc")
+        );
         assert_eq!(sanitize_user_agent("  a   b  ").as_deref(), Some("a b"));
     }
 }

@@ -120,11 +120,7 @@ impl TokenEngine {
                 ended.push(done);
             }
         }
-        tracing::info!(
-            sub,
-            ended = ended.len(),
-            "ended all sessions of a subject"
-        );
+        tracing::info!(sub, ended = ended.len(), "ended all sessions of a subject");
         Ok(ended)
     }
 

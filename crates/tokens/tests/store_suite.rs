@@ -925,12 +925,23 @@ async fn engine_lists_and_ends_sessions_across_instances(s: &TestStore) {
         .clone();
     let listed = instances[2].sessions_of(&sub).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
-    assert_eq!(ids, vec![first.public_id(), second.public_id()], "oldest first");
+    assert_eq!(
+        ids,
+        vec![first.public_id(), second.public_id()],
+        "oldest first"
+    );
     assert!(listed[0].created_at < listed[1].created_at);
-    assert!(listed.iter().all(|l| l.sub == sub && l.expires_at > l.created_at));
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.sub == sub && l.expires_at > l.created_at)
+    );
     let shown = serde_json::to_string(&listed).unwrap();
     for id in [&first, &second] {
-        assert!(!shown.contains(id.as_str()), "a list never shows a session id");
+        assert!(
+            !shown.contains(id.as_str()),
+            "a list never shows a session id"
+        );
     }
 
     // Another subject's view of the id finds nothing; nothing ends.
@@ -942,7 +953,10 @@ async fn engine_lists_and_ends_sessions_across_instances(s: &TestStore) {
         None
     );
     assert_eq!(
-        instances[2].end_session_of(&sub, "no-such-id").await.unwrap(),
+        instances[2]
+            .end_session_of(&sub, "no-such-id")
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(idp.counters().revocations, 0);
@@ -959,7 +973,14 @@ async fn engine_lists_and_ends_sessions_across_instances(s: &TestStore) {
     assert_eq!(idp.counters().revocations, 1);
     // Gone from the store at once; from instance 0's read cache as soon as
     // the store's announcement arrives (see the store module's docs).
-    assert!(instances[0].store().load_latest(&second).await.unwrap().is_none());
+    assert!(
+        instances[0]
+            .store()
+            .load_latest(&second)
+            .await
+            .unwrap()
+            .is_none()
+    );
     gone_everywhere(&instances, &second).await;
     assert!(instances[0].load_session(&first).await.unwrap().is_some());
 
@@ -986,7 +1007,10 @@ async fn gone_everywhere(instances: &[TokenEngine], id: &SessionId) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for instance in instances {
         while instance.load_session(id).await.unwrap().is_some() {
-            assert!(Instant::now() < deadline, "an instance still serves an ended session");
+            assert!(
+                Instant::now() < deadline,
+                "an instance still serves an ended session"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

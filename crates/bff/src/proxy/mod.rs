@@ -76,9 +76,9 @@ use axum::Router;
 use axum::routing::any;
 
 pub use route::RemoteApi;
-pub use rules::Require;
 #[allow(deprecated)]
 pub use route::TokenRequirement;
+pub use rules::Require;
 
 use crate::bff::Bff;
 use forward::Proxy;

@@ -172,9 +172,7 @@ impl Require {
             }
         }
         match (&self.claim, self.values.is_empty()) {
-            (Some(claim), _) if claim.trim().is_empty() => {
-                Err(("claim", "must name a claim"))
-            }
+            (Some(claim), _) if claim.trim().is_empty() => Err(("claim", "must name a claim")),
             (Some(_), true) => Err(("values", "`claim` needs at least one value")),
             (None, false) => Err(("claim", "`values` needs the `claim` they are compared with")),
             _ => Ok(()),
@@ -199,10 +197,8 @@ impl Require {
 
     fn email_matches(&self, claims: &Map<String, Value>) -> bool {
         // Some providers send the flag as a string.
-        let verified = matches!(
-            claims.get("email_verified"),
-            Some(Value::Bool(true))
-        ) || matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "true");
+        let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+            || matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "true");
         let Some(Value::String(email)) = claims.get("email") else {
             return false;
         };
@@ -301,7 +297,11 @@ mod tests {
             json!({"groups": {"admin": true}}),
             json!({"groups": [["admin"]]}),
         ] {
-            assert_eq!(rule.check(&claims(refused.clone())), Err(Unmet::Groups), "{refused}");
+            assert_eq!(
+                rule.check(&claims(refused.clone())),
+                Err(Unmet::Groups),
+                "{refused}"
+            );
         }
         assert!(Require::new().check(&claims(json!({}))).is_ok());
     }
@@ -309,12 +309,18 @@ mod tests {
     #[test]
     fn email_domain_needs_a_verified_address_in_that_very_domain() {
         let rule = Require::new().email_domain("example.com");
-        assert!(rule
-            .check(&claims(json!({"email": "a@EXAMPLE.com", "email_verified": true})))
-            .is_ok());
-        assert!(rule
-            .check(&claims(json!({"email": "a@example.com", "email_verified": "true"})))
-            .is_ok());
+        assert!(
+            rule.check(&claims(
+                json!({"email": "a@EXAMPLE.com", "email_verified": true})
+            ))
+            .is_ok()
+        );
+        assert!(
+            rule.check(&claims(
+                json!({"email": "a@example.com", "email_verified": "true"})
+            ))
+            .is_ok()
+        );
         for refused in [
             json!({"email": "a@example.com"}),
             json!({"email": "a@example.com", "email_verified": false}),
@@ -325,39 +331,73 @@ mod tests {
             json!({"email": "example.com", "email_verified": true}),
             json!({"email": ["a@example.com"], "email_verified": true}),
         ] {
-            assert_eq!(rule.check(&claims(refused.clone())), Err(Unmet::EmailDomain), "{refused}");
+            assert_eq!(
+                rule.check(&claims(refused.clone())),
+                Err(Unmet::EmailDomain),
+                "{refused}"
+            );
         }
     }
 
     #[test]
     fn any_claim_and_all_conditions() {
         let rule = Require::new().claim("level", ["3", "true"]).groups(["a"]);
-        assert!(rule.check(&claims(json!({"level": 3, "groups": ["a"]}))).is_ok());
-        assert!(rule.check(&claims(json!({"level": [true], "groups": "a"}))).is_ok());
+        assert!(
+            rule.check(&claims(json!({"level": 3, "groups": ["a"]})))
+                .is_ok()
+        );
+        assert!(
+            rule.check(&claims(json!({"level": [true], "groups": "a"})))
+                .is_ok()
+        );
         assert_eq!(
             rule.check(&claims(json!({"level": 4, "groups": "a"}))),
             Err(Unmet::Claim)
         );
-        assert_eq!(
-            rule.check(&claims(json!({"level": 3}))),
-            Err(Unmet::Groups)
-        );
+        assert_eq!(rule.check(&claims(json!({"level": 3}))), Err(Unmet::Groups));
     }
 
     #[test]
     fn deserializes_one_or_many_and_refuses_unknown_keys() {
-        let r: Require = serde_json::from_value(json!({"groups": "admin", "email_domain": ["a.org", "b.org"]})).unwrap();
-        assert_eq!(r, Require::new().groups(["admin"]).email_domain("a.org").email_domain("b.org"));
+        let r: Require =
+            serde_json::from_value(json!({"groups": "admin", "email_domain": ["a.org", "b.org"]}))
+                .unwrap();
+        assert_eq!(
+            r,
+            Require::new()
+                .groups(["admin"])
+                .email_domain("a.org")
+                .email_domain("b.org")
+        );
         assert!(serde_json::from_value::<Require>(json!({"group": "admin"})).is_err());
         assert!(serde_json::from_value::<Require>(json!({"groups": 3})).is_err());
         assert!(Require::new().validate().is_ok());
-        assert_eq!(Require::new().groups([""]).validate().unwrap_err().0, "groups");
         assert_eq!(
-            Require { values: vec!["x".into()], ..Require::new() }.validate().unwrap_err().0,
+            Require::new().groups([""]).validate().unwrap_err().0,
+            "groups"
+        );
+        assert_eq!(
+            Require {
+                values: vec!["x".into()],
+                ..Require::new()
+            }
+            .validate()
+            .unwrap_err()
+            .0,
             "claim"
         );
-        for bad in ["", "*.example.com", "a@b.c", ".example.com", "example..com", "exa mple.com"] {
-            assert!(Require::new().email_domain(bad).validate().is_err(), "{bad}");
+        for bad in [
+            "",
+            "*.example.com",
+            "a@b.c",
+            ".example.com",
+            "example..com",
+            "exa mple.com",
+        ] {
+            assert!(
+                Require::new().email_domain(bad).validate().is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -178,7 +178,9 @@ impl SessionStore for MemoryStore {
             let empty = ids.is_empty();
             drop(ids);
             if empty {
-                self.inner.by_sub.remove_if(&record.sub, |_, ids| ids.is_empty());
+                self.inner
+                    .by_sub
+                    .remove_if(&record.sub, |_, ids| ids.is_empty());
             }
         }
         Ok(removed)
