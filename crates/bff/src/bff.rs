@@ -10,6 +10,7 @@
 //! | [`Bff::builder`] | `builder.rs` |
 //! | [`Bff::client`], [`Bff::settings`], [`Bff::csrf_layer`] | here |
 //! | [`Bff::routes`], [`Bff::layer`] | `endpoints.rs` |
+//! | [`Bff::admin_routes`] | `admin.rs` |
 //! | [`Bff::proxy`] | `proxy/mod.rs` |
 //! | [`Bff::api_clients`], [`Bff::api_clients_for`] | `client/extract.rs` |
 //!

@@ -1,4 +1,5 @@
-//! The management endpoints: `login`, `callback`, `logout`, `user`.
+//! The management endpoints: `login`, `callback`, `logout`, `user`,
+//! `sessions`.
 //!
 //! Mounted under the base path (default `/bff`) by [`Bff::routes`]:
 //!
@@ -9,11 +10,13 @@
 //! | `GET /bff/logout?sid=...` | ends the session, revokes the refresh token, redirects to the provider's logout (with a `state` bound to the browser) |
 //! | `GET /bff/logged-out?state=...` | optional post-logout landing: checks the provider's `state` against the browser's, then redirects home; a wrong or missing `state` is a 400 with no effect |
 //! | `GET /bff/user` | the user's claims, logout URL and session expiry as JSON (requires `X-CSRF: 1`); 401 when anonymous |
+//! | `GET /bff/sessions` | the user's own sessions (every device and instance): public id, created, last used, expiry, user agent, which is this one (requires `X-CSRF: 1`); 401 when anonymous |
+//! | `POST /bff/sessions/{id}/end` | ends one of the user's own sessions by its public id and revokes its refresh token (requires `X-CSRF: 1`); 404 for an id that is not one of the user's |
 //! | `POST /bff/backchannel` | OpenID Connect back-channel logout: a valid `logout_token` ends the sessions it names (200); anything else is 400 |
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use cookie::SameSite;
@@ -48,7 +51,15 @@ impl Bff {
             .route(&format!("{base}/logged-out"), get(logged_out))
             // Top-level navigations, the callback coming from the provider's site.
             .route_layer(api.for_navigations())
-            .route(&format!("{base}/user"), get(user).route_layer(api))
+            .route(&format!("{base}/user"), get(user).route_layer(api.clone()))
+            .route(
+                &format!("{base}/sessions"),
+                get(sessions).route_layer(api.clone()),
+            )
+            .route(
+                &format!("{base}/sessions/{{id}}/end"),
+                post(end_session).route_layer(api),
+            )
             // Called by the provider, server to server: no anti-forgery layer.
             .route(
                 &format!("{base}/backchannel"),
@@ -133,7 +144,15 @@ async fn complete_sign_in(bff: &Bff, headers: &HeaderMap, raw: Option<&str>) -> 
         Err(err) => return with_cleared_login(err.into_response(), bff),
     };
     let binding = cookies::read(headers, &settings.login_cookie_name).unwrap_or_default();
-    let signed_in = match bff.engine().complete_login(binding, &params).await {
+    // Kept (sanitised) in the session, for the user's session list.
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let signed_in = match bff
+        .engine()
+        .complete_login_from(binding, &params, user_agent.as_deref())
+        .await
+    {
         Ok(signed_in) => signed_in,
         Err(err) => return with_cleared_login(BffError::from(err).into_response(), bff),
     };
@@ -318,6 +337,76 @@ async fn user(State(bff): State<Bff>, headers: HeaderMap, session: Option<BffSes
         "refreshCount": record.tokens.refresh_count,
     });
     let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The signed-in user's sessions, oldest first, read from the store past
+/// any read cache (so sessions made or ended on other instances show as
+/// they are). Ids are public ids ([`SessionId::public_id`]), never cookie
+/// values.
+async fn sessions(session: Option<BffSession>) -> Response {
+    let Some(session) = session else {
+        return BffError::from(oidc_bff_tokens::TokenError::NotAuthenticated).into_response();
+    };
+    let bff = session.bff();
+    let current = session.id().public_id();
+    let listed = match bff.engine().sessions_of(session.sub()).await {
+        Ok(listed) => listed,
+        Err(err) => return BffError::from(err).into_response(),
+    };
+    let sessions: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "createdAt": s.created_at,
+                "lastUsed": s.last_used,
+                "expiresAt": s.expires_at,
+                "userAgent": s.user_agent,
+                "current": s.id == current,
+            })
+        })
+        .collect();
+    no_store(Json(serde_json::json!({ "sessions": sessions })).into_response())
+}
+
+/// Ends one of the signed-in user's own sessions ("sign out my other
+/// devices"): looked up among the user's sessions only, so an id of
+/// another user's session is 404 like an unknown one. Its refresh token is
+/// revoked as at sign-out. Ending the current session also clears its
+/// cookie.
+async fn end_session(session: Option<BffSession>, Path(id): Path<String>) -> Response {
+    let Some(session) = session else {
+        return BffError::from(oidc_bff_tokens::TokenError::NotAuthenticated).into_response();
+    };
+    let bff = session.bff();
+    let ended = match bff.engine().end_session_of(session.sub(), &id).await {
+        Ok(Some(ended)) => ended,
+        Ok(None) => {
+            return BffError::NotFound("no such session of this user".into()).into_response();
+        }
+        Err(err) => return BffError::from(err).into_response(),
+    };
+    let current = ended.id == session.id().public_id();
+    let response = no_store(
+        Json(serde_json::json!({
+            "ended": ended.id,
+            "revoked": ended.revoked,
+            "current": current,
+        }))
+        .into_response(),
+    );
+    if current {
+        with_cleared_session(response, bff)
+    } else {
+        response
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | not signed in, no refresh token, refresh rejected, missing anti-forgery header | 401 |
 //! | a cross-site request (`Sec-Fetch-Site`, `Origin`) | 403 |
+//! | a signed-in user a route's rules refuse ([`crate::proxy::Require`]) | 403 |
+//! | a session id that is not the user's (`/bff/sessions/{id}/end`) | 404 |
 //! | provider or store temporarily unavailable | 503 with `Retry-After` |
 //! | bad sign-in callback, bad logout request | 400 |
 //! | a proxied API could not be reached | 502 |
@@ -39,6 +41,15 @@ pub enum BffError {
     #[error("cross-site request refused")]
     CrossSiteRequest,
 
+    /// The signed-in user's claims do not meet the route's rules
+    /// ([`Require`](crate::proxy::Require)).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+
+    /// What the request names does not exist (for this user).
+    #[error("not found: {0}")]
+    NotFound(String),
+
     /// A request to a management endpoint was malformed or not allowed.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -72,7 +83,8 @@ impl BffError {
                 ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
             },
             BffError::MissingCsrfHeader => StatusCode::UNAUTHORIZED,
-            BffError::CrossSiteRequest => StatusCode::FORBIDDEN,
+            BffError::CrossSiteRequest | BffError::Forbidden(_) => StatusCode::FORBIDDEN,
+            BffError::NotFound(_) => StatusCode::NOT_FOUND,
             BffError::BadRequest(_) => StatusCode::BAD_REQUEST,
             BffError::Upstream(_) => StatusCode::BAD_GATEWAY,
             BffError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -93,6 +105,8 @@ impl BffError {
             },
             BffError::MissingCsrfHeader => "csrf_header_missing",
             BffError::CrossSiteRequest => "cross_site_request",
+            BffError::Forbidden(_) => "forbidden",
+            BffError::NotFound(_) => "not_found",
             BffError::BadRequest(_) => "invalid_request",
             BffError::Upstream(_) => "bad_gateway",
             BffError::UpstreamTimeout(_) => "gateway_timeout",

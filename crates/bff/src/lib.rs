@@ -37,9 +37,11 @@
 //! - [`client`]: HTTP clients that send the right access token themselves
 //!   (named, typed, client credentials).
 //! - [`session`]: the [`BffSession`] and [`UserAccessToken`] extractors.
-//! - [`endpoints`]: login, callback, logout and user endpoints.
+//! - [`endpoints`]: login, callback, logout, user and session list endpoints.
+//! - [`admin`]: the operator's session administration API (bearer token).
 //! - [`csrf`]: the anti-forgery layer (header, then `Sec-Fetch-Site`/`Origin`).
-//! - [`proxy`]: remote APIs mounted under a local path, tokens attached.
+//! - [`proxy`]: remote APIs mounted under a local path, tokens attached,
+//!   with optional rules on the user's claims ([`proxy::Require`]).
 //! - [`TokenPolicy`]: which token a proxied route or a managed client sends.
 //! - [`error`]: [`BffError`] and its HTTP statuses.
 //!
@@ -47,6 +49,7 @@
 //! crate, re-exported as [`tokens`].
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 mod backchannel;
 mod bff;
 mod builder;

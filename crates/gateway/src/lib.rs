@@ -27,7 +27,7 @@
 //!
 //! ## Modules
 //! - [`config`]: the settings, their loading and validation.
-//! - [`serve`]: the HTTP server.
+//! - [`serve`]: the HTTP server (and the operations listener, `ops.rs`).
 //! - [`demo`]: the self-contained demo.
 //! - [`cli`]: the command line.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -36,6 +36,7 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod ops;
 pub mod serve;
 
 pub use config::{ConfigError, GatewayConfig};

@@ -13,11 +13,14 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `/bff/login`, `/bff/callback`, `/bff/logout`, `/bff/user` | the BFF's management endpoints |
+//! | `/bff/login`, `/bff/callback`, `/bff/logout`, `/bff/user`, `/bff/sessions` | the BFF's management endpoints |
 //! | each `[[api]]` `path` | proxied to its upstream with the configured token |
 //! | `GET /healthz` | liveness: 200 while the process serves |
 //! | `GET /readyz` | readiness: 200 once provider discovery is loaded and the session store answers, else 503 |
 //! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
+//!
+//! The operations endpoints (the admin API) are served on `[metrics] listen`
+//! only, by [`Gateway::serve`] (the `ops` module).
 
 use std::future::{Future, IntoFuture as _};
 use std::sync::Arc;
@@ -149,8 +152,21 @@ impl Gateway {
         app.layer(self.bff.layer()).layer(AccessLogLayer)
     }
 
+    /// The operations endpoints (the admin API, when `[admin]` is
+    /// configured), which [`serve`](Self::serve) serves on `[metrics]
+    /// listen`; `None` without an operations listener. Never merge it into
+    /// the public router.
+    pub fn ops_router(&self) -> Option<Router> {
+        self.config
+            .metrics
+            .listen
+            .map(|_| crate::ops::router(&self.bff, &self.config))
+    }
+
     /// Serves on `listener` until `shutdown` completes; requests in flight
-    /// then get up to `server.shutdown_timeout` to finish.
+    /// then get up to `server.shutdown_timeout` to finish. With `[metrics]
+    /// listen`, the operations endpoints are served there as well, until
+    /// the public server stops.
     pub async fn serve<F>(
         self,
         listener: tokio::net::TcpListener,
@@ -160,6 +176,18 @@ impl Gateway {
         F: Future<Output = ()> + Send + 'static,
     {
         let app = self.router();
+        let ops = match (self.config.metrics.listen, self.ops_router()) {
+            (Some(addr), Some(router)) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                tracing::info!(listen = %listener.local_addr()?, "operations endpoints listening");
+                Some(tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, router).await {
+                        tracing::warn!(error = %err, "the operations listener failed");
+                    }
+                }))
+            }
+            _ => None,
+        };
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
         // Expired sessions leave the store in the background.
@@ -194,6 +222,9 @@ impl Gateway {
             }
         }
         cleanup.abort();
+        if let Some(ops) = ops {
+            ops.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -47,7 +47,12 @@ async fn the_demo_signs_in_and_calls_the_api() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("default-src 'self'"));
-    assert!(page.text().await.unwrap().contains("Call API"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Call API"));
+    assert!(
+        html.contains("Your sessions"),
+        "the page shows the session list"
+    );
 
     let (status, _) = browser.get_json(&format!("{base}/bff/user")).await;
     assert_eq!(status, 401);
@@ -64,6 +69,12 @@ async fn the_demo_signs_in_and_calls_the_api() {
     assert_eq!(answer["token"]["sub"], "alice");
     assert_eq!(answer["receivedCookies"], false);
     assert!(answer["token"]["expiresIn"].as_u64().unwrap() <= 30);
+
+    // The session list the page shows: this browser's session, marked current.
+    let (status, list) = browser.get_json(&format!("{base}/bff/sessions")).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["sessions"][0]["current"], true);
 
     let _ = child.kill();
     let _ = child.wait();

@@ -36,6 +36,7 @@
 //! - [`user_token`]: the user's access token and the refresh state machine.
 //! - [`client_credentials`]: machine-to-machine tokens, cached.
 //! - [`session`] and [`store`]: what a session holds and where it lives.
+//! - [`session_admin`]: a subject's sessions listed and ended (session lists, admin APIs).
 //! - [`provider`]: calls to the provider's endpoints.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -54,6 +55,7 @@ pub mod logout_token;
 pub mod provider;
 pub mod secret;
 pub mod session;
+pub mod session_admin;
 pub mod store;
 pub mod user_token;
 
@@ -76,5 +78,6 @@ pub use secret::{
     AccessToken, AuthorizationCode, ClientSecret, IdToken, PkceVerifier, RefreshToken,
 };
 pub use session::{SessionId, SessionRecord, UserTokens};
+pub use session_admin::{EndedSession, SessionSummary};
 pub use store::{MemoryStore, SessionStore, StoreError, UpdateOutcome, Versioned};
 pub use user_token::UserTokenRequest;

@@ -318,6 +318,19 @@ impl TokenEngine {
         binding: &str,
         params: &CallbackParams,
     ) -> Result<SignedIn, TokenError> {
+        self.complete_login_from(binding, params, None).await
+    }
+
+    /// [`complete_login`](Self::complete_login), keeping the browser's
+    /// `User-Agent` in the session (sanitised with
+    /// [`sanitize_user_agent`](crate::session::sanitize_user_agent)) so that
+    /// session lists can show it.
+    pub async fn complete_login_from(
+        &self,
+        binding: &str,
+        params: &CallbackParams,
+        user_agent: Option<&str>,
+    ) -> Result<SignedIn, TokenError> {
         let state = params.state.as_deref().unwrap_or_default();
         let transaction = (!state.is_empty())
             .then(|| LoginTransaction::open(&self.inner.login_keys, state, binding))
@@ -481,6 +494,7 @@ impl TokenEngine {
             expires_at: now + self.inner.config.session_lifetime.as_secs(),
             last_active: now,
             logout_id: random_token(),
+            user_agent: user_agent.and_then(crate::session::sanitize_user_agent),
         };
         let session_id = SessionId::generate();
         self.inner.store.create(&session_id, record.clone()).await?;

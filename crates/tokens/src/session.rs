@@ -55,6 +55,93 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The session's public id: what session lists show and what ending a
+    /// session by id takes (`/bff/sessions`, the admin API).
+    ///
+    /// It is the first 128 bits of SHA-256 over a fixed label and the id,
+    /// base64url-encoded (22 characters): stable for the session's life,
+    /// different from the storage key of the persistent stores (SHA-256 of
+    /// the id alone), and not derivable into the id, which is a 256-bit
+    /// random value. Showing it to the user, another of the user's pages or
+    /// an operator does not hand out the cookie.
+    ///
+    /// ```
+    /// use oidc_bff_tokens::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// let public = id.public_id();
+    /// assert_eq!(public.len(), 22);
+    /// assert_eq!(public, id.public_id());
+    /// assert!(!id.as_str().contains(&public));
+    /// ```
+    pub fn public_id(&self) -> String {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(PUBLIC_ID_LABEL);
+        hasher.update(self.0.as_bytes());
+        let digest = hasher.finalize();
+        URL_SAFE_NO_PAD.encode(&digest[..16])
+    }
+}
+
+/// Domain separation of [`SessionId::public_id`].
+const PUBLIC_ID_LABEL: &[u8] = b"oidc-bff public session id v1\0";
+
+/// The longest user agent kept in a session, in characters.
+pub const MAX_USER_AGENT: usize = 200;
+
+/// The `User-Agent` of a sign-in as kept in the session: control and
+/// non-printable characters dropped, whitespace runs folded into one space,
+/// at most [`MAX_USER_AGENT`] characters (an ellipsis marks a cut); `None`
+/// when nothing is left. It is shown to the user in their session list, as
+/// the browser sent it: a label, never trusted.
+///
+/// ```
+/// use oidc_bff_tokens::session::sanitize_user_agent;
+///
+/// assert_eq!(sanitize_user_agent("Mozilla/5.0 \u{1b}[31m(X11)\r\n").as_deref(), Some("Mozilla/5.0 [31m(X11)"));
+/// assert_eq!(sanitize_user_agent(" \t "), None);
+/// assert_eq!(sanitize_user_agent(&"x".repeat(500)).unwrap().chars().count(), 200);
+/// ```
+pub fn sanitize_user_agent(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut space = false;
+    for c in raw.chars() {
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if c.is_control() || is_invisible_format(c) {
+            continue;
+        }
+        if count == MAX_USER_AGENT {
+            // One more character to show: cut, and say so.
+            out.pop();
+            out.push('…');
+            return Some(out);
+        }
+        if space {
+            out.push(' ');
+            space = false;
+            count += 1;
+            if count == MAX_USER_AGENT {
+                out.pop();
+                out.push('…');
+                return Some(out);
+            }
+        }
+        out.push(c);
+        count += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Zero-width and bidirectional formatting characters: they would let a
+/// user agent string show as something else.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 impl std::fmt::Debug for SessionId {
@@ -140,6 +227,11 @@ pub struct SessionRecord {
     /// cross-site request cannot sign the user out. Never the session id.
     #[serde(default)]
     pub logout_id: String,
+    /// The browser's `User-Agent` at sign-in, sanitised
+    /// ([`sanitize_user_agent`]); shown in session lists. `None` when the
+    /// browser sent none, and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -154,6 +246,7 @@ impl std::fmt::Debug for SessionRecord {
             .field("expires_at", &self.expires_at)
             .field("last_active", &self.last_active)
             .field("logout_id", &"[redacted]")
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }
@@ -198,6 +291,7 @@ mod tests {
             expires_at: 2,
             last_active: 1,
             logout_id: "logout-secret-value".into(),
+            user_agent: None,
         };
         let shown = format!("{record:?}");
         assert!(shown.contains("alice"));
@@ -209,5 +303,72 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
+    }
+}
+
+#[cfg(test)]
+mod public_id_tests {
+    use super::*;
+
+    #[test]
+    fn public_id_is_not_the_id_nor_its_storage_key() {
+        let id = SessionId::generate();
+        let public = id.public_id();
+        assert_ne!(public, id.as_str());
+        assert!(!id.as_str().contains(&public));
+        use sha2::Digest as _;
+        let storage = sha2::Sha256::digest(id.as_str().as_bytes());
+        assert_ne!(URL_SAFE_NO_PAD.encode(&storage[..16]), public);
+        assert_ne!(SessionId::generate().public_id(), public);
+    }
+
+    #[test]
+    fn old_records_decode_without_a_user_agent() {
+        let record = SessionRecord {
+            sub: "alice".into(),
+            sid: None,
+            claims: serde_json::Map::new(),
+            tokens: UserTokens {
+                access_token: AccessToken::new("a"),
+                expires_at: 100,
+                token_type: "Bearer".into(),
+                refresh_token: None,
+                id_token: None,
+                scope: None,
+                refreshed_at: None,
+                refresh_count: 0,
+                issued_at: None,
+            },
+            resource_tokens: BTreeMap::new(),
+            created_at: 1,
+            expires_at: 2,
+            last_active: 1,
+            logout_id: String::new(),
+            user_agent: None,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("user_agent"));
+        let back: SessionRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.user_agent, None);
+        let with = SessionRecord {
+            user_agent: Some("Firefox".into()),
+            ..record
+        };
+        let back: SessionRecord =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.user_agent.as_deref(), Some("Firefox"));
+    }
+
+    #[test]
+    fn user_agents_are_cut_on_a_character() {
+        let long = "é".repeat(300);
+        let cut = sanitize_user_agent(&long).unwrap();
+        assert_eq!(cut.chars().count(), MAX_USER_AGENT);
+        assert!(cut.ends_with('…'));
+        assert_eq!(
+            sanitize_user_agent("a\u{202e}b\u{0}c").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(sanitize_user_agent("  a   b  ").as_deref(), Some("a b"));
     }
 }

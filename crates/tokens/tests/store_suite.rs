@@ -46,6 +46,7 @@ fn record(s: &TestStore, sub: &str, sid: Option<&str>) -> SessionRecord {
         expires_at: now + 3600,
         last_active: now,
         logout_id: format!("logout-{tag}"),
+        user_agent: None,
     }
 }
 
@@ -229,6 +230,55 @@ async fn sessions_are_indexed_by_sub_and_sid(s: &TestStore) {
     assert_eq!(s.store.find_by_sub(&sub).await.unwrap(), vec![b.clone()]);
     assert_eq!(s.store.find_by_sid("sid-a").await.unwrap(), vec![c.clone()]);
     for id in [&b, &c] {
+        s.store.delete(id).await.unwrap();
+    }
+}
+
+/// Session lists come from the backend: another instance that has a
+/// session cached sees its latest version, and a deletion at once.
+async fn sessions_of_reads_past_the_cache(s: &TestStore) {
+    let sub = format!("list-{}", common::stores::random_suffix());
+    let (a, b, c) = (
+        SessionId::generate(),
+        SessionId::generate(),
+        SessionId::generate(),
+    );
+    s.store.create(&a, record(s, &sub, None)).await.unwrap();
+    s.store.create(&b, record(s, &sub, None)).await.unwrap();
+    s.store
+        .create(&c, record(s, "someone-else", None))
+        .await
+        .unwrap();
+    let other = s.another_instance().await;
+    // Warm the other instance's read cache with version 1 of `a`.
+    assert_eq!(other.load(&a).await.unwrap().unwrap().version, 1);
+    let mut touched = (*s.store.load(&a).await.unwrap().unwrap().record).clone();
+    touched.last_active += 7;
+    touched.user_agent = Some("Agent/2".into());
+    assert_eq!(
+        s.store.update(&a, touched.clone(), 1).await.unwrap(),
+        UpdateOutcome::Updated(2)
+    );
+    let listed = other.sessions_of(&sub).await.unwrap();
+    let by_id: std::collections::HashMap<_, _> = listed
+        .iter()
+        .map(|(id, v)| (id.clone(), (v.version, v.record.clone())))
+        .collect();
+    assert_eq!(by_id.len(), 2, "only the subject's sessions");
+    assert_eq!(by_id[&a].0, 2, "the latest version, not the cached one");
+    assert_eq!(*by_id[&a].1, touched);
+    assert_eq!(by_id[&b].0, 1);
+    s.store.delete(&b).await.unwrap();
+    let ids: Vec<SessionId> = other
+        .sessions_of(&sub)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, vec![a.clone()]);
+    assert!(other.sessions_of("nobody-at-all").await.unwrap().is_empty());
+    for id in [&a, &c] {
         s.store.delete(id).await.unwrap();
     }
 }
@@ -855,6 +905,117 @@ async fn engine_ends_idle_sessions(s: &TestStore) {
     assert!(matches!(err, TokenError::NotAuthenticated));
 }
 
+/// Session administration across instances: a list on one sees sessions
+/// made on others, ending one on one instance ends it for all and revokes
+/// its refresh token at the provider, and ids of another subject find
+/// nothing.
+async fn engine_lists_and_ends_sessions_across_instances(s: &TestStore) {
+    let idp = common::idp(common::default_idp(), &s.clock).await;
+    let instances = instances(s, &idp, |c| c).await;
+    let first = common::sign_in(&instances[0]).await;
+    s.clock.advance(Duration::from_secs(5));
+    let second = common::sign_in(&instances[1]).await;
+    let sub = instances[0]
+        .load_session(&first)
+        .await
+        .unwrap()
+        .unwrap()
+        .record
+        .sub
+        .clone();
+    let listed = instances[2].sessions_of(&sub).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![first.public_id(), second.public_id()],
+        "oldest first"
+    );
+    assert!(listed[0].created_at < listed[1].created_at);
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.sub == sub && l.expires_at > l.created_at)
+    );
+    let shown = serde_json::to_string(&listed).unwrap();
+    for id in [&first, &second] {
+        assert!(
+            !shown.contains(id.as_str()),
+            "a list never shows a session id"
+        );
+    }
+
+    // Another subject's view of the id finds nothing; nothing ends.
+    assert_eq!(
+        instances[2]
+            .end_session_of("mallory", &first.public_id())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        instances[2]
+            .end_session_of(&sub, "no-such-id")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(idp.counters().revocations, 0);
+
+    // Ended on instance 2: gone on instance 0 (which had it cached).
+    assert!(instances[0].load_session(&second).await.unwrap().is_some());
+    let ended = instances[2]
+        .end_session_of(&sub, &second.public_id())
+        .await
+        .unwrap()
+        .expect("ended");
+    assert_eq!(ended.id, second.public_id());
+    assert!(ended.revoked);
+    assert_eq!(idp.counters().revocations, 1);
+    // Gone from the store at once; from instance 0's read cache as soon as
+    // the store's announcement arrives (see the store module's docs).
+    assert!(
+        instances[0]
+            .store()
+            .load_latest(&second)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    gone_everywhere(&instances, &second).await;
+    assert!(instances[0].load_session(&first).await.unwrap().is_some());
+
+    // All of a subject's sessions.
+    let third = common::sign_in(&instances[1]).await;
+    let ended = instances[0].end_sessions_of(&sub).await.unwrap();
+    let mut ended_ids: Vec<String> = ended.iter().map(|e| e.id.clone()).collect();
+    ended_ids.sort();
+    let mut expected = vec![first.public_id(), third.public_id()];
+    expected.sort();
+    assert_eq!(ended_ids, expected);
+    assert!(ended.iter().all(|e| e.revoked));
+    assert_eq!(idp.counters().revocations, 3);
+    assert!(instances[1].sessions_of(&sub).await.unwrap().is_empty());
+    for id in [&first, &third] {
+        gone_everywhere(&instances, id).await;
+    }
+    assert!(instances[0].end_sessions_of(&sub).await.unwrap().is_empty());
+}
+
+/// Waits until no instance loads the session `id` any more (the read
+/// caches drop it when the store's announcement arrives).
+async fn gone_everywhere(instances: &[TokenEngine], id: &SessionId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for instance in instances {
+        while instance.load_session(id).await.unwrap().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "an instance still serves an ended session"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// Item 6: N instances on one store fetch one machine token, not N.
 async fn engine_client_tokens_are_shared(s: &TestStore) {
     let idp = common::idp(common::default_idp(), &s.clock).await;
@@ -942,6 +1103,7 @@ suite![
     load_latest_sees_other_instances_at_once,
     versioned_update_conflict_and_missing,
     sessions_are_indexed_by_sub_and_sid,
+    sessions_of_reads_past_the_cache,
     expired_sessions_are_gone_and_purged,
     transient_values_are_taken_once,
     leases_are_exclusive_owned_and_expire,
@@ -954,6 +1116,7 @@ suite![
     engine_recovers_from_a_crashed_lease_holder,
     engine_ends_idle_sessions,
     engine_client_tokens_are_shared,
+    engine_lists_and_ends_sessions_across_instances,
 ];
 
 /// A backend that cannot be reached: building lazily succeeds, every

@@ -5,10 +5,13 @@
 //! 1. anti-forgery header (or, for a WebSocket handshake, the BFF's own
 //!    `Origin`) — else 401, and nothing else happens;
 //! 2. request target — absolute-form targets and unsafe paths get 400;
-//! 3. the route's token — 401 when no valid user token can be had (with the
+//! 3. route rules ([`Require`](crate::proxy::Require)) — 401 when not
+//!    signed in, 403 when the user's claims do not meet them; no token work
+//!    before this passes;
+//! 4. the route's token — 401 when no valid user token can be had (with the
 //!    session cookie cleared if the session is dead), 503 when the provider
 //!    is unavailable;
-//! 4. the request goes upstream with cleaned headers and its body streamed
+//! 5. the request goes upstream with cleaned headers and its body streamed
 //!    as it arrives; the response comes back the same way.
 //!
 //! The route's timeout bounds every wait for the upstream, never the whole
@@ -48,7 +51,7 @@ use crate::csrf::has_header;
 use crate::error::BffError;
 use crate::proxy::headers::{self, Added};
 use crate::proxy::route::RemoteApi;
-use crate::proxy::{path, websocket};
+use crate::proxy::{path, rules, websocket};
 use crate::session::BffSession;
 use crate::token_policy::{Holder, Refused};
 
@@ -118,13 +121,18 @@ impl Proxy {
             Err(err) => return err.into_response(),
         };
 
-        // 3. Which token.
+        // 3. Route rules, before any token work.
+        if let Err(response) = rules::enforce(&self.bff, &self.api.require, &mut parts).await {
+            return *response;
+        }
+
+        // 4. Which token.
         let token = match self.token(&mut parts).await {
             Ok(token) => token,
             Err(response) => return *response,
         };
 
-        // 4. Forward.
+        // 5. Forward.
         let client_upgrade = match upgrade {
             Some(_) => parts.extensions.remove::<OnUpgrade>(),
             None => None,

@@ -35,6 +35,9 @@
 //!   cross-site (`Sec-Fetch-Site`, `Origin`) is refused with 403, whatever
 //!   its method ([`crate::csrf`]). Failures are always 401/403/503 statuses,
 //!   never a redirect to the provider.
+//! - **Route rules** ([`Require`]): when the route has one, the signed-in
+//!   user's claims must meet it — 401 when anonymous, 403 when not —
+//!   before any token work.
 //! - **Token** ([`TokenPolicy`](crate::TokenPolicy)): the same engine as the extractors —
 //!   a token about to expire is refreshed first, concurrent requests share
 //!   one refresh, a session whose refresh is rejected is ended (and its
@@ -64,6 +67,7 @@ mod forward;
 mod headers;
 pub(crate) mod path;
 mod route;
+pub mod rules;
 mod websocket;
 
 use std::sync::Arc;
@@ -74,6 +78,7 @@ use axum::routing::any;
 pub use route::RemoteApi;
 #[allow(deprecated)]
 pub use route::TokenRequirement;
+pub use rules::Require;
 
 use crate::bff::Bff;
 use forward::Proxy;

@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::error::BffError;
 use crate::proxy::path;
+use crate::proxy::rules::Require;
 use crate::token_policy::{TokenPolicy, TokenRequests};
 
 /// Which access token a proxied route sends upstream: the [`TokenPolicy`]
@@ -44,6 +45,7 @@ pub struct RemoteApi {
     pub(crate) timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) websockets: bool,
+    pub(crate) require: Require,
 }
 
 impl RemoteApi {
@@ -58,6 +60,7 @@ impl RemoteApi {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             websockets: false,
+            require: Require::default(),
         }
     }
 
@@ -137,6 +140,14 @@ impl RemoteApi {
         self
     }
 
+    /// What the route requires of the signed-in user's claims (default:
+    /// nothing). With a rule, anonymous requests get 401 and users who do
+    /// not meet it 403, before any token work; see [`Require`].
+    pub fn require(mut self, rule: Require) -> Self {
+        self.require = rule;
+        self
+    }
+
     /// The local prefix as mounted: `""` for the root, else `/a[/b...]`.
     pub fn local_prefix(&self) -> String {
         path::normalise_prefix(&self.local_prefix)
@@ -174,6 +185,9 @@ impl RemoteApi {
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return bad("timeouts must be positive");
+        }
+        if let Err((key, why)) = self.require.validate() {
+            return bad(&format!("require.{key}: {why}"));
         }
         Ok(())
     }

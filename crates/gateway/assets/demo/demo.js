@@ -41,6 +41,7 @@ async function loadUser() {
   user = await response.json();
   skew = (user.sessionExpiresAt - user.sessionExpiresIn) - Date.now() / 1000;
   render();
+  await loadSessions();
 }
 
 function render() {
@@ -76,6 +77,46 @@ function renderClock() {
   $("session-expires").textContent = `${Math.floor(session / 3600)} h ${Math.floor((session % 3600) / 60)} min`;
 }
 
+async function loadSessions() {
+  const response = await fetch("/bff/sessions", { headers: CSRF, cache: "no-store" });
+  if (!response.ok) return;
+  const { sessions } = await response.json();
+  const body = $("sessions").tBodies[0];
+  body.replaceChildren();
+  for (const session of sessions) {
+    const row = body.insertRow();
+    row.insertCell().textContent = session.userAgent || "unknown browser";
+    row.insertCell().textContent = clockTime(session.createdAt);
+    row.insertCell().textContent = clockTime(session.lastUsed);
+    row.insertCell().textContent = new Date((session.expiresAt - skew) * 1000).toLocaleString();
+    const action = row.insertCell();
+    if (session.current) {
+      action.textContent = "this browser";
+      action.className = "muted";
+    } else {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary";
+      button.textContent = "End";
+      button.addEventListener("click", () => endSession(session.id, button));
+      action.append(button);
+    }
+  }
+}
+
+async function endSession(id, button) {
+  button.disabled = true;
+  const response = await fetch(`/bff/sessions/${encodeURIComponent(id)}/end`, {
+    method: "POST",
+    headers: CSRF,
+    cache: "no-store",
+  });
+  if (!response.ok && response.status !== 404) {
+    showError(`POST /bff/sessions/…/end answered ${response.status}`);
+  }
+  await loadSessions();
+}
+
 async function callApi() {
   const button = $("call-api");
   button.disabled = true;
@@ -109,6 +150,7 @@ function stopAuto() {
 }
 
 $("call-api").addEventListener("click", callApi);
+$("reload-sessions").addEventListener("click", () => loadSessions().catch((err) => showError(err.message)));
 $("auto-call").addEventListener("change", (event) => {
   if (event.target.checked) {
     callApi();

@@ -10,13 +10,14 @@ use figment::value::magic::RelativePathBuf;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use oidc_bff::OidcConfig;
+use oidc_bff::admin::AdminToken;
 use oidc_bff::tokens::ClientSecret;
 
 use super::locate::{line_of, locate};
 use super::redact::redact_message;
 use super::{
-    Built, ConfigError, ENV_PREFIX, GatewayConfig, Origin, Problem, RawConfig, StaticFilesConfig,
-    validate,
+    AdminConfig, Built, ConfigError, ENV_PREFIX, GatewayConfig, Origin, Problem, RawAdmin,
+    RawConfig, StaticFilesConfig, validate,
 };
 
 /// Loads and validates one configuration.
@@ -26,6 +27,8 @@ pub(super) struct Loader {
     doc: toml_edit::ImDocument<String>,
     /// `OIDC_BFF__*` variables: dotted lowercase key → (name, value).
     env: BTreeMap<String, (String, String)>,
+    /// Every variable given, for `admin.token_env` (dropped with the loader).
+    all_env: BTreeMap<String, String>,
     problems: Vec<Problem>,
 }
 
@@ -56,10 +59,12 @@ impl Loader {
                 }],
             }
         })?;
-        let env = env
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let name: String = k.into();
+        let all_env: BTreeMap<String, String> =
+            env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let env = all_env
+            .iter()
+            .filter_map(|(name, v)| {
+                let name = name.clone();
                 let rest = name.strip_prefix(ENV_PREFIX)?;
                 if rest.is_empty() || rest.split("__").any(str::is_empty) {
                     return None;
@@ -69,7 +74,7 @@ impl Loader {
                     .collect::<Vec<_>>()
                     .join(".")
                     .to_ascii_lowercase();
-                Some((key, (name, v.into())))
+                Some((key, (name, v.clone())))
             })
             .collect();
         Ok(Self {
@@ -77,6 +82,7 @@ impl Loader {
             file,
             doc,
             env,
+            all_env,
             problems: Vec::new(),
         })
     }
@@ -163,6 +169,7 @@ impl Loader {
             (Some(raw), Some(oidc)) if self.problems.is_empty() => (raw, oidc),
             _ => return Err(self.into_error()),
         };
+        let (admin, admin_token) = self.admin(raw.admin);
         let static_files = raw.static_files.map(|s| StaticFilesConfig {
             dir: s.dir.relative(),
             spa_fallback: s.spa_fallback,
@@ -182,11 +189,20 @@ impl Loader {
             static_files,
             log: raw.log,
             api: raw.api,
+            metrics: raw.metrics,
+            admin,
             from_env,
             built: Built::default(),
         };
         match validate::validate(&config) {
-            Ok(built) => Ok(GatewayConfig { built, ..config }),
+            Ok(_) if !self.problems.is_empty() => Err(self.into_error()),
+            Ok(built) => Ok(GatewayConfig {
+                built: Built {
+                    admin_token,
+                    ..built
+                },
+                ..config
+            }),
             Err(found) => {
                 for (key, message) in found {
                     self.problem(&key, message);
@@ -255,6 +271,60 @@ impl Loader {
             }
         }
         Some(oidc)
+    }
+
+    /// Reads `[admin]`: the admin API's token from `token_file` or from the
+    /// variable `token_env` names. Problems never show the token.
+    fn admin(&mut self, raw: RawAdmin) -> (AdminConfig, Option<AdminToken>) {
+        let config = AdminConfig {
+            token_file: raw.token_file.map(|p| p.relative()),
+            token_env: raw.token_env,
+        };
+        let token = match (&config.token_file, &config.token_env) {
+            (None, None) => return (config, None),
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "admin.token_env",
+                    "give either `token_file` or `token_env`, not both",
+                );
+                return (config, None);
+            }
+            (Some(path), None) => match std::fs::read_to_string(path) {
+                Ok(text) => AdminToken::new(text).map_err(|e| {
+                    (
+                        "admin.token_file",
+                        format!("{}: {}", path.display(), reason(&e)),
+                    )
+                }),
+                Err(e) => Err((
+                    "admin.token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            },
+            (None, Some(name)) => match self.all_env.get(name) {
+                _ if name.is_empty() => Err((
+                    "admin.token_env",
+                    "must name an environment variable".to_owned(),
+                )),
+                Some(value) => AdminToken::new(value.clone()).map_err(|e| {
+                    (
+                        "admin.token_env",
+                        format!("environment variable {name}: {}", reason(&e)),
+                    )
+                }),
+                None => Err((
+                    "admin.token_env",
+                    format!("the environment variable {name} is not set"),
+                )),
+            },
+        };
+        match token {
+            Ok(token) => (config, Some(token)),
+            Err((key, message)) => {
+                self.problem(key, message);
+                (config, None)
+            }
+        }
     }
 
     fn problem(&mut self, key: &str, message: impl Into<String>) {
@@ -375,5 +445,13 @@ impl Provider for EnvOverrides {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// An [`AdminToken`] refusal without the crate's prefix.
+fn reason(err: &oidc_bff::BffError) -> String {
+    match err {
+        oidc_bff::BffError::Config(why) => why.clone(),
+        other => other.to_string(),
     }
 }

@@ -49,7 +49,8 @@ use std::time::Duration;
 use figment::value::magic::RelativePathBuf;
 use oidc_bff::OidcConfig;
 use oidc_bff::TokenPolicy;
-use oidc_bff::proxy::RemoteApi;
+use oidc_bff::admin::AdminToken;
+use oidc_bff::proxy::{RemoteApi, Require};
 use oidc_bff::tokens::store::KeyRing;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -100,6 +101,12 @@ pub struct GatewayConfig {
     /// The proxied APIs (`[[api]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api: Vec<ApiConfig>,
+    /// The operations listener (`[metrics]`): where the admin API is served.
+    #[serde(skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
+    /// The operator's session administration API (`[admin]`).
+    #[serde(skip_serializing_if = "AdminConfig::is_off")]
+    pub admin: AdminConfig,
     /// Keys whose value came from an environment variable, with its name.
     #[serde(skip)]
     pub from_env: BTreeMap<String, String>,
@@ -116,6 +123,9 @@ struct Built {
     key_ring: Option<KeyRing>,
     /// One proxy route per `[[api]]` entry, in order.
     remote_apis: Vec<RemoteApi>,
+    /// The admin API's bearer token, read from `admin.token_file` or
+    /// `admin.token_env`.
+    admin_token: Option<AdminToken>,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -130,6 +140,8 @@ impl fmt::Debug for GatewayConfig {
             .field("static_files", &self.static_files)
             .field("log", &self.log)
             .field("api", &self.api)
+            .field("metrics", &self.metrics)
+            .field("admin", &self.admin)
             .field("from_env", &self.from_env)
             .finish_non_exhaustive()
     }
@@ -466,6 +478,11 @@ pub struct ApiConfig {
     /// Proxy WebSocket upgrades (`websockets`, default `false`).
     #[serde(default)]
     pub websockets: bool,
+    /// What the route requires of the signed-in user's claims (`require =
+    /// { groups = ["admin"] }`, `{ email_domain = "example.com" }`,
+    /// `{ claim = "x", values = ["a"] }`); see [`Require`]. Default: nothing.
+    #[serde(default, skip_serializing_if = "Require::is_empty")]
+    pub require: Require,
 }
 
 impl ApiConfig {
@@ -484,6 +501,7 @@ impl ApiConfig {
         api.timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .websockets(self.websockets)
+            .require(self.require.clone())
     }
 }
 
@@ -531,6 +549,62 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     api: Vec<ApiConfig>,
+    #[serde(default)]
+    metrics: MetricsConfig,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// `[metrics]`: the operations listener, on an address of its own.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Where the operations endpoints (the admin API) listen, e.g.
+    /// `"127.0.0.1:9464"`; never the public `listen` address. Default: no
+    /// operations listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[admin]`: the session administration API on the operations listener.
+/// Its bearer token is read from a file or an environment variable, never
+/// written in the settings file.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// A file holding the token (a trailing newline is ignored).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "render::opt_path"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// The name of an environment variable holding the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl MetricsConfig {
+    /// `true` when there is no operations listener.
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none()
+    }
+}
+
+impl AdminConfig {
+    /// `true` when no admin API is configured.
+    pub fn is_off(&self) -> bool {
+        self.token_file.is_none() && self.token_env.is_none()
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    token_file: Option<RelativePathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
 }
 
 /// Where a setting came from.
@@ -666,6 +740,11 @@ impl GatewayConfig {
     /// while the settings were validated.
     pub fn remote_apis(&self) -> &[RemoteApi] {
         &self.built.remote_apis
+    }
+
+    /// The admin API's bearer token, when `[admin]` is configured.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.built.admin_token.as_ref()
     }
 }
 

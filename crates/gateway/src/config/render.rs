@@ -86,6 +86,17 @@ pub(super) fn path<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&path.display().to_string())
 }
 
+/// Serializes an optional path as text (only called when it is set).
+pub(super) fn opt_path<S: Serializer>(
+    path: &Option<std::path::PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => s.serialize_str(&path.display().to_string()),
+        None => s.serialize_none(),
+    }
+}
+
 impl fmt::Display for GatewayConfig {
     /// The resolved settings as TOML, secrets redacted; values set by an
     /// environment variable are marked with its name.

@@ -156,3 +156,122 @@ fn validation_builds_the_routes_and_the_key_ring_once() {
     .unwrap();
     assert!(c.key_ring().is_some());
 }
+
+fn keys_of(err: &ConfigError) -> Vec<String> {
+    err.problems.iter().filter_map(|p| p.key.clone()).collect()
+}
+
+#[test]
+fn route_rules_load_and_bad_ones_name_their_key() {
+    let text = BASE.replace(
+        "upstream = \"http://127.0.0.1:7000\"",
+        "upstream = \"http://127.0.0.1:7000\"\nrequire = { groups = [\"admin\"], email_domain = \"example.com\" }",
+    );
+    let c = GatewayConfig::from_toml_str(&text, [("", "")]).unwrap();
+    assert_eq!(
+        c.api[0].require,
+        Require::new().groups(["admin"]).email_domain("example.com")
+    );
+    assert!(c.to_string().contains("require"), "{c}");
+    for (rule, key) in [
+        ("{ group = [\"admin\"] }", "api.0.require.group"),
+        ("{ groups = 3 }", "api.0.require.groups"),
+        (
+            "{ email_domain = \"a@example.com\" }",
+            "api.0.require.email_domain",
+        ),
+        ("{ claim = \"dept\" }", "api.0.require.values"),
+        ("{ values = [\"x\"] }", "api.0.require.claim"),
+        ("{ groups = [\"\"] }", "api.0.require.groups"),
+    ] {
+        let text = BASE.replace(
+            "upstream = \"http://127.0.0.1:7000\"",
+            &format!("upstream = \"http://127.0.0.1:7000\"\nrequire = {rule}"),
+        );
+        let err = GatewayConfig::from_toml_str(&text, [("", "")]).unwrap_err();
+        assert!(keys_of(&err).contains(&key.to_owned()), "{rule}: {err}");
+    }
+}
+
+#[test]
+fn the_admin_api_needs_the_ops_listener_and_a_token_from_outside_the_file() {
+    let token = "t".repeat(40);
+    let ops = "[metrics]\nlisten = \"127.0.0.1:9464\"\n";
+    let admin_env = "[admin]\ntoken_env = \"MY_ADMIN_TOKEN\"\n";
+    let text = |extra: &str| {
+        // `[[api]]` comes last in BASE; tables after it would belong to it,
+        // so the sections go first, after the top-level keys.
+        let (head, tail) = BASE.split_at(BASE.find("[[api]]").unwrap());
+        format!("{head}{extra}\n{tail}")
+    };
+    let c = GatewayConfig::from_toml_str(
+        &text(&format!("{ops}{admin_env}")),
+        [("MY_ADMIN_TOKEN", token.as_str())],
+    )
+    .unwrap();
+    assert!(c.admin_token().is_some());
+    assert_eq!(c.metrics.listen.unwrap().port(), 9464);
+    let shown = c.to_string();
+    assert!(
+        shown.contains("MY_ADMIN_TOKEN") && !shown.contains(&token),
+        "{shown}"
+    );
+    assert!(!format!("{c:?}").contains(&token));
+
+    // From a file, trailing newline ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let c = GatewayConfig::from_toml_str(
+        &text(&format!(
+            "{ops}[admin]\ntoken_file = \"{}\"\n",
+            file.display()
+        )),
+        [("", "")],
+    )
+    .unwrap();
+    assert!(c.admin_token().is_some());
+
+    for (extra, env, key) in [
+        (
+            admin_env.to_owned(),
+            vec![("MY_ADMIN_TOKEN", token.as_str())],
+            "admin",
+        ),
+        (format!("{ops}{admin_env}"), vec![], "admin.token_env"),
+        (
+            format!("{ops}{admin_env}"),
+            vec![("MY_ADMIN_TOKEN", "short")],
+            "admin.token_env",
+        ),
+        (
+            format!("{ops}[admin]\ntoken_file = \"/nonexistent/admin-token\"\n"),
+            vec![],
+            "admin.token_file",
+        ),
+        (
+            format!("{ops}[admin]\ntoken_env = \"A\"\ntoken_file = \"f\"\n"),
+            vec![("A", token.as_str())],
+            "admin.token_env",
+        ),
+        (
+            format!("{ops}[admin]\ntoken = \"{token}\"\n"),
+            vec![],
+            "admin.token",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1:8080\"\n".to_owned(),
+            vec![],
+            "metrics.listen",
+        ),
+        (
+            "[metrics]\nlisten = \"0.0.0.0:8080\"\n".to_owned(),
+            vec![],
+            "metrics.listen",
+        ),
+    ] {
+        let err = GatewayConfig::from_toml_str(&text(&extra), env.clone()).unwrap_err();
+        assert!(keys_of(&err).contains(&key.to_owned()), "{extra}: {err}");
+        assert!(!err.to_string().contains(&token), "{err}");
+    }
+}

@@ -35,10 +35,12 @@ pub(super) fn validate(c: &GatewayConfig) -> Result<Built, Vec<(String, String)>
     static_files(c, &mut found);
     log(c, &mut found);
     let remote_apis = api(c, &mut found);
+    metrics_and_admin(c, &mut found);
     if found.is_empty() {
         Ok(Built {
             key_ring,
             remote_apis,
+            admin_token: None,
         })
     } else {
         Err(found.0)
@@ -216,6 +218,9 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
         if api.connect_timeout.is_zero() {
             found.add(key("connect_timeout"), "must be greater than zero");
         }
+        if let Err((field, why)) = api.require.validate() {
+            found.add(key(&format!("require.{field}")), why);
+        }
         let route = api.remote_api();
         if found.is_empty() {
             // The proxy's own checks, as a backstop.
@@ -226,6 +231,28 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
         routes.push(route);
     }
     routes
+}
+
+/// `[metrics]` and `[admin]`: the operations listener is never the public
+/// one, and the admin API needs it.
+fn metrics_and_admin(c: &GatewayConfig, found: &mut Found) {
+    if let Some(ops) = c.metrics.listen {
+        let public = c.listen;
+        let same_ip =
+            ops.ip() == public.ip() || ops.ip().is_unspecified() || public.ip().is_unspecified();
+        if ops.port() != 0 && ops.port() == public.port() && same_ip {
+            found.add(
+                "metrics.listen",
+                "must differ from `listen`: the operations endpoints are never served on the public port",
+            );
+        }
+    }
+    if !c.admin.is_off() && c.metrics.listen.is_none() {
+        found.add(
+            "admin",
+            "the admin API is served on the operations listener only: set `metrics.listen`",
+        );
+    }
 }
 
 fn is_under(path: &str, prefix: &str) -> bool {

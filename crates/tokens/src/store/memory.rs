@@ -42,6 +42,10 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     sessions: DashMap<SessionId, Versioned>,
+    /// The sessions of each subject: [`SessionStore::find_by_sub`] reads
+    /// it instead of scanning every session. An entry may outlive its
+    /// session for a moment (readers check each id against `sessions`).
+    by_sub: DashMap<String, Vec<SessionId>>,
     transient: DashMap<String, (String, Instant)>,
     leases: DashMap<SessionId, (String, Instant)>,
     puts: AtomicU64,
@@ -65,6 +69,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 sessions: DashMap::new(),
+                by_sub: DashMap::new(),
                 transient: DashMap::new(),
                 leases: DashMap::new(),
                 puts: AtomicU64::new(0),
@@ -88,6 +93,11 @@ impl MemoryStore {
         let now = self.inner.clock.now_unix();
         let before = self.inner.sessions.len();
         self.inner.sessions.retain(|_, v| !v.record.is_expired(now));
+        let sessions = &self.inner.sessions;
+        self.inner.by_sub.retain(|_, ids| {
+            ids.retain(|id| sessions.contains_key(id));
+            !ids.is_empty()
+        });
         let instant = Instant::now();
         self.inner
             .transient
@@ -124,16 +134,22 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, id: &SessionId, record: SessionRecord) -> Result<u64, StoreError> {
         use dashmap::mapref::entry::Entry;
+        let sub = record.sub.clone();
         match self.inner.sessions.entry(id.clone()) {
-            Entry::Occupied(_) => Err(StoreError::Unavailable("session id collision".into())),
+            Entry::Occupied(_) => {
+                return Err(StoreError::Unavailable("session id collision".into()));
+            }
             Entry::Vacant(v) => {
                 v.insert(Versioned {
                     version: 1,
                     record: Arc::new(record),
                 });
-                Ok(1)
             }
         }
+        // Indexed once the session's own lock is released (the index is
+        // always locked before, never while, a session is).
+        self.inner.by_sub.entry(sub).or_default().push(id.clone());
+        Ok(1)
     }
 
     async fn update(
@@ -154,11 +170,45 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        Ok(self.inner.sessions.remove(id).map(|(_, v)| v.record))
+        let removed = self.inner.sessions.remove(id).map(|(_, v)| v.record);
+        if let Some(record) = &removed
+            && let Some(mut ids) = self.inner.by_sub.get_mut(&record.sub)
+        {
+            ids.retain(|other| other != id);
+            let empty = ids.is_empty();
+            drop(ids);
+            if empty {
+                self.inner
+                    .by_sub
+                    .remove_if(&record.sub, |_, ids| ids.is_empty());
+            }
+        }
+        Ok(removed)
     }
 
     async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError> {
-        Ok(self.ids_where(|r| r.sub == sub))
+        let now = self.inner.clock.now_unix();
+        let Some(mut ids) = self.inner.by_sub.get_mut(sub) else {
+            return Ok(Vec::new());
+        };
+        // Forget ids whose session went (deleted, or purged/expired).
+        let sessions = &self.inner.sessions;
+        ids.retain(|id| sessions.contains_key(id));
+        let live = ids
+            .iter()
+            .filter(|id| {
+                sessions
+                    .get(*id)
+                    .is_some_and(|v| v.record.sub == sub && !v.record.is_expired(now))
+            })
+            .cloned()
+            .collect();
+        let empty = ids.is_empty();
+        drop(ids);
+        if empty {
+            self.inner.by_sub.remove_if(sub, |_, ids| ids.is_empty());
+        }
+        Ok(live)
     }
 
     async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError> {

@@ -174,6 +174,27 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Entries that cannot be decrypted are skipped with a warning.
     async fn find_by_sub(&self, sub: &str) -> Result<Vec<SessionId>, StoreError>;
 
+    /// The live sessions of a subject, each with its id, read from the
+    /// backend (past any read cache): session lists and administration use
+    /// it, so that a session another instance just ended or touched shows as
+    /// it is. The order is unspecified.
+    ///
+    /// The default asks [`find_by_sub`](Self::find_by_sub) (an index in
+    /// every store of this crate) and reads each with
+    /// [`load_latest`](Self::load_latest), skipping those that went in
+    /// between and any whose record names another subject.
+    async fn sessions_of(&self, sub: &str) -> Result<Vec<(SessionId, Versioned)>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.find_by_sub(sub).await? {
+            if let Some(found) = self.load_latest(&id).await?
+                && found.record.sub == sub
+            {
+                out.push((id, found));
+            }
+        }
+        Ok(out)
+    }
+
     /// Ids of the live sessions with a provider session id `sid`.
     async fn find_by_sid(&self, sid: &str) -> Result<Vec<SessionId>, StoreError>;
 
