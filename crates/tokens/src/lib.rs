@@ -37,8 +37,10 @@
 //! - [`client_credentials`]: machine-to-machine tokens, cached.
 //! - [`session`] and [`store`]: what a session holds and where it lives.
 //! - [`provider`]: calls to the provider's endpoints.
+//! - [`client_auth`]: client authentication (secrets, `private_key_jwt`).
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client_auth;
 pub mod client_credentials;
 pub mod clock;
 pub mod config;
@@ -67,6 +69,7 @@ pub use logout::LoggedOut;
     note = "renamed to `TokenEngine`: it is the token engine's handle, not an OAuth client"
 )]
 pub type OidcClient = TokenEngine;
+pub use client_auth::{ClientAssertionAlg, ClientAuthMethod, ClientKey};
 pub use client_credentials::ClientCredentialsRequest;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};
