@@ -137,21 +137,45 @@ async fn every_claim_is_checked() {
     let now = now();
     type Edit = fn(&mut Value, u64);
     let cases: [(&str, Edit, &str); 9] = [
-        ("wrong aud", |c, _| c["aud"] = json!("https://elsewhere.example"), "aud"),
-        ("no aud", |c, _| {
-            c.as_object_mut().unwrap().remove("aud");
-        }, "aud"),
+        (
+            "wrong aud",
+            |c, _| c["aud"] = json!("https://elsewhere.example"),
+            "aud",
+        ),
+        (
+            "no aud",
+            |c, _| {
+                c.as_object_mut().unwrap().remove("aud");
+            },
+            "aud",
+        ),
         ("wrong iss", |c, _| c["iss"] = json!("other"), "iss"),
         ("sub differs", |c, _| c["sub"] = json!("alice"), "sub"),
         ("expired", |c, now| c["exp"] = json!(now - 1), "expired"),
-        ("no exp", |c, _| {
-            c.as_object_mut().unwrap().remove("exp");
-        }, "exp"),
-        ("exp far ahead", |c, now| c["exp"] = json!(now + 3600), "exp"),
-        ("no jti", |c, _| {
-            c.as_object_mut().unwrap().remove("jti");
-        }, "jti"),
-        ("iat in the future", |c, now| c["iat"] = json!(now + 600), "iat"),
+        (
+            "no exp",
+            |c, _| {
+                c.as_object_mut().unwrap().remove("exp");
+            },
+            "exp",
+        ),
+        (
+            "exp far ahead",
+            |c, now| c["exp"] = json!(now + 3600),
+            "exp",
+        ),
+        (
+            "no jti",
+            |c, _| {
+                c.as_object_mut().unwrap().remove("jti");
+            },
+            "jti",
+        ),
+        (
+            "iat in the future",
+            |c, now| c["iat"] = json!(now + 600),
+            "iat",
+        ),
     ];
     for (what, edit, expected) in cases {
         let mut c = claims(&idp);
@@ -168,7 +192,10 @@ async fn every_claim_is_checked() {
         let (status, body) = grant(&idp, &sign(signer, Some(kid), &claims(&idp))).await;
         assert_eq!(status, 401, "{body}");
         assert!(
-            body["error_description"].as_str().unwrap().contains(expected),
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
             "{body}"
         );
     }
@@ -334,7 +361,10 @@ async fn the_par_endpoint_authenticates_and_checks_the_request() {
     // A request_uri inside a pushed request; a foreign redirect URI.
     for extra in [
         [("redirect_uri", REDIRECT), ("request_uri", "urn:x")],
-        [("redirect_uri", "https://evil.example/cb"), ("scope", "openid")],
+        [
+            ("redirect_uri", "https://evil.example/cb"),
+            ("scope", "openid"),
+        ],
     ] {
         let mut form = vec![
             ("response_type", "code"),

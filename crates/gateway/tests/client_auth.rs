@@ -159,7 +159,10 @@ fn check_names_the_key_of_each_client_authentication_problem() {
             "client_auth = \"client_secret_basic\"\nclient_secret = \"x\"\nclient_key = \"rsa.pem\"",
             "`oidc.client_key`: a client_key is only used with client_auth = \"private_key_jwt\"",
         ),
-        ("client_auth = \"mutual_tls\"", "bff.toml:6: `oidc.client_auth`"),
+        (
+            "client_auth = \"mutual_tls\"",
+            "bff.toml:6: `oidc.client_auth`",
+        ),
         (
             "client_secret = \"x\"\nclient_key_id = \"k\"",
             "`oidc.client_key_id`: needs a client_key",
@@ -172,7 +175,10 @@ fn check_names_the_key_of_each_client_authentication_problem() {
         let stderr = failing(dir.path(), oidc);
         assert!(stderr.contains(expected), "{oidc}\n{stderr}");
         assert!(!stderr.contains("c2VjcmV0"), "key material shown: {stderr}");
-        assert!(!stderr.contains(material(&rsa)), "key material shown: {stderr}");
+        assert!(
+            !stderr.contains(material(&rsa)),
+            "key material shown: {stderr}"
+        );
     }
     // The file name is named for an unreadable key.
     let stderr = failing(dir.path(), "client_key = \"missing.pem\"");

@@ -88,8 +88,11 @@ pub enum ClientAuthMethod {
 
 impl ClientAuthMethod {
     /// The names accepted by [`FromStr`](std::str::FromStr) and in configuration files.
-    pub const NAMES: [&'static str; 3] =
-        ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+    pub const NAMES: [&'static str; 3] = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
 
     /// The registered name (`client_secret_basic`, ...).
     pub fn as_str(self) -> &'static str {
@@ -238,9 +241,8 @@ impl ClientKey {
             _ => match RsaKeyPair::from_pkcs8(&der) {
                 Ok(rsa) => Pair::Rsa(rsa),
                 Err(_) => Pair::Ec(
-                    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(
-                        |_| fail("not an RSA or EC P-256 private key in PKCS#8 form"),
-                    )?,
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                        .map_err(|_| fail("not an RSA or EC P-256 private key in PKCS#8 form"))?,
                 ),
             },
         };
@@ -495,11 +497,9 @@ mod tests {
 
     #[test]
     fn ec_keys_in_pkcs8_and_sec1_sign_es256() {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            &SystemRandom::new(),
-        )
-        .unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
         let key = ClientKey::from_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes()).unwrap();
         assert_eq!(key.key_type(), "EC");
         assert_eq!(key.default_alg(), ClientAssertionAlg::ES256);
@@ -554,7 +554,10 @@ mod tests {
             &signature::RSA_PSS_2048_8192_SHA256,
         );
         assert!(!key.supports(ClientAssertionAlg::ES256));
-        assert_eq!(key.public_jwk("k1", ClientAssertionAlg::RS256)["kty"], "RSA");
+        assert_eq!(
+            key.public_jwk("k1", ClientAssertionAlg::RS256)["kty"],
+            "RSA"
+        );
     }
 
     #[test]

@@ -429,11 +429,9 @@ impl OidcConfig {
                 format!("{alg} does not fit the {} client key", key.key_type()),
             ));
         }
-        if self
-            .client_key_id
-            .as_deref()
-            .is_some_and(|kid| kid.is_empty() || kid.len() > 256 || kid.chars().any(char::is_control))
-        {
+        if self.client_key_id.as_deref().is_some_and(|kid| {
+            kid.is_empty() || kid.len() > 256 || kid.chars().any(char::is_control)
+        }) {
             problems.push((
                 "client_key_id",
                 "must be 1 to 256 characters, no control characters".into(),

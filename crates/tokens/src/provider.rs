@@ -176,23 +176,35 @@ impl ProviderClient {
             |what: &str| TokenError::Config(format!("{what} is needed for client authentication"));
         Ok(match method {
             Some(ClientAuthMethod::ClientSecretBasic) => {
-                let secret = self.client_secret.as_ref().ok_or_else(|| missing("a client secret"))?;
+                let secret = self
+                    .client_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("a client secret"))?;
                 // RFC 6749 §2.3.1: both parts are form-urlencoded first.
                 let id = form_urlencode(&self.client_id);
                 let secret = form_urlencode(secret.secret());
                 request.basic_auth(id, Some(secret))
             }
             Some(ClientAuthMethod::ClientSecretPost) => {
-                let secret = self.client_secret.as_ref().ok_or_else(|| missing("a client secret"))?;
+                let secret = self
+                    .client_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("a client secret"))?;
                 form.push(("client_id", self.client_id.clone()));
                 form.push(("client_secret", secret.secret().to_owned()));
                 request
             }
             Some(ClientAuthMethod::PrivateKeyJwt) => {
-                let signer = self.signer.as_ref().ok_or_else(|| missing("a client key"))?;
+                let signer = self
+                    .signer
+                    .as_ref()
+                    .ok_or_else(|| missing("a client key"))?;
                 let assertion = signer.assertion(&metadata.issuer, self.clock.now_unix())?;
                 form.push(("client_id", self.client_id.clone()));
-                form.push(("client_assertion_type", JWT_BEARER_ASSERTION_TYPE.to_owned()));
+                form.push((
+                    "client_assertion_type",
+                    JWT_BEARER_ASSERTION_TYPE.to_owned(),
+                ));
                 form.push(("client_assertion", assertion));
                 request
             }

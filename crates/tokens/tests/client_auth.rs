@@ -40,10 +40,12 @@ fn pem(kind: Kind) -> String {
             .unwrap()
             .as_ref()
             .to_vec(),
-        Kind::Ec => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .unwrap()
-            .as_ref()
-            .to_vec(),
+        Kind::Ec => {
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        }
     };
     let body = STANDARD.encode(der);
     let lines: Vec<&str> = body
@@ -320,8 +322,10 @@ async fn par_failures_are_clear_errors() {
             .par(true),
         &clock,
     );
-    idp.faults()
-        .set_par_answer(Some((400, r#"{"error":"invalid_request","error_description":"no"}"#)));
+    idp.faults().set_par_answer(Some((
+        400,
+        r#"{"error":"invalid_request","error_description":"no"}"#,
+    )));
     let err = engine.begin_login(REDIRECT_URI, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err:?}");
     assert!(
@@ -329,7 +333,8 @@ async fn par_failures_are_clear_errors() {
             .contains("refused the pushed authorization request: invalid_request"),
         "{err}"
     );
-    idp.faults().set_par_answer(Some((200, "<html>not json</html>")));
+    idp.faults()
+        .set_par_answer(Some((200, "<html>not json</html>")));
     let err = engine.begin_login(REDIRECT_URI, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err:?}");
     assert!(err.to_string().contains("request_uri"), "{err}");
@@ -337,14 +342,20 @@ async fn par_failures_are_clear_errors() {
     let err = engine.begin_login(REDIRECT_URI, None).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     idp.faults().set_par_answer(None);
-    engine.begin_login(REDIRECT_URI, None).await.expect("recovered");
+    engine
+        .begin_login(REDIRECT_URI, None)
+        .await
+        .expect("recovered");
 
     // A provider without a PAR endpoint, PAR configured: a discovery error.
     let engine = build_engine(
         OidcConfig::builder(idp.url().as_str(), "bff")
             .client_secret("secret")
             .par(true)
-            .endpoint("pushed_authorization_request_endpoint", idp.url().join("nowhere").unwrap().as_str()),
+            .endpoint(
+                "pushed_authorization_request_endpoint",
+                idp.url().join("nowhere").unwrap().as_str(),
+            ),
         &clock,
     );
     let err = engine.begin_login(REDIRECT_URI, None).await.unwrap_err();

@@ -112,9 +112,7 @@ pub(crate) fn authenticate_assertion(
         _ => false,
     };
     if !aud_ok {
-        return Err(refused(
-            "aud must name the issuer or the token endpoint",
-        ));
+        return Err(refused("aud must name the issuer or the token endpoint"));
     }
     let now = idp.now();
     let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {

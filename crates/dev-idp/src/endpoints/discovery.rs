@@ -13,7 +13,11 @@ use crate::counters::Counter;
 use crate::state::Idp;
 
 /// Client authentication methods of every endpoint that authenticates clients.
-const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+const AUTH_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 
 /// Algorithms accepted for `private_key_jwt` assertions.
 const ASSERTION_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];

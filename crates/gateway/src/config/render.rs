@@ -121,7 +121,11 @@ impl GatewayConfig {
         }
         if let Some(key) = &self.oidc.client_key {
             // What to register at the provider: the key's type and `kid`.
-            let kid = self.oidc.client_key_id.as_deref().unwrap_or(key.thumbprint());
+            let kid = self
+                .oidc
+                .client_key_id
+                .as_deref()
+                .unwrap_or(key.thumbprint());
             comment(
                 doc,
                 "oidc.client_key",
