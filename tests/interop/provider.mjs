@@ -28,7 +28,10 @@
 // - revocation, introspection, RP-initiated logout, back-channel logout and
 //   client credentials enabled;
 // - interactions (login, then consent for every requested scope and claim)
-//   complete at once for the test user `alice`.
+//   complete at once for the test user `alice`;
+// - with BFF_CLIENT_JWKS (a public JWK Set as JSON), a second client
+//   `bff-pkjwt` that authenticates with private_key_jwt (RFC 7523) and must
+//   use pushed authorization requests (RFC 9126), with the same URIs.
 
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -41,6 +44,7 @@ if (!bffUrl) {
   process.exit(2);
 }
 const clientSecret = process.env.BFF_SECRET || 'interop-secret';
+const clientJwks = process.env.BFF_CLIENT_JWKS ? JSON.parse(process.env.BFF_CLIENT_JWKS) : null;
 const accessTokenTtl = Number(process.env.ACCESS_TOKEN_TTL || 60);
 const USER = 'alice';
 
@@ -57,6 +61,7 @@ const counters = {
   refresh_grants: 0,
   client_credentials_grants: 0,
   grant_errors: 0,
+  pushed_authorization_requests: 0,
   refresh_tokens_consumed: 0,
   refresh_tokens_destroyed: 0,
   grants_revoked: 0,
@@ -148,6 +153,21 @@ const configuration = {
   },
 };
 
+if (clientJwks) {
+  configuration.clients.push({
+    client_id: 'bff-pkjwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: clientJwks,
+    require_pushed_authorization_requests: true,
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    redirect_uris: [`${bffUrl}/bff/callback`],
+    post_logout_redirect_uris: [`${bffUrl}/`],
+    scope: 'openid profile email offline_access api:read',
+  });
+}
+configuration.features.pushedAuthorizationRequests = { enabled: true };
+
 const provider = new Provider(issuer, configuration);
 
 provider.on('grant.success', (ctx) => {
@@ -163,6 +183,12 @@ provider.on('grant.success', (ctx) => {
       break;
     default:
   }
+});
+provider.on('pushed_authorization_request.success', () => {
+  counters.pushed_authorization_requests += 1;
+});
+provider.on('pushed_authorization_request.error', (_ctx, err) => {
+  console.error(`PAR error: ${err.message} ${err.error_description || ''}`);
 });
 provider.on('grant.error', (_ctx, err) => {
   counters.grant_errors += 1;

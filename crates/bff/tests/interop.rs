@@ -23,6 +23,7 @@ use axum::Router;
 use axum::routing::get;
 use common::harness::{Browser, location};
 use oidc_bff::{Bff, BffError, BffSession, OidcConfig, UserAccessToken, UserTokenRequest};
+use oidc_bff_tokens::OidcConfigBuilder;
 use oidc_bff_tokens::{ClientCredentialsRequest, ManualClock, SessionId};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -72,6 +73,16 @@ async fn forced_token(session: BffSession) -> Result<String, BffError> {
 
 impl Interop {
     async fn start() -> Option<Self> {
+        Self::start_with("bff", |config| config.client_secret(SECRET), &[]).await
+    }
+
+    /// The provider with extra environment `env`, and a BFF for
+    /// `client_id` whose client authentication (and more) `auth` sets.
+    async fn start_with(
+        client_id: &str,
+        auth: impl FnOnce(OidcConfigBuilder) -> OidcConfigBuilder,
+        env: &[(&str, String)],
+    ) -> Option<Self> {
         if !installed() {
             return None;
         }
@@ -82,6 +93,7 @@ impl Interop {
             .env("BFF_URL", &url)
             .env("BFF_SECRET", SECRET)
             .env("ACCESS_TOKEN_TTL", "60")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -114,8 +126,7 @@ impl Interop {
         assert_eq!(discovery.status(), 200);
 
         let clock = ManualClock::starting_now();
-        let config = OidcConfig::builder(&issuer, "bff")
-            .client_secret(SECRET)
+        let config = auth(OidcConfig::builder(&issuer, client_id))
             .scopes(["openid", "profile", "email", "offline_access"])
             .refresh_margin(Duration::from_secs(30))
             .timeouts(Duration::from_secs(2), Duration::from_secs(10))
@@ -495,5 +506,92 @@ async fn client_credentials_tokens_are_issued_and_cached() {
     t.clock.advance(Duration::from_secs(31));
     let third = t.bff.engine().client_access_token(&request).await.unwrap();
     assert_ne!(third.secret(), first.secret());
+    assert_eq!(t.counter("client_credentials_grants").await, 2);
+}
+
+/// A test-only EC P-256 key: its PKCS#8 PEM and the public JWK Set to
+/// register at the provider (`kid` = the RFC 7638 thumbprint, as the engine
+/// names it).
+fn private_key_jwt_key() -> (String, String) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use base64::Engine as _;
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    );
+    let key = oidc_bff_tokens::ClientKey::from_pem(pem.as_bytes()).unwrap();
+    let jwk = key.public_jwk(key.thumbprint(), key.default_alg());
+    (pem, serde_json::json!({ "keys": [jwk] }).to_string())
+}
+
+/// The `bff-pkjwt` client: private_key_jwt (RFC 7523) at every endpoint,
+/// and pushed authorization requests (RFC 9126), which the provider
+/// requires of it.
+async fn start_private_key_jwt() -> Option<Interop> {
+    let (pem, jwks) = private_key_jwt_key();
+    Interop::start_with(
+        "bff-pkjwt",
+        |config| {
+            config
+                .client_auth(oidc_bff_tokens::ClientAuthMethod::PrivateKeyJwt)
+                .client_key_pem(pem.into_bytes())
+                .par(true)
+        },
+        &[("BFF_CLIENT_JWKS", jwks)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn par_and_private_key_jwt_sign_in_refresh_and_logout() {
+    let Some(t) = start_private_key_jwt().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    // The BFF sends the browser with client_id and request_uri only.
+    let login = browser.get("/bff/login?returnUrl=/").await;
+    let authorize = Url::parse(&location(&login)).unwrap();
+    let names: Vec<String> = authorize
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    assert_eq!(names, ["client_id", "request_uri"], "{authorize}");
+
+    assert_eq!(t.sign_in(&browser, "/app").await, "/app");
+    assert_eq!(t.counter("pushed_authorization_requests").await, 2);
+    assert_eq!(t.counter("code_grants").await, 1);
+    let user: Value = browser.api("/bff/user").await.json().await.unwrap();
+    assert_eq!(user["sub"], "alice");
+
+    // A refresh, authenticated with a new assertion.
+    let before = browser.api("/api/token").await.text().await.unwrap();
+    let forced = browser.api("/api/token/forced").await;
+    assert_eq!(forced.status(), 200);
+    assert_ne!(forced.text().await.unwrap(), before);
+    assert_eq!(t.counter("refresh_grants").await, 1);
+
+    // Logout revokes the refresh token with private_key_jwt too.
+    let logout = browser.get(user["logoutUrl"].as_str().unwrap()).await;
+    assert_eq!(logout.status(), 303);
+    assert!(t.counter("refresh_tokens_destroyed").await >= 1);
+    assert_eq!(t.counter("grant_errors").await, 0);
+}
+
+#[tokio::test]
+async fn private_key_jwt_client_credentials() {
+    let Some(t) = start_private_key_jwt().await else {
+        return;
+    };
+    let request = ClientCredentialsRequest::default().scope("api:read");
+    let first = t.bff.engine().client_access_token(&request).await.unwrap();
+    assert!(!first.secret().is_empty());
+    assert_eq!(t.counter("client_credentials_grants").await, 1);
+    t.clock.advance(Duration::from_secs(31));
+    let second = t.bff.engine().client_access_token(&request).await.unwrap();
+    assert_ne!(second.secret(), first.secret());
     assert_eq!(t.counter("client_credentials_grants").await, 2);
 }

@@ -49,6 +49,8 @@ pub enum RefreshTokenPolicy {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Client {
     pub(crate) secret: String,
+    /// Public JWKs of a `private_key_jwt` client (see `client_auth.rs`).
+    pub(crate) jwks: Vec<Value>,
     pub(crate) redirect_uris: Vec<String>,
     pub(crate) post_logout_redirect_uris: Vec<String>,
     pub(crate) backchannel_logout_uri: Option<String>,
@@ -68,6 +70,11 @@ pub(crate) struct Config {
     pub(crate) signing_alg: SigningAlg,
     pub(crate) refresh_policy: RefreshTokenPolicy,
     pub(crate) clock: Clock,
+    /// Authorization requests only through PAR (RFC 9126); also announced
+    /// in discovery.
+    pub(crate) require_par: bool,
+    /// How long a pushed request's `request_uri` is valid.
+    pub(crate) par_lifetime: Duration,
 }
 
 /// The IdP's time source, in Unix seconds.
@@ -116,6 +123,8 @@ impl Default for DevIdpBuilder {
                 signing_alg: SigningAlg::Rs256,
                 refresh_policy: RefreshTokenPolicy::OfflineAccessOnly,
                 clock: Clock(std::sync::Arc::new(crate::now)),
+                require_par: false,
+                par_lifetime: Duration::from_secs(60),
             },
             clients_customised: false,
         }
@@ -133,8 +142,33 @@ impl DevIdpBuilder {
     /// Registers a confidential client (may be called several times). The
     /// first call retires the default `bff` / `secret` client; calling it
     /// again for an existing id replaces its secret. Only clients with a
-    /// (non-empty) secret exist for the endpoints.
+    /// (non-empty) secret or [keys](Self::client_jwks) exist for the
+    /// endpoints.
     pub fn client(mut self, client_id: &str, client_secret: &str) -> Self {
+        self.retire_default_client();
+        self.client_mut(client_id).secret = client_secret.to_owned();
+        self
+    }
+
+    /// Registers a client that authenticates with `private_key_jwt` (RFC
+    /// 7523): `jwks` is its public JWK Set (`{"keys": [...]}`) or one JWK.
+    /// Like [`client`](Self::client), the first call retires the default
+    /// client. A client may have both a secret and keys.
+    pub fn client_jwks(mut self, client_id: &str, jwks: Value) -> Self {
+        self.retire_default_client();
+        let keys = match jwks {
+            Value::Object(mut set) if set.contains_key("keys") => match set.remove("keys") {
+                Some(Value::Array(keys)) => keys,
+                _ => Vec::new(),
+            },
+            jwk @ Value::Object(_) => vec![jwk],
+            _ => Vec::new(),
+        };
+        self.client_mut(client_id).jwks = keys;
+        self
+    }
+
+    fn retire_default_client(&mut self) {
         if !self.clients_customised {
             // Retire the default `bff`/`secret` client; URIs registered for
             // any client id so far are kept.
@@ -143,7 +177,20 @@ impl DevIdpBuilder {
             }
             self.clients_customised = true;
         }
-        self.client_mut(client_id).secret = client_secret.to_owned();
+    }
+
+    /// Accept authorization requests only as pushed authorization requests
+    /// (RFC 9126) and say so in discovery
+    /// (`require_pushed_authorization_requests`; default off: both work).
+    pub fn require_par(mut self, on: bool) -> Self {
+        self.config.require_par = on;
+        self
+    }
+
+    /// How long the `request_uri` of a pushed request is valid (default
+    /// 60 s); each one can be used once.
+    pub fn par_request_uri_lifetime(mut self, d: Duration) -> Self {
+        self.config.par_lifetime = d;
         self
     }
 
@@ -239,7 +286,9 @@ impl DevIdpBuilder {
 impl Config {
     /// The registered client with this id, if any.
     pub(crate) fn client(&self, client_id: &str) -> Option<&Client> {
-        self.clients.get(client_id).filter(|c| !c.secret.is_empty())
+        self.clients
+            .get(client_id)
+            .filter(|c| !c.secret.is_empty() || !c.jwks.is_empty())
     }
 
     /// Whether `uri` may be used as a redirect target given the registered

@@ -32,6 +32,10 @@ pub struct Counters {
     pub introspections: u64,
     /// End-session (RP-initiated logout) requests.
     pub end_session: u64,
+    /// Pushed authorization requests accepted (RFC 9126).
+    pub pushed_authorization_requests: u64,
+    /// `private_key_jwt` client assertions accepted (RFC 7523).
+    pub client_assertions: u64,
 }
 
 /// Which counter to bump.
@@ -50,9 +54,11 @@ pub(crate) enum Counter {
     Revocations,
     Introspections,
     EndSession,
+    PushedAuthorizationRequests,
+    ClientAssertions,
 }
 
-const N: usize = 13;
+const N: usize = 15;
 
 /// The live counters.
 #[derive(Debug, Default)]
@@ -79,6 +85,8 @@ impl CounterCells {
             revocations: v(Counter::Revocations),
             introspections: v(Counter::Introspections),
             end_session: v(Counter::EndSession),
+            pushed_authorization_requests: v(Counter::PushedAuthorizationRequests),
+            client_assertions: v(Counter::ClientAssertions),
         }
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct FaultState {
     pub(crate) refresh_moves_auth_time: bool,
     pub(crate) revocation_only_in_oauth_metadata: bool,
     pub(crate) revocation_delay: Option<Duration>,
+    pub(crate) par_answer: Option<(u16, String)>,
+    pub(crate) par_request_uris_expired: bool,
 }
 
 /// Runtime fault injection for a [`crate::RunningIdp`]; see
@@ -227,5 +229,18 @@ impl Faults {
     /// The revocation endpoint sleeps this long before answering.
     pub fn set_revocation_delay(&self, delay: Option<Duration>) {
         self.lock().revocation_delay = delay;
+    }
+
+    /// The pushed authorization request endpoint answers this HTTP status
+    /// and raw body (`(status, body)`), e.g. `(400,
+    /// r#"{"error":"invalid_request"}"#)` or a 503 page, and stores nothing.
+    pub fn set_par_answer(&self, answer: Option<(u16, &str)>) {
+        self.lock().par_answer = answer.map(|(status, body)| (status, body.to_owned()));
+    }
+
+    /// `request_uri`s issued from now on are already expired when the
+    /// browser brings them to `/authorize`.
+    pub fn set_par_request_uris_expired(&self, on: bool) {
+        self.lock().par_request_uris_expired = on;
     }
 }

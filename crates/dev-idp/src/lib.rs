@@ -4,7 +4,9 @@
 //! It implements the authorization code flow with PKCE (S256 only), refresh
 //! tokens with rotation and reuse detection, client credentials, userinfo,
 //! token revocation (RFC 7009) and introspection (RFC 7662), the RFC 9207
-//! `iss` authorization response parameter, RP-initiated logout and
+//! `iss` authorization response parameter, pushed authorization requests
+//! (RFC 9126), `private_key_jwt` client authentication (RFC 7523),
+//! RP-initiated logout and
 //! back-channel logout tokens. The configured user is signed in
 //! automatically; there are no login forms. All state lives in memory.
 //!

@@ -104,6 +104,7 @@ fn router(idp: Arc<Idp>) -> Router {
         .route("/jwks", get(discovery::jwks))
         .route("/authorize", get(authorize::authorize))
         .route("/token", post(token::token))
+        .route("/par", post(par::par))
         .route(
             "/userinfo",
             get(userinfo::userinfo).post(userinfo::userinfo),

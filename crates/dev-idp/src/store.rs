@@ -68,6 +68,19 @@ pub(crate) struct Store {
     revoked_families: HashSet<FamilyId>,
     /// The time of each user's latest sign-in (any client, any browser).
     pub(crate) last_sign_in: HashMap<String, u64>,
+    /// `jti`s of accepted client assertions, with their `exp` (replay check).
+    pub(crate) assertion_jtis: HashMap<String, u64>,
+    /// Pushed authorization requests by `request_uri`.
+    pub(crate) pushed: HashMap<String, PushedRequest>,
+}
+
+/// A pushed authorization request (RFC 9126), waiting for the browser.
+#[derive(Debug, Clone)]
+pub(crate) struct PushedRequest {
+    pub(crate) client_id: String,
+    /// The authorization request's parameters, form-encoded.
+    pub(crate) params: String,
+    pub(crate) expires_at: u64,
 }
 
 impl Store {
@@ -101,5 +114,7 @@ impl Store {
     pub(crate) fn purge(&mut self, now: u64) {
         self.codes.retain(|_, c| c.expires_at + 600 > now);
         self.access.retain(|_, a| a.exp + 600 > now);
+        self.assertion_jtis.retain(|_, exp| *exp + 600 > now);
+        self.pushed.retain(|_, p| p.expires_at + 600 > now);
     }
 }

@@ -332,9 +332,9 @@ async fn fetch_from_provider<H: CredentialsHost>(
     host: &H,
     request: &ClientCredentialsRequest,
 ) -> Result<Cached, TokenError> {
-    if host.config().client_secret.is_none() {
+    if host.config().client_secret.is_none() && host.config().client_key.is_none() {
         return Err(TokenError::Config(
-            "client credentials tokens need a client secret".into(),
+            "client credentials tokens need a client secret or a client key".into(),
         ));
     }
     let discovered = host.metadata().await?;

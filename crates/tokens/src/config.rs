@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::client_auth::{ClientAssertionAlg, ClientAuthMethod, ClientKey};
 use crate::error::TokenError;
 use crate::secret::ClientSecret;
 
@@ -110,6 +111,31 @@ pub struct OidcConfig {
     /// configuration without a client secret is refused.
     #[serde(default)]
     pub public_client: bool,
+    /// How the client authenticates at the provider (see
+    /// [`crate::client_auth`]). `None` (the default) chooses: with a
+    /// [`client_key`](Self::client_key), `private_key_jwt`; with a secret,
+    /// `client_secret_basic`, or `client_secret_post` when the discovery
+    /// document lists only that one.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthMethod>,
+    /// The private key of `private_key_jwt` (default: none). Deserialized
+    /// from the path of a PEM file, which is read and parsed at once.
+    #[serde(default)]
+    pub client_key: Option<ClientKey>,
+    /// The `kid` of client assertions (default: the key's RFC 7638
+    /// thumbprint).
+    #[serde(default)]
+    pub client_key_id: Option<String>,
+    /// The algorithm of client assertions (default: RS256 for RSA keys,
+    /// ES256 for EC keys; PS256 may be chosen for RSA keys).
+    #[serde(default)]
+    pub client_key_alg: Option<ClientAssertionAlg>,
+    /// Push every authorization request to the provider's pushed
+    /// authorization request endpoint (RFC 9126) and send the browser with
+    /// its `request_uri` only (default off; always on when the discovery
+    /// document has `require_pushed_authorization_requests: true`).
+    #[serde(default)]
+    pub par: bool,
     /// Endpoints given explicitly; they win over the discovery documents.
     #[serde(default)]
     pub endpoints: EndpointOverrides,
@@ -137,11 +163,13 @@ pub struct EndpointOverrides {
     pub introspection_endpoint: Option<Url>,
     /// The RP-initiated logout endpoint.
     pub end_session_endpoint: Option<Url>,
+    /// The pushed authorization request endpoint (RFC 9126).
+    pub pushed_authorization_request_endpoint: Option<Url>,
 }
 
 impl EndpointOverrides {
     /// The names accepted by [`OidcConfigBuilder::endpoint`].
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "authorization_endpoint",
         "token_endpoint",
         "jwks_uri",
@@ -149,6 +177,7 @@ impl EndpointOverrides {
         "revocation_endpoint",
         "introspection_endpoint",
         "end_session_endpoint",
+        "pushed_authorization_request_endpoint",
     ];
 
     /// The slot of endpoint `name`.
@@ -161,6 +190,9 @@ impl EndpointOverrides {
             "revocation_endpoint" => &mut self.revocation_endpoint,
             "introspection_endpoint" => &mut self.introspection_endpoint,
             "end_session_endpoint" => &mut self.end_session_endpoint,
+            "pushed_authorization_request_endpoint" => {
+                &mut self.pushed_authorization_request_endpoint
+            }
             _ => return None,
         })
     }
@@ -175,6 +207,10 @@ impl EndpointOverrides {
             ("revocation_endpoint", &self.revocation_endpoint),
             ("introspection_endpoint", &self.introspection_endpoint),
             ("end_session_endpoint", &self.end_session_endpoint),
+            (
+                "pushed_authorization_request_endpoint",
+                &self.pushed_authorization_request_endpoint,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, url)| url.as_ref().map(|url| (name, url)))
@@ -279,9 +315,15 @@ impl OidcConfig {
                 backchannel_logout_all_sessions: false,
                 strict_refresh_claims: false,
                 public_client: false,
+                client_auth: None,
+                client_key: None,
+                client_key_id: None,
+                client_key_alg: None,
+                par: false,
                 endpoints: EndpointOverrides::default(),
             },
             endpoints: Vec::new(),
+            client_key: None,
         }
     }
 
@@ -330,13 +372,94 @@ impl OidcConfig {
     /// Refuses a client that can not authenticate (no secret) unless it is
     /// [public on purpose](Self::public_client). Checked when the engine is
     /// built.
+    ///
+    /// Also checks the [client authentication](crate::client_auth) settings:
+    /// `private_key_jwt` needs a [`client_key`](Self::client_key), the
+    /// secret methods need a secret, a `client_key_id` or `client_key_alg`
+    /// needs a key (that fits the algorithm).
     pub fn check_client_authentication(&self) -> Result<(), TokenError> {
-        if self.client_secret.is_none() && !self.public_client {
+        if let Some((key, why)) = self.client_authentication_problems().into_iter().next() {
+            return Err(TokenError::Config(format!("{key}: {why}")));
+        }
+        if self.client_secret.is_none() && self.client_key.is_none() && !self.public_client {
             return Err(TokenError::Config(
                 "no client_secret: give one, or set public_client = true if this client is public on purpose".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The problems of the client authentication settings, each with the
+    /// key it is about (`client_key`, `client_secret`, ...); empty when
+    /// they fit together. Used by [`check_client_authentication`](Self::check_client_authentication)
+    /// and by configuration checkers that report every problem at once.
+    pub fn client_authentication_problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        match self.client_auth {
+            Some(ClientAuthMethod::PrivateKeyJwt) if self.client_key.is_none() => problems.push((
+                "client_key",
+                "client_auth = \"private_key_jwt\" needs a client_key (a PEM private key)".into(),
+            )),
+            Some(method) if method.needs_secret() && self.client_secret.is_none() => problems
+                .push((
+                    "client_secret",
+                    format!("client_auth = \"{method}\" needs a client_secret"),
+                )),
+            Some(method) if method.needs_secret() && self.client_key.is_some() => problems.push((
+                "client_key",
+                format!(
+                    "a client_key is only used with client_auth = \"private_key_jwt\", not \"{method}\""
+                ),
+            )),
+            _ => {}
+        }
+        if self.client_key.is_none() {
+            if self.client_key_id.is_some() {
+                problems.push(("client_key_id", "needs a client_key".into()));
+            }
+            if self.client_key_alg.is_some() {
+                problems.push(("client_key_alg", "needs a client_key".into()));
+            }
+        }
+        if let (Some(key), Some(alg)) = (&self.client_key, self.client_key_alg)
+            && !key.supports(alg)
+        {
+            problems.push((
+                "client_key_alg",
+                format!("{alg} does not fit the {} client key", key.key_type()),
+            ));
+        }
+        if self.client_key_id.as_deref().is_some_and(|kid| {
+            kid.is_empty() || kid.len() > 256 || kid.chars().any(char::is_control)
+        }) {
+            problems.push((
+                "client_key_id",
+                "must be 1 to 256 characters, no control characters".into(),
+            ));
+        }
+        if self.public_client && (self.client_key.is_some() || self.client_auth.is_some()) {
+            problems.push((
+                "public_client",
+                "a public client has no client_auth and no client_key".into(),
+            ));
+        }
+        problems
+    }
+
+    /// The client authentication method in use when the provider's
+    /// metadata says `prefers_basic` about `client_secret_basic` (see
+    /// [`crate::client_auth`]); `None` for a public client.
+    pub fn effective_client_auth(&self, prefers_basic: bool) -> Option<ClientAuthMethod> {
+        match self.client_auth {
+            Some(method) => Some(method),
+            None if self.client_key.is_some() => Some(ClientAuthMethod::PrivateKeyJwt),
+            None if self.client_secret.is_some() => Some(if prefers_basic {
+                ClientAuthMethod::ClientSecretBasic
+            } else {
+                ClientAuthMethod::ClientSecretPost
+            }),
+            None => None,
+        }
     }
 
     /// The URL of the discovery document.
@@ -368,6 +491,23 @@ pub struct OidcConfigBuilder {
     authority: String,
     config: OidcConfig,
     endpoints: Vec<(String, String)>,
+    /// A key given as a file or PEM bytes, parsed by `build`.
+    client_key: Option<KeySource>,
+}
+
+#[derive(Clone)]
+enum KeySource {
+    File(std::path::PathBuf),
+    Pem(Vec<u8>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Pem(_) => f.write_str("Pem([redacted])"),
+        }
+    }
 }
 
 impl OidcConfigBuilder {
@@ -480,6 +620,54 @@ impl OidcConfigBuilder {
         self
     }
 
+    /// How the client authenticates at the provider (default: chosen, see
+    /// [`OidcConfig::client_auth`]).
+    pub fn client_auth(mut self, method: crate::client_auth::ClientAuthMethod) -> Self {
+        self.config.client_auth = Some(method);
+        self
+    }
+
+    /// The PEM file of the `private_key_jwt` key (default: none); read and
+    /// parsed by [`build`](Self::build), whose error names the file.
+    pub fn client_key_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.client_key = Some(KeySource::File(path.into()));
+        self
+    }
+
+    /// The `private_key_jwt` key as PEM bytes (default: none); parsed by
+    /// [`build`](Self::build).
+    pub fn client_key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.client_key = Some(KeySource::Pem(pem.into()));
+        self
+    }
+
+    /// An already parsed `private_key_jwt` key (default: none).
+    pub fn client_key(mut self, key: ClientKey) -> Self {
+        self.client_key = None;
+        self.config.client_key = Some(key);
+        self
+    }
+
+    /// The `kid` of client assertions (default: the key's RFC 7638 thumbprint).
+    pub fn client_key_id(mut self, kid: impl Into<String>) -> Self {
+        self.config.client_key_id = Some(kid.into());
+        self
+    }
+
+    /// The algorithm of client assertions (default: RS256 for RSA keys,
+    /// ES256 for EC keys).
+    pub fn client_key_alg(mut self, alg: ClientAssertionAlg) -> Self {
+        self.config.client_key_alg = Some(alg);
+        self
+    }
+
+    /// Pushed authorization requests (RFC 9126; default off, and on
+    /// whatever this says when the provider requires them).
+    pub fn par(mut self, on: bool) -> Self {
+        self.config.par = on;
+        self
+    }
+
     /// Names a provider endpoint explicitly (one of
     /// [`EndpointOverrides::NAMES`], e.g. `"revocation_endpoint"`); it wins
     /// over discovery. Checked by [`build`](Self::build).
@@ -503,6 +691,13 @@ impl OidcConfigBuilder {
                 ))
             })?;
             *slot = Some(url);
+        }
+        match self.client_key.take() {
+            Some(KeySource::File(path)) => {
+                self.config.client_key = Some(ClientKey::from_pem_file(path)?);
+            }
+            Some(KeySource::Pem(pem)) => self.config.client_key = Some(ClientKey::from_pem(&pem)?),
+            None => {}
         }
         self.config.validate()?;
         Ok(self.config)

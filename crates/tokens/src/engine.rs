@@ -128,7 +128,7 @@ impl TokenEngineBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
         let discovery = Discovery::new(&self.config, http.clone(), clock.clone());
-        let provider = ProviderClient::new(&self.config, http.clone());
+        let provider = ProviderClient::new(&self.config, http.clone(), clock.clone());
         Ok(TokenEngine {
             inner: Arc::new(Inner {
                 config: self.config,

@@ -38,8 +38,10 @@
 //! - [`session`] and [`store`]: what a session holds and where it lives.
 //! - [`session_admin`]: a subject's sessions listed and ended (session lists, admin APIs).
 //! - [`provider`]: calls to the provider's endpoints.
+//! - [`client_auth`]: client authentication (secrets, `private_key_jwt`).
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client_auth;
 pub mod client_credentials;
 pub mod clock;
 pub mod config;
@@ -69,6 +71,7 @@ pub use logout::LoggedOut;
     note = "renamed to `TokenEngine`: it is the token engine's handle, not an OAuth client"
 )]
 pub type OidcClient = TokenEngine;
+pub use client_auth::{ClientAssertionAlg, ClientAuthMethod, ClientKey};
 pub use client_credentials::ClientCredentialsRequest;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{OidcConfig, OidcConfigBuilder};

@@ -283,24 +283,55 @@ impl TokenEngine {
             created_at: self.inner.clock.now_unix(),
         };
         transaction.state = transaction.seal(&self.inner.login_keys, &binding)?;
-        let mut url = metadata.authorization_endpoint.clone();
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &self.inner.config.client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("scope", &self.inner.config.scopes.join(" "))
-            .append_pair("state", &transaction.state)
-            .append_pair("nonce", &transaction.nonce)
-            .append_pair(
-                "code_challenge",
-                &pkce_challenge(&transaction.code_verifier),
-            )
-            .append_pair("code_challenge_method", "S256");
+        let challenge = pkce_challenge(&transaction.code_verifier);
+        // The authorization request, as a parameter list: put on the URL,
+        // or pushed to the provider (RFC 9126) when PAR is on.
+        let params: Vec<(&'static str, String)> = vec![
+            ("response_type", "code".into()),
+            ("client_id", self.inner.config.client_id.clone()),
+            ("redirect_uri", redirect_uri.to_owned()),
+            ("scope", self.inner.config.scopes.join(" ")),
+            ("state", transaction.state.clone()),
+            ("nonce", transaction.nonce.clone()),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256".into()),
+        ];
+        let url = self.authorization_url(&metadata, params).await?;
         Ok(LoginStart {
             authorization_url: url,
             state: transaction.state,
             binding,
         })
+    }
+
+    /// The URL that sends the browser to the provider with the
+    /// authorization request `params`: all of them in the query, or, with
+    /// pushed authorization requests (configured, or required by the
+    /// provider), only `client_id` and the `request_uri` the provider gave
+    /// for the pushed parameters.
+    async fn authorization_url(
+        &self,
+        metadata: &crate::discovery::ProviderMetadata,
+        params: Vec<(&'static str, String)>,
+    ) -> Result<Url, TokenError> {
+        let mut url = metadata.authorization_endpoint.clone();
+        if !(self.inner.config.par || metadata.require_pushed_authorization_requests) {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &params {
+                query.append_pair(name, value);
+            }
+            drop(query);
+            return Ok(url);
+        }
+        let pushed = self
+            .inner
+            .provider
+            .push_authorization_request(metadata, params)
+            .await?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.inner.config.client_id)
+            .append_pair("request_uri", &pushed.request_uri);
+        Ok(url)
     }
 
     /// Completes a sign-in at the callback and creates the server-side session.

@@ -1,4 +1,7 @@
-//! Calls to the provider's endpoints: token, revocation, userinfo.
+//! Calls to the provider's endpoints: token, revocation, userinfo, pushed
+//! authorization requests (RFC 9126). Client authentication (see
+//! [`crate::client_auth`]) is added to each call by one method,
+//! `ProviderClient::authenticate`.
 //!
 //! Every call has the configured connect and total timeouts (set on the HTTP
 //! client), reads at most 1 MiB of the answer, and maps
@@ -12,6 +15,8 @@
 
 use serde::Deserialize;
 
+use crate::client_auth::{AssertionSigner, ClientAuthMethod, JWT_BEARER_ASSERTION_TYPE};
+use crate::clock::SharedClock;
 use crate::config::OidcConfig;
 use crate::discovery::ProviderMetadata;
 use crate::error::{OAuthErrorCode, TokenError};
@@ -106,48 +111,174 @@ struct OAuthErrorBody {
     error_description: Option<String>,
 }
 
+/// A pushed authorization request's answer (RFC 9126 §2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PushedAuthorizationRequest {
+    /// The reference to send the browser with.
+    pub(crate) request_uri: String,
+    /// Seconds the `request_uri` is valid.
+    pub(crate) expires_in: u64,
+}
+
 /// The client side of the provider's endpoints.
 #[derive(Debug, Clone)]
 pub(crate) struct ProviderClient {
     http: reqwest::Client,
     client_id: String,
     client_secret: Option<ClientSecret>,
+    /// The configured method; `None` chooses per provider metadata.
+    client_auth: Option<ClientAuthMethod>,
+    /// Signs `private_key_jwt` assertions when a client key is configured.
+    signer: Option<AssertionSigner>,
+    clock: SharedClock,
 }
 
 impl ProviderClient {
-    pub(crate) fn new(config: &OidcConfig, http: reqwest::Client) -> Self {
+    pub(crate) fn new(config: &OidcConfig, http: reqwest::Client, clock: SharedClock) -> Self {
         Self {
             http,
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
+            client_auth: config.client_auth,
+            signer: config.client_key.clone().map(|key| {
+                AssertionSigner::new(
+                    key,
+                    &config.client_id,
+                    config.client_key_id.as_deref(),
+                    config.client_key_alg,
+                )
+            }),
+            clock,
         }
     }
 
-    /// Adds client authentication to a request to the token, revocation or
-    /// introspection endpoint.
+    /// Adds client authentication to a request to the token, revocation,
+    /// introspection or pushed authorization request endpoint: the
+    /// configured method, or the one chosen as [`crate::client_auth`]
+    /// describes. `private_key_jwt` signs a fresh assertion for the
+    /// provider's issuer.
     fn authenticate(
         &self,
         request: reqwest::RequestBuilder,
         form: &mut Vec<(&'static str, String)>,
         metadata: &ProviderMetadata,
-    ) -> reqwest::RequestBuilder {
-        match &self.client_secret {
-            Some(secret) if metadata.prefers_basic_auth() => {
+    ) -> Result<reqwest::RequestBuilder, TokenError> {
+        let method = match self.client_auth {
+            Some(method) => Some(method),
+            None if self.signer.is_some() => Some(ClientAuthMethod::PrivateKeyJwt),
+            None if self.client_secret.is_some() && metadata.prefers_basic_auth() => {
+                Some(ClientAuthMethod::ClientSecretBasic)
+            }
+            None if self.client_secret.is_some() => Some(ClientAuthMethod::ClientSecretPost),
+            None => None,
+        };
+        let missing =
+            |what: &str| TokenError::Config(format!("{what} is needed for client authentication"));
+        Ok(match method {
+            Some(ClientAuthMethod::ClientSecretBasic) => {
+                let secret = self
+                    .client_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("a client secret"))?;
                 // RFC 6749 §2.3.1: both parts are form-urlencoded first.
                 let id = form_urlencode(&self.client_id);
                 let secret = form_urlencode(secret.secret());
                 request.basic_auth(id, Some(secret))
             }
-            Some(secret) => {
+            Some(ClientAuthMethod::ClientSecretPost) => {
+                let secret = self
+                    .client_secret
+                    .as_ref()
+                    .ok_or_else(|| missing("a client secret"))?;
                 form.push(("client_id", self.client_id.clone()));
                 form.push(("client_secret", secret.secret().to_owned()));
+                request
+            }
+            Some(ClientAuthMethod::PrivateKeyJwt) => {
+                let signer = self
+                    .signer
+                    .as_ref()
+                    .ok_or_else(|| missing("a client key"))?;
+                let assertion = signer.assertion(&metadata.issuer, self.clock.now_unix())?;
+                form.push(("client_id", self.client_id.clone()));
+                form.push((
+                    "client_assertion_type",
+                    JWT_BEARER_ASSERTION_TYPE.to_owned(),
+                ));
+                form.push(("client_assertion", assertion));
                 request
             }
             None => {
                 form.push(("client_id", self.client_id.clone()));
                 request
             }
+        })
+    }
+
+    /// Pushes an authorization request (RFC 9126 §2.1) with client
+    /// authentication; returns its `request_uri`. A refusal or an answer
+    /// without a usable `request_uri` is an error naming the PAR endpoint.
+    pub(crate) async fn push_authorization_request(
+        &self,
+        metadata: &ProviderMetadata,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<PushedAuthorizationRequest, TokenError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            request_uri: String,
+            #[serde(default, deserialize_with = "lenient_u64")]
+            expires_in: Option<u64>,
         }
+        let endpoint = metadata
+            .pushed_authorization_request_endpoint
+            .clone()
+            .ok_or_else(|| {
+                TokenError::Discovery(
+                    "pushed authorization requests are on, but the provider names no \
+                     pushed_authorization_request_endpoint"
+                        .into(),
+                )
+            })?;
+        // The client id goes in by authentication; never twice.
+        form.retain(|(name, _)| *name != "client_id");
+        let request = self.http.post(endpoint);
+        let request = self.authenticate(request, &mut form, metadata)?;
+        let response = request
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::from_transport(&e))?;
+        let status = response.status();
+        let body = read_limited(response).await?;
+        if !status.is_success() {
+            return Err(match error_from_answer(status, &body) {
+                TokenError::Provider { error, .. } => TokenError::InvalidResponse(format!(
+                    "the provider refused the pushed authorization request: {error}"
+                )),
+                TokenError::UnexpectedStatus { status } => TokenError::InvalidResponse(format!(
+                    "the pushed authorization request endpoint answered HTTP {status}"
+                )),
+                other => other,
+            });
+        }
+        let answer: Answer = serde_json::from_slice(&body).map_err(|_| {
+            TokenError::InvalidResponse(
+                "the pushed authorization request answer is not JSON with a request_uri".into(),
+            )
+        })?;
+        if answer.request_uri.is_empty()
+            || answer.request_uri.len() > 1024
+            || answer.request_uri.chars().any(char::is_control)
+        {
+            return Err(TokenError::InvalidResponse(
+                "the pushed authorization request answer has an unusable request_uri".into(),
+            ));
+        }
+        Ok(PushedAuthorizationRequest {
+            request_uri: answer.request_uri,
+            expires_in: answer.expires_in.unwrap_or(60),
+        })
     }
 
     /// POSTs a grant to the token endpoint.
@@ -157,7 +288,7 @@ impl ProviderClient {
         mut form: Vec<(&'static str, String)>,
     ) -> Result<TokenResponse, TokenError> {
         let request = self.http.post(metadata.token_endpoint.clone());
-        let request = self.authenticate(request, &mut form, metadata);
+        let request = self.authenticate(request, &mut form, metadata)?;
         let response = request
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
@@ -187,7 +318,7 @@ impl ProviderClient {
             ("token_type_hint", hint.to_owned()),
         ];
         let request = self.http.post(endpoint.clone());
-        let request = self.authenticate(request, &mut form, metadata);
+        let request = self.authenticate(request, &mut form, metadata)?;
         let response = request
             .form(&form)
             .send()

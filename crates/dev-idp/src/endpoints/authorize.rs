@@ -1,6 +1,8 @@
 //! `GET /authorize`: the authorization endpoint. The configured user is
 //! signed in automatically (a new IdP session `sid` per sign-in) and the
 //! browser is redirected back with a code, `state` and `iss` (RFC 9207).
+//! A pushed request (RFC 9126) is accepted as `client_id` + `request_uri`;
+//! with `require_par` nothing else is.
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use http::StatusCode;
 
-use super::{Params, has_scope, html_page, redirect};
+use super::{Params, has_scope, html_page, par, redirect};
 use crate::config::Config;
 use crate::counters::Counter;
 use crate::faults::IssParamFault;
@@ -34,6 +36,21 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
     let params = match Params::parse(query.as_deref().unwrap_or("").as_bytes()) {
         Ok(p) => p,
         Err(e) => return bad(&e),
+    };
+    let Some(client_id) = params.get("client_id") else {
+        return bad("missing client_id");
+    };
+    // A pushed request (RFC 9126): its parameters replace the query's.
+    let pushed = params.get("request_uri").is_some();
+    let params = match params.get("request_uri") {
+        Some(request_uri) => match par::take(&idp, request_uri, client_id) {
+            Ok(pushed) => pushed,
+            Err(why) => return bad(&format!("invalid_request_uri: {why}")),
+        },
+        None if idp.config.require_par => {
+            return bad("this provider requires pushed authorization requests");
+        }
+        None => params,
     };
     let Some(client_id) = params.get("client_id") else {
         return bad("missing client_id");
@@ -81,7 +98,7 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
         respond(&[("error", error), ("error_description", description)])
     };
 
-    if params.get("request").is_some() || params.get("request_uri").is_some() {
+    if params.get("request").is_some() || (!pushed && params.get("request_uri").is_some()) {
         return error("request_not_supported", "request objects are not supported");
     }
     if params.get("response_type") != Some("code") {

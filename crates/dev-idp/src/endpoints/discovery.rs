@@ -12,6 +12,16 @@ use serde_json::{Value, json};
 use crate::counters::Counter;
 use crate::state::Idp;
 
+/// Client authentication methods of every endpoint that authenticates clients.
+const AUTH_METHODS: [&str; 3] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
+
+/// Algorithms accepted for `private_key_jwt` assertions.
+const ASSERTION_ALGS: [&str; 3] = ["RS256", "PS256", "ES256"];
+
 /// The OpenID Provider metadata document.
 pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
     idp.counters.bump(Counter::Discovery);
@@ -30,9 +40,12 @@ pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "pushed_authorization_request_endpoint": idp.endpoint("/par"),
+        "require_pushed_authorization_requests": idp.config.require_par,
         "id_token_signing_alg_values_supported": [idp.config.signing_alg.as_str()],
         "subject_types_supported": ["public"],
         "claims_supported": claims_supported(&idp),
@@ -65,8 +78,11 @@ pub(crate) async fn oauth_metadata(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "pushed_authorization_request_endpoint": idp.endpoint("/par"),
+        "require_pushed_authorization_requests": idp.config.require_par,
     });
     if faults.no_revocation_endpoint
         && let Value::Object(map) = &mut doc

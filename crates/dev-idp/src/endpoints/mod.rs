@@ -2,9 +2,11 @@
 //! authentication, OAuth error answers and HTML pages.
 
 pub(crate) mod authorize;
+pub(crate) mod client_auth;
 pub(crate) mod discovery;
 pub(crate) mod end_session;
 pub(crate) mod introspect;
+pub(crate) mod par;
 pub(crate) mod revoke;
 pub(crate) mod token;
 pub(crate) mod userinfo;
@@ -78,14 +80,18 @@ pub(crate) fn invalid_request(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_request", description)
 }
 
-/// Authenticates the client with `client_secret_basic` or
-/// `client_secret_post`. Returns the client id, or the error answer.
+/// Authenticates the client with `client_secret_basic`,
+/// `client_secret_post` or `private_key_jwt` (see `client_auth.rs`).
+/// Returns the client id, or the error answer.
 #[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 pub(crate) fn authenticate_client(
     idp: &Idp,
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<String, Response> {
+    if client_auth::uses_assertion(params) {
+        return client_auth::authenticate_assertion(idp, headers, params);
+    }
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(value) => Some(parse_basic(value).ok_or_else(|| unauthorized_client(true))?),
         None => None,

@@ -1,5 +1,6 @@
 //! Loading: the TOML file, the `OIDC_BFF__*` environment overrides merged
-//! over it, `[oidc]` with its `client_secret_file`, and every error turned
+//! over it, `[oidc]` with its `client_secret_file` and `client_key` (a PEM
+//! file, read and parsed here), and every error turned
 //! into a [`Problem`] that names its key and origin.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use oidc_bff::OidcConfig;
 use oidc_bff::admin::AdminToken;
-use oidc_bff::tokens::ClientSecret;
+use oidc_bff::tokens::{ClientKey, ClientSecret};
 
 use super::locate::{line_of, locate};
 use super::redact::redact_message;
@@ -233,6 +234,21 @@ impl Loader {
                 return None;
             }
         };
+        // The private key of `private_key_jwt`: a path, relative to the
+        // file's directory, read below with a key-precise error.
+        let key_file = dict.remove("client_key").map(|_| {
+            figment
+                .extract_inner_lossy::<RelativePathBuf>("oidc.client_key")
+                .map_err(Box::new)
+        });
+        let key_file = match key_file {
+            None => None,
+            Some(Ok(path)) => Some(path.relative()),
+            Some(Err(err)) => {
+                self.figment_problems(*err, &[]);
+                return None;
+            }
+        };
         let mut oidc = match Figment::from(Serialized::defaults(dict)).extract_lossy::<OidcConfig>()
         {
             Ok(oidc) => oidc,
@@ -266,6 +282,20 @@ impl Loader {
                         "oidc.client_secret_file",
                         format!("cannot read {}: {e}", path.display()),
                     );
+                    return None;
+                }
+            }
+        }
+        if let Some(path) = key_file {
+            // The message names the file and what is wrong, never the key.
+            match ClientKey::from_pem_file(&path) {
+                Ok(key) => oidc.client_key = Some(key),
+                Err(err) => {
+                    let message = err.to_string();
+                    let message = message
+                        .strip_prefix("configuration error: ")
+                        .unwrap_or(&message);
+                    self.problem("oidc.client_key", message);
                     return None;
                 }
             }

@@ -50,6 +50,16 @@ struct Oidc<'a> {
     load_userinfo: bool,
     revoke_on_logout: bool,
     backchannel_logout_all_sessions: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_auth: Option<&'static str>,
+    /// The key file's path; never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_key_alg: Option<&'static str>,
+    par: bool,
 }
 
 /// Serializes `[oidc]`, the client secret redacted.
@@ -77,6 +87,11 @@ pub(super) fn oidc<S: Serializer>(o: &OidcConfig, s: S) -> Result<S::Ok, S::Erro
         load_userinfo: o.load_userinfo,
         revoke_on_logout: o.revoke_on_logout,
         backchannel_logout_all_sessions: o.backchannel_logout_all_sessions,
+        client_auth: o.client_auth.map(|m| m.as_str()),
+        client_key: o.client_key.as_ref().map(|k| k.source()),
+        client_key_id: o.client_key_id.as_deref(),
+        client_key_alg: o.client_key_alg.map(|a| a.as_str()),
+        par: o.par,
     }
     .serialize(s)
 }
@@ -112,8 +127,21 @@ impl GatewayConfig {
     /// Adds the comments: where values came from, what a default means,
     /// the redirect URI to register.
     fn annotate(&self, doc: &mut DocumentMut) {
-        if self.oidc.client_secret.is_none() {
+        if self.oidc.client_secret.is_none() && self.oidc.client_key.is_none() {
             comment(doc, "oidc.client_secret", "none: public client");
+        }
+        if let Some(key) = &self.oidc.client_key {
+            // What to register at the provider: the key's type and `kid`.
+            let kid = self
+                .oidc
+                .client_key_id
+                .as_deref()
+                .unwrap_or(key.thumbprint());
+            comment(
+                doc,
+                "oidc.client_key",
+                &format!("{} key, kid {kid}", key.key_type()),
+            );
         }
         if self.server.worker_threads.is_none()
             && let Some(server) = doc.get_mut("server").and_then(Item::as_table_mut)

@@ -87,6 +87,11 @@ fn oidc(c: &GatewayConfig, found: &mut Found) {
             found.add(format!("oidc.{key}"), "must be greater than zero");
         }
     }
+    // Client authentication: `client_auth`, `client_key`, `client_key_id`,
+    // `client_key_alg` and the secret fit together.
+    for (key, why) in c.oidc.client_authentication_problems() {
+        found.add(format!("oidc.{key}"), why);
+    }
     if found.is_empty()
         && let Err(err) = c.oidc.validate()
     {
@@ -203,10 +208,11 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
         }
         if matches!(api.token, TokenPolicy::Client | TokenPolicy::UserOrClient)
             && c.oidc.client_secret.is_none()
+            && c.oidc.client_key.is_none()
         {
             found.add(
                 key("token"),
-                "client tokens need `oidc.client_secret` (or `oidc.client_secret_file`)",
+                "client tokens need `oidc.client_secret` (or `oidc.client_secret_file`) or `oidc.client_key`",
             );
         }
         if !api.upstream.username().is_empty() || api.upstream.password().is_some() {

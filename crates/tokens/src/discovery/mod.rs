@@ -75,6 +75,14 @@ pub struct ProviderMetadata {
     /// Signing algorithms of id_tokens.
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// The pushed authorization request endpoint (RFC 9126 §5).
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// Whether the provider accepts authorization requests only through
+    /// the pushed authorization request endpoint (RFC 9126 §5): the engine
+    /// then pushes them whatever the configuration says.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
     /// Where each endpoint was found (endpoint name → source); filled by
     /// [`Discovery`].
     #[serde(skip)]
@@ -104,7 +112,7 @@ impl std::fmt::Display for EndpointSource {
 }
 
 /// The endpoint fields of the metadata, by name.
-fn endpoint_fields(m: &mut ProviderMetadata) -> [(&'static str, EndpointSlot<'_>); 7] {
+fn endpoint_fields(m: &mut ProviderMetadata) -> [(&'static str, EndpointSlot<'_>); 8] {
     [
         (
             "authorization_endpoint",
@@ -130,6 +138,10 @@ fn endpoint_fields(m: &mut ProviderMetadata) -> [(&'static str, EndpointSlot<'_>
         (
             "end_session_endpoint",
             EndpointSlot::Optional(&mut m.end_session_endpoint),
+        ),
+        (
+            "pushed_authorization_request_endpoint",
+            EndpointSlot::Optional(&mut m.pushed_authorization_request_endpoint),
         ),
     ]
 }
@@ -200,7 +212,8 @@ impl ProviderMetadata {
         }
     }
 
-    /// Fills the revocation and introspection endpoints this document lacks
+    /// Fills the revocation, introspection and pushed authorization request
+    /// endpoints this document lacks
     /// from an RFC 8414 Authorization Server Metadata document of the same
     /// issuer (its other fields are not used). Returns the names filled.
     pub fn fill_from_authorization_server_metadata(
@@ -214,6 +227,10 @@ impl ProviderMetadata {
             revocation_endpoint: Option<Url>,
             #[serde(default)]
             introspection_endpoint: Option<Url>,
+            #[serde(default)]
+            pushed_authorization_request_endpoint: Option<Url>,
+            #[serde(default)]
+            require_pushed_authorization_requests: bool,
         }
         let other: AsMetadata = serde_json::from_slice(document)
             .map_err(|e| TokenError::Discovery(format!("unreadable RFC 8414 document: {e}")))?;
@@ -223,6 +240,7 @@ impl ProviderMetadata {
             ));
         }
         let mut filled = Vec::new();
+        self.require_pushed_authorization_requests |= other.require_pushed_authorization_requests;
         for (name, ours, theirs) in [
             (
                 "revocation_endpoint",
@@ -233,6 +251,11 @@ impl ProviderMetadata {
                 "introspection_endpoint",
                 &mut self.introspection_endpoint,
                 other.introspection_endpoint,
+            ),
+            (
+                "pushed_authorization_request_endpoint",
+                &mut self.pushed_authorization_request_endpoint,
+                other.pushed_authorization_request_endpoint,
             ),
         ] {
             let (None, Some(url)) = (&ours, theirs) else {
