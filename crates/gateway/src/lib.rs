@@ -36,6 +36,7 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod ops;
 pub mod serve;
 
 pub use config::{ConfigError, GatewayConfig};

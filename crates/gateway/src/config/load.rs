@@ -181,6 +181,7 @@ impl Loader {
             server: raw.server,
             static_files,
             log: raw.log,
+            metrics: raw.metrics,
             api: raw.api,
             from_env,
             built: Built::default(),
