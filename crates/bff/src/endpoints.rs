@@ -65,6 +65,7 @@ impl Bff {
                 &format!("{base}/backchannel"),
                 post(crate::backchannel::backchannel),
             )
+            .route_layer(crate::metrics::MarkLayer::bff_routes(base))
             .with_state(self.clone())
     }
 

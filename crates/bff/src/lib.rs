@@ -61,6 +61,7 @@ pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod proxy;
 pub mod session;
 mod token_policy;

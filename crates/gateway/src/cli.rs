@@ -228,6 +228,10 @@ async fn demo(args: DemoArgs) -> Result<(), GatewayError> {
         demo.api_url()
     );
     println!(
+        "  metrics     {}  (the operations listener)",
+        demo.metrics_url()
+    );
+    println!(
         "  tokens live {} s and are renewed {} s before they expire",
         args.token_lifetime.max(1),
         args.refresh_margin

@@ -78,6 +78,7 @@ pub struct Demo {
     url: String,
     idp: RunningIdp,
     api_url: String,
+    metrics_url: String,
     config: GatewayConfig,
     stop: tokio::sync::oneshot::Sender<()>,
     gateway: JoinHandle<Result<(), GatewayError>>,
@@ -131,6 +132,13 @@ impl Demo {
             }
         });
 
+        // The operations listener: 9464 (Prometheus' exporter port), or a
+        // free one. Released here, bound again by the gateway.
+        let metrics_addr = bind_or_free(None, SocketAddr::from(([127, 0, 0, 1], 9464)))
+            .await?
+            .local_addr()?;
+        let metrics_url = format!("http://{metrics_addr}/metrics");
+
         let log_format = match options.log_format {
             LogFormat::Human => "human",
             LogFormat::Json => "json",
@@ -153,6 +161,9 @@ store = "memory"
 [log]
 format = "{log_format}"
 
+[metrics]
+listen = "{metrics_addr}"
+
 [[api]]
 path = "/api"
 upstream = "{api_url}"
@@ -162,7 +173,7 @@ token = "user"
             margin = options.refresh_margin.as_secs(),
         );
         let config = GatewayConfig::from_toml_str(&toml, std::iter::empty::<(String, String)>())?;
-        let gateway = Gateway::new(config.clone())?.with_site(site());
+        let gateway = Gateway::new(config.clone())?.with_site(site(&metrics_url));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let gateway = tokio::spawn(gateway.serve(gateway_listener, async move {
             let _ = stopped.await;
@@ -171,6 +182,7 @@ token = "user"
             url: format!("{public_url}/"),
             idp,
             api_url,
+            metrics_url,
             config,
             stop,
             gateway,
@@ -191,6 +203,12 @@ token = "user"
     /// The sample API's own URL (the page reaches it through the gateway at `/api`).
     pub fn api_url(&self) -> &str {
         &self.api_url
+    }
+
+    /// The gateway's Prometheus metrics (its operations listener), linked
+    /// from the demo page.
+    pub fn metrics_url(&self) -> &str {
+        &self.metrics_url
     }
 
     /// The gateway's settings (as `oidc-bff check` would print them).
@@ -227,9 +245,10 @@ async fn bind_or_free(
     }
 }
 
-/// The demo page: HTML, script and styles, with a strict CSP.
-fn site() -> Router {
-    fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// The demo page: HTML (linking `metrics_url`), script and styles, with a
+/// strict CSP.
+fn site(metrics_url: &str) -> Router {
+    fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
         let mut response = body.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -247,10 +266,11 @@ fn site() -> Router {
         );
         response
     }
+    let index: Arc<str> = INDEX_HTML.replace("{{METRICS_URL}}", metrics_url).into();
     Router::new()
         .route(
             "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+            get(|| async move { asset("text/html; charset=utf-8", index.to_string()) }),
         )
         .route(
             "/demo.js",

@@ -19,8 +19,9 @@
 //! | `GET /readyz` | readiness: 200 once provider discovery is loaded and the session store answers, else 503 |
 //! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
 //!
-//! The operations endpoints (the admin API) are served on `[metrics] listen`
-//! only, by [`Gateway::serve`] (the `ops` module).
+//! With `[metrics] listen`, a second listener serves `GET /metrics` and,
+//! when `[admin]` gives a token, the admin API (see [`crate::ops`]); they are
+//! never served on the public port.
 
 use std::future::{Future, IntoFuture as _};
 use std::sync::Arc;
@@ -31,7 +32,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
+use metrics_exporter_prometheus::PrometheusHandle;
 use oidc_bff::Bff;
+use oidc_bff::metrics::{HttpMetricsLayer, RouteKind};
 use oidc_bff::tokens::store::{OpenOptions, open_url, spawn_cleanup};
 use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
 use tower_http::services::{ServeDir, ServeFile};
@@ -53,11 +56,19 @@ pub struct Gateway {
     config: Arc<GatewayConfig>,
     bff: Bff,
     site: Option<Router>,
+    /// The Prometheus recorder's handle, with `[metrics] listen`.
+    metrics: Option<PrometheusHandle>,
 }
 
 impl Gateway {
     /// Builds the BFF and the session store from the settings.
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
+        // Before anything registers a metric: handles registered without a
+        // recorder stay no-ops.
+        let metrics = config
+            .metrics
+            .listen
+            .and_then(|_| crate::ops::install_recorder());
         // Pending sign-ins are sealed with the session keys, so that a
         // callback may reach any instance sharing the store.
         let mut login_keys = None;
@@ -97,6 +108,7 @@ impl Gateway {
             config: Arc::new(config),
             bff,
             site: None,
+            metrics,
         })
     }
 
@@ -124,8 +136,13 @@ impl Gateway {
             self.config.server.request_timeout,
         );
         let mut app = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz).with_state(self.bff.clone()))
+            .route("/healthz", get(healthz).layer(RouteKind::Health.layer()))
+            .route(
+                "/readyz",
+                get(readyz)
+                    .with_state(self.bff.clone())
+                    .layer(RouteKind::Health.layer()),
+            )
             .merge(self.bff.routes());
         if let Some(site) = &self.site {
             app = app.merge(site.clone());
@@ -139,7 +156,9 @@ impl Gateway {
         }
         if let Some(files) = &self.config.static_files {
             let dir = ServeDir::new(&files.dir);
-            let timeout = tower::ServiceBuilder::new().layer(timeout);
+            let timeout = tower::ServiceBuilder::new()
+                .layer(RouteKind::Static.layer())
+                .layer(timeout);
             app = if files.spa_fallback {
                 let index = ServeFile::new(files.dir.join("index.html"));
                 app.fallback_service(timeout.service(dir.fallback(index)))
@@ -149,18 +168,20 @@ impl Gateway {
         }
         // The access log names method and path only: queries (codes,
         // states) and headers (cookies, tokens) are never logged.
-        app.layer(self.bff.layer()).layer(AccessLogLayer)
+        let app = app.layer(self.bff.layer());
+        // Requests by route kind and status class, with `[metrics]` only.
+        let app = match self.config.metrics.listen {
+            Some(_) => app.layer(HttpMetricsLayer::new()),
+            None => app,
+        };
+        app.layer(AccessLogLayer)
     }
 
-    /// The operations endpoints (the admin API, when `[admin]` is
-    /// configured), which [`serve`](Self::serve) serves on `[metrics]
-    /// listen`; `None` without an operations listener. Never merge it into
-    /// the public router.
-    pub fn ops_router(&self) -> Option<Router> {
-        self.config
-            .metrics
-            .listen
-            .map(|_| crate::ops::router(&self.bff, &self.config))
+    /// The operations listener's routes (`GET /metrics`, and the admin API
+    /// when `[admin]` gives its token), served on `[metrics] listen` by
+    /// [`serve`](Self::serve). Never merge it into the public router.
+    pub fn ops_router(&self) -> Router {
+        crate::ops::router(self.metrics.clone(), &self.bff, &self.config)
     }
 
     /// Serves on `listener` until `shutdown` completes; requests in flight
@@ -176,18 +197,7 @@ impl Gateway {
         F: Future<Output = ()> + Send + 'static,
     {
         let app = self.router();
-        let ops = match (self.config.metrics.listen, self.ops_router()) {
-            (Some(addr), Some(router)) => {
-                let listener = tokio::net::TcpListener::bind(addr).await?;
-                tracing::info!(listen = %listener.local_addr()?, "operations endpoints listening");
-                Some(tokio::spawn(async move {
-                    if let Err(err) = axum::serve(listener, router).await {
-                        tracing::warn!(error = %err, "the operations listener failed");
-                    }
-                }))
-            }
-            _ => None,
-        };
+        let ops = self.serve_ops().await?;
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
         // Expired sessions leave the store in the background.
@@ -222,11 +232,35 @@ impl Gateway {
             }
         }
         cleanup.abort();
-        if let Some(ops) = ops {
-            ops.abort();
+        for task in ops {
+            task.abort();
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// With `[metrics] listen`: binds it and serves the operations routes
+    /// there, and keeps the recorder's histograms folded in; the tasks.
+    async fn serve_ops(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, GatewayError> {
+        let Some(addr) = self.config.metrics.listen else {
+            return Ok(Vec::new());
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            GatewayError::Startup(format!("metrics.listen: cannot listen on {addr}: {e}"))
+        })?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let ops = self.ops_router();
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, ops).await {
+                tracing::error!(error = %err, "the operations listener failed");
+            }
+        })];
+        if let Some(handle) = &self.metrics {
+            tasks.push(crate::ops::spawn_upkeep(handle.clone()));
+        }
+        Ok(tasks)
     }
 }
 

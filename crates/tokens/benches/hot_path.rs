@@ -9,6 +9,12 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); when one is unavailable its
 //! case is skipped with a notice, or fails when `CI=true`.
 //! No provider is running: any network call would make the benchmark fail.
+//!
+//! With `OIDC_BFF_BENCH_METRICS=1` a Prometheus recorder
+//! (`metrics-exporter-prometheus`, as the gateway installs it) is installed
+//! before the engine is built, so every metric is recorded: compare the two
+//! runs to see what recording costs. `hot_path_instructions` counts the
+//! instructions of the same call under callgrind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +55,18 @@ fn record(now: u64) -> SessionRecord {
     }
 }
 
+/// Installs the Prometheus recorder when `OIDC_BFF_BENCH_METRICS=1`.
+fn maybe_install_recorder() {
+    if std::env::var("OIDC_BFF_BENCH_METRICS").as_deref() == Ok("1") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the recorder");
+        eprintln!("metrics: a Prometheus recorder is installed");
+    }
+}
+
 fn hot_path(c: &mut Criterion) {
+    maybe_install_recorder();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -102,9 +102,10 @@ type FlightResult = Result<AccessToken, TokenError>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
 
 /// The client credentials token cache of one [`TokenEngine`](crate::TokenEngine).
-#[derive(Default)]
 pub(crate) struct ClientTokenCache {
     slots: Mutex<HashMap<ClientCredentialsRequest, Slot>>,
+    /// `oidc_bff_client_credentials_cache_hits_total`, registered once.
+    hits: metrics::Counter,
 }
 
 impl std::fmt::Debug for ClientTokenCache {
@@ -132,6 +133,13 @@ struct Cached {
 }
 
 impl ClientTokenCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: Mutex::default(),
+            hits: crate::metrics::client_credentials_cache_hits(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientCredentialsRequest, Slot>> {
         self.slots
             .lock()
@@ -162,6 +170,7 @@ pub(crate) async fn client_access_token<H: CredentialsHost>(
         }) = slots.get(request)
             && now < cached.renew_at
         {
+            host.client_tokens().hits.increment(1);
             return Ok(cached.access_token.clone());
         }
         join_or_start(host, &mut slots, request, None)
@@ -361,7 +370,9 @@ async fn fetch_from_provider<H: CredentialsHost>(
     }
     // Expiry counts from before the request: never later than the provider's.
     let started = host.now();
-    let response = host.token_request(&metadata, form).await?;
+    let response = host.token_request(&metadata, form).await;
+    crate::metrics::client_credentials_request(&response);
+    let response = response?;
     let lifetime = response
         .expires_in
         .unwrap_or(host.config().default_token_lifetime.as_secs());

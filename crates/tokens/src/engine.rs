@@ -20,6 +20,7 @@ use crate::error::TokenError;
 use crate::http::http_client;
 use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
 use crate::jwks::JwksCache;
+use crate::metrics::ProviderEndpoint::Token;
 use crate::provider::{ProviderClient, TokenResponse};
 use crate::secret::{AccessToken, IdToken, RefreshToken};
 use crate::session::{SessionId, SessionRecord};
@@ -60,7 +61,11 @@ pub(crate) struct Inner {
     pub(crate) config: OidcConfig,
     pub(crate) http: reqwest::Client,
     pub(crate) clock: SharedClock,
+    /// The configured store, every operation recorded (`store/metered.rs`).
     pub(crate) store: Arc<dyn SessionStore>,
+    /// The configured store itself: the hot path's `load`, counted only.
+    pub(crate) hot_store: Arc<dyn SessionStore>,
+    pub(crate) hot_counters: crate::metrics::HotCounters,
     pub(crate) discovery: Discovery,
     /// The JWKS cache and the `jwks_uri` it was built for; replaced once
     /// when discovery reports a new `jwks_uri`.
@@ -134,12 +139,14 @@ impl TokenEngineBuilder {
                 config: self.config,
                 http,
                 clock,
-                store,
+                store: crate::store::metered::Metered::wrap(store.clone()),
+                hot_store: store,
+                hot_counters: crate::metrics::HotCounters::register(),
                 discovery,
                 jwks: std::sync::RwLock::new(None),
                 provider,
                 flights: Flights::default(),
-                client_tokens: Default::default(),
+                client_tokens: ClientTokenCache::new(),
                 login_keys: self
                     .login_keys
                     .unwrap_or_else(|| KeyRing::generate("login")),
@@ -344,7 +351,9 @@ impl TokenEngine {
         let loaded = if latest {
             self.inner.store.load_latest(id).await?
         } else {
-            self.inner.store.load(id).await?
+            let loaded = self.inner.hot_store.load(id).await;
+            self.inner.hot_counters.load(&loaded);
+            loaded?
         };
         let Some(loaded) = loaded.filter(|v| !v.record.is_expired(now)) else {
             return Ok(None);
@@ -417,7 +426,8 @@ impl user_token::Host for TokenEngine {
         metadata: &ProviderMetadata,
         form: Vec<(&'static str, String)>,
     ) -> Result<TokenResponse, TokenError> {
-        self.inner.provider.token_request(metadata, form).await
+        crate::metrics::provider_call(Token, self.inner.provider.token_request(metadata, form))
+            .await
     }
 
     async fn signing_keys(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {

@@ -54,6 +54,7 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod logout_token;
+pub mod metrics;
 pub mod provider;
 pub mod secret;
 pub mod session;

@@ -413,32 +413,31 @@ impl TokenEngine {
             .map(AuthorizationCode::new)
             .ok_or_else(|| TokenError::InvalidCallback("code is missing".into()))?;
 
-        let response = self
-            .inner
-            .provider
-            .token_request(
-                &metadata,
-                vec![
-                    ("grant_type", "authorization_code".into()),
-                    ("code", code.into_secret()),
-                    ("redirect_uri", transaction.redirect_uri.clone()),
-                    (
-                        "code_verifier",
-                        transaction.code_verifier.secret().to_owned(),
-                    ),
-                ],
-            )
-            .await
-            .map_err(|e| match e {
-                TokenError::Provider { error, .. } => TokenError::InvalidCallback(format!(
-                    "code exchange refused: {}",
-                    safe_error_code(error.as_str())
-                )),
-                TokenError::UnexpectedStatus { status } => {
-                    TokenError::InvalidCallback(format!("code exchange refused: http_{status}"))
-                }
-                other => other,
-            })?;
+        let exchange = self.inner.provider.token_request(
+            &metadata,
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", code.into_secret()),
+                ("redirect_uri", transaction.redirect_uri.clone()),
+                (
+                    "code_verifier",
+                    transaction.code_verifier.secret().to_owned(),
+                ),
+            ],
+        );
+        let response =
+            crate::metrics::provider_call(crate::metrics::ProviderEndpoint::Token, exchange)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Provider { error, .. } => TokenError::InvalidCallback(format!(
+                        "code exchange refused: {}",
+                        safe_error_code(error.as_str())
+                    )),
+                    TokenError::UnexpectedStatus { status } => {
+                        TokenError::InvalidCallback(format!("code exchange refused: http_{status}"))
+                    }
+                    other => other,
+                })?;
         // One use: recorded only now, after the provider accepted the code,
         // so that nothing a stranger can send without signing in writes to
         // the store. A concurrent duplicate of this callback loses here.
@@ -485,11 +484,13 @@ impl TokenEngine {
             all_claims.remove(artefact);
         }
         if self.inner.config.load_userinfo {
-            match self
-                .inner
-                .provider
-                .userinfo(&metadata, &response.access_token)
-                .await
+            match crate::metrics::provider_call(
+                crate::metrics::ProviderEndpoint::Userinfo,
+                self.inner
+                    .provider
+                    .userinfo(&metadata, &response.access_token),
+            )
+            .await
             {
                 Ok(Some(info)) if info.get("sub").and_then(|s| s.as_str()) == Some(&claims.sub) => {
                     // Only facts about the user: protocol claims come from
@@ -529,6 +530,7 @@ impl TokenEngine {
         };
         let session_id = SessionId::generate();
         self.inner.store.create(&session_id, record.clone()).await?;
+        crate::metrics::sign_in();
         tracing::info!(sub = %record.sub, "signed in");
         Ok(SignedIn {
             session_id,

@@ -44,6 +44,7 @@ impl TokenEngine {
         let Some(session) = session else {
             return Ok(LoggedOut::default());
         };
+        crate::metrics::sign_out();
         let metadata = self.metadata_with_fallback().await.ok();
         let mut revoked = false;
         if let (Some(metadata), true) = (&metadata, self.inner.config.revoke_on_logout) {
@@ -92,11 +93,14 @@ impl TokenEngine {
             if metadata.revocation_endpoint.is_none() {
                 return;
             }
-            match client
-                .inner
-                .provider
-                .revoke(&metadata, token.secret(), "refresh_token")
-                .await
+            match crate::metrics::provider_call(
+                crate::metrics::ProviderEndpoint::Revocation,
+                client
+                    .inner
+                    .provider
+                    .revoke(&metadata, token.secret(), "refresh_token"),
+            )
+            .await
             {
                 Ok(()) => tracing::debug!("revoked a refresh token the engine did not keep"),
                 Err(err) => {
@@ -128,11 +132,13 @@ impl TokenEngine {
         if metadata.revocation_endpoint.is_none() {
             return false;
         }
-        match self
-            .inner
-            .provider
-            .revoke(metadata, refresh.secret(), "refresh_token")
-            .await
+        match crate::metrics::provider_call(
+            crate::metrics::ProviderEndpoint::Revocation,
+            self.inner
+                .provider
+                .revoke(metadata, refresh.secret(), "refresh_token"),
+        )
+        .await
         {
             Ok(()) => true,
             Err(err) => {

@@ -116,6 +116,8 @@ impl TokenSource {
 pub(crate) struct TokenMiddleware {
     pub(crate) source: Arc<TokenSource>,
     pub(crate) retry_on_unauthorized: bool,
+    /// `oidc_bff_client_unauthorized_retries_total{client}`.
+    pub(crate) retries: metrics::Counter,
 }
 
 fn fail(err: impl Into<BffError>) -> reqwest_middleware::Error {
@@ -192,6 +194,7 @@ impl TokenMiddleware {
             return Ok(response);
         }
         drop(response);
+        self.retries.increment(1);
         tracing::debug!("the API refused the access token; retrying once with a renewed one");
         authorize(&mut replay, &renewed)?;
         next.run(replay, extensions).await

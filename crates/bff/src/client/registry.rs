@@ -198,6 +198,7 @@ impl ClientRegistration {
         let mut http = reqwest_middleware::ClientBuilder::new(http).with(TokenMiddleware {
             source: source.clone(),
             retry_on_unauthorized: self.retry_on_unauthorized,
+            retries: crate::metrics::unauthorized_retries(&name),
         });
         for middleware in self.middleware {
             http = http.with_arc(middleware);

@@ -128,6 +128,7 @@ impl Bff {
                 self.csrf_layer()
                     .websocket_handshakes_from_trusted_origins(),
             )
+            .route_layer(crate::metrics::UpstreamLayer::new(&prefix))
             .with_state(proxy)
     }
 }

@@ -189,6 +189,7 @@ impl Loader {
             server: raw.server,
             static_files,
             log: raw.log,
+            metrics: raw.metrics,
             api: raw.api,
             metrics: raw.metrics,
             admin,

@@ -98,6 +98,9 @@ pub struct GatewayConfig {
     pub static_files: Option<StaticFilesConfig>,
     /// Logging (`[log]`).
     pub log: LogConfig,
+    /// The operations listener (`[metrics]`): Prometheus metrics, off by default.
+    #[serde(skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
     /// The proxied APIs (`[[api]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api: Vec<ApiConfig>,
@@ -139,6 +142,7 @@ impl fmt::Debug for GatewayConfig {
             .field("server", &self.server)
             .field("static_files", &self.static_files)
             .field("log", &self.log)
+            .field("metrics", &self.metrics)
             .field("api", &self.api)
             .field("metrics", &self.metrics)
             .field("admin", &self.admin)
@@ -434,6 +438,30 @@ fn default_level() -> String {
     "info".into()
 }
 
+/// `[metrics]`: the gateway's operations listener, which serves Prometheus
+/// metrics on `GET /metrics` (see docs/OPERATIONS.md). It is a listener of
+/// its own, never the public one: put it on loopback or a private network.
+///
+/// ```toml
+/// [metrics]
+/// listen = "127.0.0.1:9464"
+/// ```
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// The socket address of the operations listener (`listen`); none by
+    /// default: no metrics are served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    fn is_off(&self) -> bool {
+        self.listen.is_none()
+    }
+}
+
 /// The log format (`log.format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -547,6 +575,8 @@ struct RawConfig {
     static_files: Option<RawStaticFiles>,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
     #[serde(default)]
     api: Vec<ApiConfig>,
     #[serde(default)]

@@ -34,6 +34,7 @@ pub(super) fn validate(c: &GatewayConfig) -> Result<Built, Vec<(String, String)>
     server(c, &mut found);
     static_files(c, &mut found);
     log(c, &mut found);
+    metrics(c, &mut found);
     let remote_apis = api(c, &mut found);
     metrics_and_admin(c, &mut found);
     if found.is_empty() {
@@ -44,6 +45,24 @@ pub(super) fn validate(c: &GatewayConfig) -> Result<Built, Vec<(String, String)>
         })
     } else {
         Err(found.0)
+    }
+}
+
+/// `[metrics]`: its own listener, never the public one.
+fn metrics(c: &GatewayConfig, found: &mut Found) {
+    if let Some(listen) = c.metrics.listen {
+        if listen.port() == 0 {
+            found.add("metrics.listen", "needs a port (0 would pick a random one)");
+        } else if listen.port() == c.listen.port()
+            && (listen.ip() == c.listen.ip()
+                || listen.ip().is_unspecified()
+                || c.listen.ip().is_unspecified())
+        {
+            found.add(
+                "metrics.listen",
+                "must differ from `listen`: metrics are never served on the public port",
+            );
+        }
     }
 }
 

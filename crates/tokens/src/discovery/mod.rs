@@ -436,7 +436,12 @@ impl Discovery {
         }
         let mut done = ProviderMetadata::clone(&base);
         for url in &self.as_metadata_urls {
-            match self.fetch_document(url).await {
+            match crate::metrics::provider_call(
+                crate::metrics::ProviderEndpoint::Discovery,
+                self.fetch_document(url),
+            )
+            .await
+            {
                 Ok(body) => match done.fill_from_authorization_server_metadata(&body) {
                     Ok(filled) => {
                         if !filled.is_empty() {
@@ -472,7 +477,11 @@ impl Discovery {
     }
 
     async fn fetch(&self) -> Result<ProviderMetadata, TokenError> {
-        let body = self.fetch_document(&self.url).await?;
+        let body = crate::metrics::provider_call(
+            crate::metrics::ProviderEndpoint::Discovery,
+            self.fetch_document(&self.url),
+        )
+        .await?;
         let mut metadata = ProviderMetadata::from_json(&body, &self.expected_issuer)?;
         metadata.apply_overrides(&self.overrides);
         Ok(metadata)

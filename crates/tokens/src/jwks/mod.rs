@@ -392,7 +392,9 @@ impl JwksCache {
         };
 
         let started = self.clock.now_unix();
-        let result = self.fetch().await;
+        let result =
+            crate::metrics::provider_call(crate::metrics::ProviderEndpoint::Jwks, self.fetch())
+                .await;
 
         let mut state = self.state();
         state.attempts += 1;
@@ -436,7 +438,9 @@ impl JwksCache {
             return false;
         }
         let started = self.clock.now_unix();
-        let result = self.fetch().await;
+        let result =
+            crate::metrics::provider_call(crate::metrics::ProviderEndpoint::Jwks, self.fetch())
+                .await;
         let mut state = self.state();
         state.attempts += 1;
         state.last_refetch = Some(started);

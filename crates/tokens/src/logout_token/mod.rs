@@ -442,6 +442,7 @@ impl TokenEngine {
             }
         };
         guard.completed();
+        crate::metrics::backchannel_logout(done.ended.len());
         done.revoked = self.revoke_in_background(ended);
         tracing::info!(
             sub = claims.sub.as_deref(),

@@ -300,6 +300,10 @@ impl SessionStore for MemoryStore {
         }
     }
 
+    async fn count_sessions(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.len() as u64))
+    }
+
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.inner
             .leases

@@ -55,6 +55,7 @@
 mod cache;
 mod crypto;
 mod memory;
+pub(crate) mod metered;
 #[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 mod persistent;
 #[cfg(feature = "redis")]
@@ -256,6 +257,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// default does nothing (for stores whose backend expires entries itself).
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// How many live sessions the store holds, for the
+    /// `oidc_bff_sessions_active` gauge, or `None` when the store cannot
+    /// count them cheaply (the default; Redis would need a scan). The
+    /// memory store counts its map (expired sessions included until
+    /// purged); the SQL stores count rows through the expiry index.
+    ///
+    /// (A new method of this trait must also be forwarded by the metering
+    /// wrapper in `store/metered.rs`, or its default would answer instead.)
+    async fn count_sessions(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
     }
 }
 

@@ -79,6 +79,7 @@ use crate::discovery::ProviderMetadata;
 use crate::error::{OAuthErrorCode, TokenError};
 use crate::id_token::IdTokenValidator;
 use crate::jwks::JwksCache;
+use crate::metrics::{self, RefreshOutcome};
 use crate::provider::TokenResponse;
 use crate::secret::{AccessToken, RefreshToken};
 use crate::session::SessionId;
@@ -237,7 +238,9 @@ pub(crate) async fn user_access_token<H: Host>(
             ));
             Ok(token)
         }
-        OnRequest::Wait { seen } => start_flight(host, session_id, key, request, seen).await,
+        OnRequest::Wait { seen } => {
+            metrics::refresh_wait(start_flight(host, session_id, key, request, seen)).await
+        }
     }
 }
 
@@ -322,18 +325,26 @@ impl<H: Host> Renewal<H> {
         let config = self.host.config();
         let ttl = config.refresh_lease;
         let deadline = tokio::time::Instant::now() + config.request_timeout + ttl * 2;
+        let started = std::time::Instant::now();
         let mut inherited = false;
         loop {
             if let Some(lease) = Lease::try_take(self.host.store(), &self.session_id, ttl).await? {
+                if inherited {
+                    metrics::lease_wait(started);
+                }
                 return Ok(LeaseWait::Taken { lease, inherited });
             }
             inherited = true;
             // Another instance is renewing: see whether it is done.
             let fallback = match self.under_lease(&self.latest().await?) {
-                UnderLease::Use(token) => return Ok(LeaseWait::Settled(Ok(token))),
+                UnderLease::Use(token) => {
+                    metrics::lease_wait(started);
+                    return Ok(LeaseWait::Settled(Ok(token)));
+                }
                 UnderLease::Renew { fallback } => fallback,
             };
             if tokio::time::Instant::now() >= deadline {
+                metrics::lease_wait(started);
                 let now = self.host.now();
                 return Ok(LeaseWait::Settled(
                     fallback
@@ -363,11 +374,13 @@ impl<H: Host> Renewal<H> {
             return match fallback {
                 Some(fallback) => Ok(fallback.token),
                 None => {
+                    metrics::refresh(RefreshOutcome::NoRefreshToken, None);
                     self.end_session("no refresh token").await;
                     Err(TokenError::NoRefreshToken)
                 }
             };
         };
+        let started = std::time::Instant::now();
         let outcome = refresh::grant(
             &self.host,
             &current.record,
@@ -376,6 +389,7 @@ impl<H: Host> Renewal<H> {
             lease,
         )
         .await;
+        metrics::refresh(outcome.metric(), Some(started.elapsed()));
         match outcome {
             GrantOutcome::Renewed(response) => self.store_renewal(current, response, now).await,
             GrantOutcome::DeadGrant(error) => {

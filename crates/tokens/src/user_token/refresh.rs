@@ -4,6 +4,7 @@
 
 use crate::error::{OAuthErrorCode, TokenError, ValidationKind};
 use crate::id_token::{IdTokenClaims, IdTokenExpectations};
+use crate::metrics::RefreshOutcome;
 use crate::provider::TokenResponse;
 use crate::secret::RefreshToken;
 use crate::session::SessionRecord;
@@ -40,6 +41,20 @@ pub(crate) enum GrantOutcome {
         rotated: Option<RefreshToken>,
         cause: TokenError,
     },
+}
+
+impl GrantOutcome {
+    /// The `outcome` label of `oidc_bff_token_refreshes_total`.
+    pub(crate) fn metric(&self) -> RefreshOutcome {
+        match self {
+            Self::Renewed(_) => RefreshOutcome::Renewed,
+            Self::DeadGrant(_) => RefreshOutcome::DeadGrant,
+            Self::Refused(_) => RefreshOutcome::Refused,
+            Self::Transient(_) => RefreshOutcome::Transient,
+            Self::KeysUnreachable { .. } => RefreshOutcome::KeysUnreachable,
+            Self::IdTokenRejected { .. } => RefreshOutcome::IdTokenRejected,
+        }
+    }
 }
 
 /// Spends `refresh_token` for the token `request` asks for, unless `lease`

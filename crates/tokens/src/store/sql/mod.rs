@@ -454,6 +454,7 @@ struct Sql {
     renew_lease: Arc<str>,
     release_lease: Arc<str>,
     purge_sessions: Arc<str>,
+    count_sessions: Arc<str>,
     purge_transient: Arc<str>,
     purge_leases: Arc<str>,
 }
@@ -519,6 +520,7 @@ impl Sql {
             )),
             release_lease: s(format!("DELETE FROM {p}leases WHERE id = $1 AND owner = $2")),
             purge_sessions: s(format!("DELETE FROM {p}sessions WHERE expires_at <= $1")),
+            count_sessions: s(format!("SELECT COUNT(*) FROM {p}sessions WHERE expires_at > $1")),
             purge_transient: s(format!("DELETE FROM {p}transient WHERE expires_ms <= {now}")),
             purge_leases: s(format!("DELETE FROM {p}leases WHERE expires_ms <= {now}")),
         }
@@ -743,6 +745,17 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         self.changed_one(&self.inner.sql.release_lease, &hash_id(id), owner, None)
             .await
             .map(|_| ())
+    }
+
+    async fn count_sessions(&self) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .fetch_one(&self.inner.sql.count_sessions, &[Arg::Int(self.now())])
+            .await?;
+        let count = match row.as_deref() {
+            Some([count, ..]) => count.int()?,
+            _ => 0,
+        };
+        Ok(Some(u64::try_from(count).unwrap_or_default()))
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
