@@ -104,6 +104,7 @@ fn record(i: usize, now: u64) -> SessionRecord {
         expires_at: now + 7 * 86400,
         last_active: now,
         logout_id: format!("{i:0>43}"),
+        dpop_key: None,
     }
 }
 

@@ -30,6 +30,7 @@ use url::Url;
 use std::sync::Arc;
 
 use crate::engine::TokenEngine;
+use crate::dpop::DpopKey;
 use crate::error::TokenError;
 use crate::id_token::IdTokenExpectations;
 use crate::secret::{AuthorizationCode, PkceVerifier};
@@ -74,6 +75,9 @@ pub struct LoginTransaction {
     /// When the sign-in started (Unix seconds).
     #[serde(rename = "t")]
     pub created_at: u64,
+    /// The session's DPoP key, made now and carried sealed (with DPoP on).
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<DpopKey>,
 }
 
 impl LoginTransaction {
@@ -281,6 +285,11 @@ impl TokenEngine {
             redirect_uri: redirect_uri.to_owned(),
             return_url,
             created_at: self.inner.clock.now_unix(),
+            dpop_key: if self.inner.config.dpop {
+                Some(DpopKey::generate(self.inner.config.dpop_alg)?)
+            } else {
+                None
+            },
         };
         transaction.state = transaction.seal(&self.inner.login_keys, &binding)?;
         let mut url = metadata.authorization_endpoint.clone();
@@ -296,6 +305,11 @@ impl TokenEngine {
                 &pkce_challenge(&transaction.code_verifier),
             )
             .append_pair("code_challenge_method", "S256");
+        if let Some(key) = &transaction.dpop_key {
+            // RFC 9449 §10: the code is bound to the key from the start.
+            url.query_pairs_mut()
+                .append_pair("dpop_jkt", key.thumbprint());
+        }
         Ok(LoginStart {
             authorization_url: url,
             state: transaction.state,
@@ -383,6 +397,7 @@ impl TokenEngine {
                         transaction.code_verifier.secret().to_owned(),
                     ),
                 ],
+                transaction.dpop_key.as_ref(),
             )
             .await
             .map_err(|e| match e {
@@ -481,6 +496,7 @@ impl TokenEngine {
             expires_at: now + self.inner.config.session_lifetime.as_secs(),
             last_active: now,
             logout_id: random_token(),
+            dpop_key: transaction.dpop_key,
         };
         let session_id = SessionId::generate();
         self.inner.store.create(&session_id, record.clone()).await?;

@@ -80,6 +80,7 @@ fn record(clock: &ManualClock, token: &str) -> SessionRecord {
         expires_at: now + 3600,
         last_active: now,
         logout_id: "logout".into(),
+        dpop_key: None,
     }
 }
 

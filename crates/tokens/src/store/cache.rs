@@ -355,6 +355,7 @@ mod tests {
             expires_at: now + 3600,
             last_active: now,
             logout_id: "l".into(),
+            dpop_key: None,
         })
     }
 
