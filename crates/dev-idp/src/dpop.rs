@@ -145,11 +145,16 @@ pub fn verify_proof(
     if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
         return Err(invalid("typ is not dpop+jwt"));
     }
-    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !ALGS.contains(&alg_name) {
         return Err(invalid("alg is not allowed"));
     }
-    let alg: Algorithm = alg_name.parse().map_err(|_| invalid("alg is not allowed"))?;
+    let alg: Algorithm = alg_name
+        .parse()
+        .map_err(|_| invalid("alg is not allowed"))?;
     let jwk_value = header.get("jwk").ok_or_else(|| invalid("no jwk"))?;
     if ["d", "p", "q", "dp", "dq", "qi", "k"]
         .iter()
@@ -243,7 +248,9 @@ impl Rejection {
         );
         let mut response = (StatusCode::UNAUTHORIZED, self.description).into_response();
         if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
             response.headers_mut().insert("dpop-nonce", nonce);
@@ -289,8 +296,7 @@ impl ResourceVerifier {
 
     /// Requires (with a fresh value) or stops requiring a nonce.
     pub fn require_nonce(&self, on: bool) {
-        *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) =
-            on.then(|| crate::random_token(16));
+        *self.nonce.lock().unwrap_or_else(|e| e.into_inner()) = on.then(|| crate::random_token(16));
     }
 
     /// Replaces the nonce (when one is required): the next call with the
@@ -337,7 +343,10 @@ impl ResourceVerifier {
         };
         let mut proofs = headers.get_all("dpop").iter();
         let (Some(proof), None) = (proofs.next(), proofs.next()) else {
-            return Err(reject("invalid_dpop_proof", "exactly one DPoP proof is required"));
+            return Err(reject(
+                "invalid_dpop_proof",
+                "exactly one DPoP proof is required",
+            ));
         };
         let proof = proof.to_str().unwrap_or_default();
         let verified = verify_proof(
@@ -394,7 +403,11 @@ pub(crate) fn token_endpoint_check(
         (None, _) => return Ok(None),
         (Some(p), None) => p.to_str().unwrap_or_default(),
         (Some(_), Some(_)) => {
-            return Err(token_error("invalid_dpop_proof", "more than one DPoP proof", None));
+            return Err(token_error(
+                "invalid_dpop_proof",
+                "more than one DPoP proof",
+                None,
+            ));
         }
     };
     let expected = match mode {

@@ -501,7 +501,10 @@ impl user_token::Host for TokenEngine {
         form: Vec<(&'static str, String)>,
         dpop: Option<&DpopKey>,
     ) -> Result<TokenResponse, TokenError> {
-        self.inner.provider.token_request(metadata, form, dpop).await
+        self.inner
+            .provider
+            .token_request(metadata, form, dpop)
+            .await
     }
 
     async fn signing_keys(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {

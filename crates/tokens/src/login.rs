@@ -29,8 +29,8 @@ use url::Url;
 
 use std::sync::Arc;
 
-use crate::engine::TokenEngine;
 use crate::dpop::DpopKey;
+use crate::engine::TokenEngine;
 use crate::error::TokenError;
 use crate::id_token::IdTokenExpectations;
 use crate::secret::{AuthorizationCode, PkceVerifier};

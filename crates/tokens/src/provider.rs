@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::OidcConfig;
-use crate::dpop::{DPOP_HEADER, DPOP_TOKEN_TYPE, DpopKey, NonceCache};
 use crate::discovery::ProviderMetadata;
+use crate::dpop::{DPOP_HEADER, DPOP_TOKEN_TYPE, DpopKey, NonceCache};
 use crate::error::{OAuthErrorCode, TokenError};
 use crate::http::read_limited;
 use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
@@ -265,7 +265,9 @@ impl ProviderClient {
         match (asked_dpop, answer.is_dpop()) {
             (true, false) if !self.dpop.allow_bearer_downgrade => Err(TokenError::DpopDowngrade),
             (true, false) => {
-                tracing::warn!("the provider answered a Bearer token to a DPoP request (allowed by configuration)");
+                tracing::warn!(
+                    "the provider answered a Bearer token to a DPoP request (allowed by configuration)"
+                );
                 Ok(answer)
             }
             (false, true) => Err(TokenError::InvalidResponse(

@@ -185,7 +185,10 @@ async fn a_bearer_answer_is_a_refused_downgrade_unless_allowed() {
     let id = common::sign_in(&lenient).await;
     let session = lenient.load_session(&id).await.unwrap().unwrap();
     assert_eq!(session.record.tokens.token_type, "Bearer");
-    assert!(session.record.dpop_binding().is_none(), "sent as a bearer token");
+    assert!(
+        session.record.dpop_binding().is_none(),
+        "sent as a bearer token"
+    );
     let (_, key) = lenient
         .client_access_token_bound(&ClientCredentialsRequest::default())
         .await
@@ -204,7 +207,10 @@ async fn client_credentials_share_one_key_through_the_store() {
     let request = ClientCredentialsRequest::default().scope("api");
     let (token, key) = one.client_access_token_bound(&request).await.unwrap();
     assert_eq!(key.as_ref(), Some(&k1));
-    assert_eq!(idp.token_jkt(token.secret()).as_deref(), Some(k1.thumbprint()));
+    assert_eq!(
+        idp.token_jkt(token.secret()).as_deref(),
+        Some(k1.thumbprint())
+    );
     // The other instance takes the shared token, bound to the same key.
     let (shared, key) = two.client_access_token_bound(&request).await.unwrap();
     assert_eq!(shared, token);
@@ -225,7 +231,14 @@ fn a_verifier_refuses_wrong_proofs() {
     };
     let good = key.proof("GET", &url, Some(&token), None, now).unwrap();
     // Query strings do not count in htu.
-    let ok = check(&good, "GET", "http://127.0.0.1:9/api/orders", "the-token", None).unwrap();
+    let ok = check(
+        &good,
+        "GET",
+        "http://127.0.0.1:9/api/orders",
+        "the-token",
+        None,
+    )
+    .unwrap();
     assert_eq!(ok.jkt, key.thumbprint());
     // Replayed jti.
     assert!(matches!(
@@ -235,10 +248,17 @@ fn a_verifier_refuses_wrong_proofs() {
     let fresh = || key.proof("GET", &url, Some(&token), None, now).unwrap();
     for (proof, method, at, tok, what) in [
         (fresh(), "POST", url.as_str(), "the-token", "htm"),
-        (fresh(), "GET", "http://127.0.0.1:9/api/other", "the-token", "htu"),
+        (
+            fresh(),
+            "GET",
+            "http://127.0.0.1:9/api/other",
+            "the-token",
+            "htu",
+        ),
         (fresh(), "GET", url.as_str(), "another-token", "ath"),
         (
-            key.proof("GET", &url, Some(&token), None, now - 600).unwrap(),
+            key.proof("GET", &url, Some(&token), None, now - 600)
+                .unwrap(),
             "GET",
             url.as_str(),
             "the-token",
@@ -267,11 +287,15 @@ fn a_verifier_refuses_wrong_proofs() {
         check(&fresh(), "GET", url.as_str(), "the-token", Some("n-1")).unwrap_err(),
         ProofError::NonceRequired
     );
-    let stale = key.proof("GET", &url, Some(&token), Some("n-0"), now).unwrap();
+    let stale = key
+        .proof("GET", &url, Some(&token), Some("n-0"), now)
+        .unwrap();
     assert_eq!(
         check(&stale, "GET", url.as_str(), "the-token", Some("n-1")).unwrap_err(),
         ProofError::NonceRequired
     );
-    let right = key.proof("GET", &url, Some(&token), Some("n-1"), now).unwrap();
+    let right = key
+        .proof("GET", &url, Some(&token), Some("n-1"), now)
+        .unwrap();
     assert!(check(&right, "GET", url.as_str(), "the-token", Some("n-1")).is_ok());
 }

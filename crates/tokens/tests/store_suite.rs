@@ -549,7 +549,10 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
         "claims are sealed too"
     );
     assert!(!dump.contains(&r.logout_id));
-    assert!(!dump.contains(&dpop_private), "a DPoP key is readable in the store");
+    assert!(
+        !dump.contains(&dpop_private),
+        "a DPoP key is readable in the store"
+    );
     assert!(!dump.contains(r.dpop_key.as_ref().unwrap().thumbprint()));
 
     // Another key ring (the same key id with another key, or an unknown

@@ -34,7 +34,9 @@ fn origin(url: &Url) -> String {
 fn acceptable(nonce: &str) -> bool {
     !nonce.is_empty()
         && nonce.len() <= 512
-        && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"')
+        && nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"')
 }
 
 impl NonceCache {

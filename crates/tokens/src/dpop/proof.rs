@@ -125,7 +125,9 @@ mod tests {
         let key = DpopKey::generate(DpopAlg::Es256).unwrap();
         let url: Url = "https://api.example.com/x?q=1#f".parse().unwrap();
         let token = AccessToken::new("abc");
-        let one = key.proof("GET", &url, Some(&token), Some("n1"), 42).unwrap();
+        let one = key
+            .proof("GET", &url, Some(&token), Some("n1"), 42)
+            .unwrap();
         let two = key.proof("GET", &url, None, None, 42).unwrap();
         let header = part(&one, 0);
         assert_eq!(header["typ"], "dpop+jwt");
@@ -144,7 +146,9 @@ mod tests {
         assert_ne!(claims["jti"], other["jti"]);
         assert!(other.get("ath").is_none() && other.get("nonce").is_none());
         // Fixed-size ECDSA signature.
-        let sig = URL_SAFE_NO_PAD.decode(one.split('.').nth(2).unwrap()).unwrap();
+        let sig = URL_SAFE_NO_PAD
+            .decode(one.split('.').nth(2).unwrap())
+            .unwrap();
         assert_eq!(sig.len(), 64);
     }
 
