@@ -64,6 +64,7 @@ fn record(now: u64) -> SessionRecord {
         expires_at: now + 8 * 3600,
         last_active: now,
         logout_id: "logout".into(),
+        dpop_key: None,
     }
 }
 

@@ -53,6 +53,7 @@ mod builder;
 pub mod client;
 mod cookies;
 pub mod csrf;
+mod dpop;
 pub mod endpoints;
 pub mod error;
 #[cfg(fuzzing)]
