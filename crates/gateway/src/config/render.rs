@@ -50,6 +50,11 @@ struct Oidc<'a> {
     load_userinfo: bool,
     revoke_on_logout: bool,
     backchannel_logout_all_sessions: bool,
+    /// DPoP: whether tokens are sender-constrained, and how. No key
+    /// material: the keys live in sessions and the store.
+    dpop: bool,
+    dpop_alg: &'static str,
+    allow_bearer_downgrade: bool,
 }
 
 /// Serializes `[oidc]`, the client secret redacted.
@@ -77,6 +82,9 @@ pub(super) fn oidc<S: Serializer>(o: &OidcConfig, s: S) -> Result<S::Ok, S::Erro
         load_userinfo: o.load_userinfo,
         revoke_on_logout: o.revoke_on_logout,
         backchannel_logout_all_sessions: o.backchannel_logout_all_sessions,
+        dpop: o.dpop,
+        dpop_alg: o.dpop_alg.as_str(),
+        allow_bearer_downgrade: o.allow_bearer_downgrade,
     }
     .serialize(s)
 }

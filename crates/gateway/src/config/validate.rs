@@ -85,6 +85,12 @@ fn oidc(c: &GatewayConfig, found: &mut Found) {
             found.add(format!("oidc.{key}"), "must be greater than zero");
         }
     }
+    if c.oidc.allow_bearer_downgrade && !c.oidc.dpop {
+        found.add(
+            "oidc.allow_bearer_downgrade",
+            "has no effect without `oidc.dpop = true`",
+        );
+    }
     if found.is_empty()
         && let Err(err) = c.oidc.validate()
     {
