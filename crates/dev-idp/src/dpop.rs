@@ -393,6 +393,7 @@ pub enum NonceMode {
 
 /// The outcome of the token endpoint's DPoP check: the proof's key, or an
 /// error answer.
+#[allow(clippy::result_large_err)] // the error is the finished HTTP answer
 pub(crate) fn token_endpoint_check(
     idp: &crate::state::Idp,
     headers: &HeaderMap,
