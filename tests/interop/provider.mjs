@@ -8,6 +8,10 @@
 // when ready: {"issuer":"http://127.0.0.1:PORT"}. Everything else goes to
 // stderr. Extra, test-only routes:
 //
+// DPoP (RFC 9449): a second client `bff-dpop` (same secret and URIs) whose
+// access tokens must be DPoP-bound (`dpop_bound_access_tokens`); proofs must
+// carry the provider's nonce (`use_dpop_nonce` first), from any client.
+//
 //   GET /test/counters   what happened so far (grants by type, refresh tokens
 //                        consumed/destroyed, back-channel deliveries, ...)
 //
@@ -84,6 +88,17 @@ const configuration = {
       backchannel_logout_session_required: true,
       scope: 'openid profile email offline_access api:read',
     },
+    {
+      client_id: 'bff-dpop',
+      client_secret: clientSecret,
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+      response_types: ['code'],
+      redirect_uris: [`${bffUrl}/bff/callback`],
+      post_logout_redirect_uris: [`${bffUrl}/`],
+      scope: 'openid profile email offline_access api:read',
+      dpop_bound_access_tokens: true,
+    },
   ],
   jwks: { keys: [{ ...signingKey, kid: 'interop-rs256', alg: 'RS256', use: 'sig' }] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
@@ -111,6 +126,11 @@ const configuration = {
     revocation: { enabled: true },
     introspection: { enabled: true },
     clientCredentials: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: crypto.randomBytes(32),
+      requireNonce: () => true,
+    },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,

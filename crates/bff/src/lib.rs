@@ -56,6 +56,7 @@ mod builder;
 pub mod client;
 mod cookies;
 pub mod csrf;
+mod dpop;
 pub mod endpoints;
 pub mod error;
 #[cfg(fuzzing)]

@@ -58,6 +58,113 @@ struct Interop {
     clock: ManualClock,
     http: reqwest::Client,
     provider_jar: Mutex<HashMap<String, String>>,
+    dpop_api: Option<DpopApi>,
+}
+
+/// A resource server for DPoP-bound tokens of `oidc-provider`: it
+/// introspects the token (as `bff-dpop`) for its `cnf.jkt`, then checks the
+/// request with the dev IdP's verifier (proof, `ath`, key = `cnf.jkt`, a
+/// nonce of its own).
+#[derive(Clone)]
+struct DpopApi {
+    url: String,
+    state: Arc<DpopApiState>,
+}
+
+struct DpopApiState {
+    url: String,
+    introspection: String,
+    http: reqwest::Client,
+    verifier: oidc_bff_dev_idp::dpop::ResourceVerifier,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl DpopApi {
+    async fn start(issuer: &str, http: &reqwest::Client) -> DpopApi {
+        let discovery: Value = http
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let verifier = oidc_bff_dev_idp::dpop::ResourceVerifier::new();
+        verifier.require_nonce(true);
+        let state = Arc::new(DpopApiState {
+            url: url.clone(),
+            introspection: discovery["introspection_endpoint"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            http: http.clone(),
+            verifier,
+            hits: Default::default(),
+        });
+        let app = Router::new().fallback(dpop_api).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        DpopApi { url, state }
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn dpop_api(
+    axum::extract::State(state): axum::extract::State<Arc<DpopApiState>>,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    state.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("DPoP "))
+        .unwrap_or_default()
+        .to_owned();
+    let info: Value = state
+        .http
+        .post(&state.introspection)
+        .basic_auth("bff-dpop", Some(SECRET))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jkt = info
+        .pointer("/cnf/jkt")
+        .and_then(Value::as_str)
+        .filter(|_| info["active"] == true)
+        .map(str::to_owned);
+    let url = format!(
+        "{}{}",
+        state.url,
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    match state
+        .verifier
+        .verify_request(&method, &url, &headers, |_| jkt.clone())
+    {
+        Ok(verified) => {
+            let mut response =
+                axum::Json(serde_json::json!({"jkt": verified.jkt, "sub": info["sub"]}))
+                    .into_response();
+            if let Some(nonce) = state.verifier.current_nonce() {
+                response
+                    .headers_mut()
+                    .insert("dpop-nonce", nonce.parse().unwrap());
+            }
+            response
+        }
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn token(UserAccessToken(token): UserAccessToken) -> String {
@@ -73,15 +180,26 @@ async fn forced_token(session: BffSession) -> Result<String, BffError> {
 
 impl Interop {
     async fn start() -> Option<Self> {
-        Self::start_with("bff", |config| config.client_secret(SECRET), &[]).await
+        Self::start_with("bff", |config| config.client_secret(SECRET), &[], false).await
+    }
+
+    /// A BFF with DPoP on, as the provider's `bff-dpop` client (DPoP-bound
+    /// tokens required), with `/dpop-api` proxied to a [`DpopApi`].
+    async fn start_dpop() -> Option<(Self, DpopApi)> {
+        let t =
+            Self::start_with("bff-dpop", |config| config.client_secret(SECRET), &[], true).await?;
+        let api = t.dpop_api.clone().expect("the DPoP API");
+        Some((t, api))
     }
 
     /// The provider with extra environment `env`, and a BFF for
-    /// `client_id` whose client authentication (and more) `auth` sets.
+    /// `client_id` whose client authentication (and more) `auth` sets; with
+    /// `dpop`, DPoP on and `/dpop-api` proxied to a [`DpopApi`].
     async fn start_with(
         client_id: &str,
         auth: impl FnOnce(OidcConfigBuilder) -> OidcConfigBuilder,
         env: &[(&str, String)],
+        dpop: bool,
     ) -> Option<Self> {
         if !installed() {
             return None;
@@ -130,8 +248,14 @@ impl Interop {
             .scopes(["openid", "profile", "email", "offline_access"])
             .refresh_margin(Duration::from_secs(30))
             .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+            .dpop(dpop)
             .build()
             .unwrap();
+        let dpop_api = if dpop {
+            Some(DpopApi::start(&issuer, &http).await)
+        } else {
+            None
+        };
         let bff = Bff::builder(config)
             .public_url(&url)
             .clock(Arc::new(clock.clone()))
@@ -141,10 +265,12 @@ impl Interop {
             .route("/api/token", get(token))
             .route("/api/token/forced", get(forced_token))
             .layer(bff.csrf_layer());
-        let app = Router::new()
-            .merge(api)
-            .merge(bff.routes())
-            .layer(bff.layer());
+        let mut app = Router::new().merge(api);
+        if let Some(dpop_api) = &dpop_api {
+            let upstream: Url = format!("{}/", dpop_api.url).parse().unwrap();
+            app = app.merge(bff.proxy(oidc_bff::RemoteApi::new("/dpop-api", upstream)));
+        }
+        let app = app.merge(bff.routes()).layer(bff.layer());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Some(Self {
             _provider: provider,
@@ -154,6 +280,7 @@ impl Interop {
             clock,
             http,
             provider_jar: Mutex::default(),
+            dpop_api,
         })
     }
 
@@ -542,6 +669,7 @@ async fn start_private_key_jwt() -> Option<Interop> {
                 .par(true)
         },
         &[("BFF_CLIENT_JWKS", jwks)],
+        false,
     )
     .await
 }
@@ -594,4 +722,52 @@ async fn private_key_jwt_client_credentials() {
     let second = t.bff.engine().client_access_token(&request).await.unwrap();
     assert_ne!(second.secret(), first.secret());
     assert_eq!(t.counter("client_credentials_grants").await, 2);
+}
+
+#[tokio::test]
+async fn dpop_sign_in_refresh_and_api_calls_with_nonces() {
+    let Some((t, api)) = Interop::start_dpop().await else {
+        return;
+    };
+    let browser = Browser::new(&t.url);
+    assert_eq!(t.sign_in(&browser, "/").await, "/");
+    // The provider asked for its nonce once (`use_dpop_nonce`), then issued
+    // a DPoP-bound token for the key announced as `dpop_jkt`.
+    assert_eq!(t.counter("code_grants").await, 1);
+    let session = t.session(&browser).await.expect("a session");
+    let key = session
+        .record
+        .dpop_binding()
+        .expect("a DPoP-bound token")
+        .clone();
+    assert_eq!(session.record.tokens.token_type, "DPoP");
+
+    // The API checks the proof and `cnf.jkt`, and wants its own nonce:
+    // one challenge, one retry.
+    let response = browser.api("/dpop-api/orders?page=1").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jkt"], key.thumbprint());
+    assert_eq!(body["sub"], "alice");
+    assert_eq!(api.hits(), 2);
+
+    // A refresh proves the same key; the new token is bound to it.
+    let forced = browser.api("/api/token/forced").await;
+    assert_eq!(forced.status(), 200);
+    assert_eq!(t.counter("refresh_grants").await, 1);
+    let response = browser.api("/dpop-api/orders").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jkt"], key.thumbprint());
+    assert_eq!(api.hits(), 3, "the API's nonce was kept");
+
+    // Client credentials, bound to the client key.
+    let (token, bound) = t
+        .bff
+        .engine()
+        .client_access_token_bound(&ClientCredentialsRequest::default())
+        .await
+        .unwrap();
+    assert!(!token.secret().is_empty());
+    assert!(bound.is_some(), "a DPoP-bound client token");
 }

@@ -83,6 +83,8 @@ pub(crate) struct FaultState {
     pub(crate) revocation_delay: Option<Duration>,
     pub(crate) par_answer: Option<(u16, String)>,
     pub(crate) par_request_uris_expired: bool,
+    pub(crate) dpop_nonce: crate::dpop::NonceMode,
+    pub(crate) dpop_answer_bearer: bool,
 }
 
 /// Runtime fault injection for a [`crate::RunningIdp`]; see
@@ -224,6 +226,17 @@ impl Faults {
     /// served whatever the setting.
     pub fn set_revocation_only_in_oauth_metadata(&self, on: bool) {
         self.lock().revocation_only_in_oauth_metadata = on;
+    }
+
+    /// How the token endpoint treats DPoP nonces (default: none needed).
+    pub fn set_dpop_nonce(&self, mode: crate::dpop::NonceMode) {
+        self.lock().dpop_nonce = mode;
+    }
+
+    /// The token endpoint ignores DPoP proofs and answers unbound `Bearer`
+    /// tokens (a downgrade, as from a provider without DPoP support).
+    pub fn set_dpop_answer_bearer(&self, on: bool) {
+        self.lock().dpop_answer_bearer = on;
     }
 
     /// The revocation endpoint sleeps this long before answering.

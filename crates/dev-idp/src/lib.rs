@@ -27,6 +27,7 @@
 
 mod config;
 mod counters;
+pub mod dpop;
 mod endpoints;
 mod faults;
 mod jwt;

@@ -68,6 +68,8 @@ pub(crate) async fn start(config: Config, addr: SocketAddr) -> std::io::Result<R
         store: Mutex::new(Store::default()),
         faults: Faults::default(),
         counters: CounterCells::default(),
+        dpop_replay: Default::default(),
+        dpop_nonce: Mutex::new(crate::random_token(16)),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let app = router(idp.clone());
@@ -121,6 +123,30 @@ fn router(idp: Arc<Idp>) -> Router {
 impl RunningIdp {
     fn idp(&self) -> &Idp {
         &self.inner.idp
+    }
+
+    /// The token endpoint's current DPoP nonce (required with
+    /// [`Faults::set_dpop_nonce`]).
+    pub fn dpop_nonce(&self) -> String {
+        self.idp().dpop_nonce()
+    }
+
+    /// Replaces the token endpoint's DPoP nonce (proofs with the old one
+    /// are then answered `use_dpop_nonce`).
+    pub fn rotate_dpop_nonce(&self) -> String {
+        self.idp().rotate_dpop_nonce()
+    }
+
+    /// The `cnf.jkt` an access token this IdP issued is bound to (`None`:
+    /// unknown, inactive or a bearer token).
+    pub fn token_jkt(&self, token: &str) -> Option<String> {
+        let idp = self.idp();
+        let store = idp.store();
+        store
+            .active_access(token, idp.now())
+            .and_then(|claims| claims.pointer("/cnf/jkt"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
     }
 
     /// The issuer as a URL (`http://127.0.0.1:PORT/` once parsed).

@@ -17,6 +17,10 @@ pub(crate) struct Idp {
     pub(crate) store: Mutex<Store>,
     pub(crate) faults: Faults,
     pub(crate) counters: CounterCells,
+    /// The `jti`s of DPoP proofs the token endpoint accepted.
+    pub(crate) dpop_replay: crate::dpop::ReplayCache,
+    /// The token endpoint's current DPoP nonce.
+    pub(crate) dpop_nonce: Mutex<String>,
 }
 
 impl Idp {
@@ -31,6 +35,21 @@ impl Idp {
 
     pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token endpoint's current DPoP nonce.
+    pub(crate) fn dpop_nonce(&self) -> String {
+        self.dpop_nonce
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the token endpoint's DPoP nonce; returns the new one.
+    pub(crate) fn rotate_dpop_nonce(&self) -> String {
+        let fresh = crate::random_token(16);
+        *self.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        fresh
     }
 
     pub(crate) fn current_key(&self) -> Arc<SigningKey> {

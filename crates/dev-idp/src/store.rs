@@ -25,6 +25,9 @@ pub(crate) struct CodeEntry {
     pub(crate) expires_at: u64,
     pub(crate) family: FamilyId,
     pub(crate) redeemed: bool,
+    /// The `dpop_jkt` of the authorization request: the code exchange must
+    /// prove this key.
+    pub(crate) dpop_jkt: Option<String>,
 }
 
 /// An issued refresh token.
@@ -38,6 +41,8 @@ pub(crate) struct RefreshEntry {
     pub(crate) sid: String,
     pub(crate) auth_time: u64,
     pub(crate) used: bool,
+    /// The DPoP key the refresh token is bound to.
+    pub(crate) jkt: Option<String>,
 }
 
 /// An issued access token (the JWT claims are kept for introspection).

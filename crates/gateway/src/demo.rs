@@ -125,7 +125,7 @@ impl Demo {
         )))
         .await?;
         let api_url = format!("http://{}", api_listener.local_addr()?);
-        let sample = SampleApi::new(&idp, &api_secret)?;
+        let sample = SampleApi::new(&idp, &api_secret, &api_url)?;
         let api = tokio::spawn(async move {
             if let Err(e) = axum::serve(api_listener, sample.router()).await {
                 tracing::warn!(error = %e, "the sample API stopped");
@@ -282,17 +282,22 @@ fn site(metrics_url: &str) -> Router {
         )
 }
 
-/// The sample API: checks the bearer token at the IdP's introspection
-/// endpoint and echoes what it learned.
+/// The sample API: checks the token at the IdP's introspection endpoint and
+/// echoes what it learned. A DPoP-bound token (`Authorization: DPoP`, with
+/// `[oidc] dpop = true`) must come with a valid proof of the key in its
+/// `cnf.jkt` (checked by the dev IdP's resource-server verifier).
 #[derive(Clone)]
 struct SampleApi {
     http: reqwest::Client,
     introspect: String,
     secret: Arc<str>,
+    /// `http://host:port` of this API, for the proofs' `htu`.
+    base: Arc<str>,
+    dpop: Arc<oidc_bff_dev_idp::dpop::ResourceVerifier>,
 }
 
 impl SampleApi {
-    fn new(idp: &RunningIdp, secret: &str) -> Result<Self, GatewayError> {
+    fn new(idp: &RunningIdp, secret: &str, base: &str) -> Result<Self, GatewayError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -302,6 +307,8 @@ impl SampleApi {
             http,
             introspect: format!("{}/introspect", idp.issuer()),
             secret: secret.into(),
+            base: base.into(),
+            dpop: Arc::default(),
         })
     }
 
@@ -329,12 +336,14 @@ async fn sample_api(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     };
-    let Some(token) = headers
+    let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return unauthorized("missing bearer token");
+        .unwrap_or_default();
+    let (dpop, token) = match authorization.split_once(' ') {
+        Some(("Bearer", token)) => (false, token),
+        Some(("DPoP", token)) => (true, token),
+        _ => return unauthorized("missing bearer token"),
     };
     let answer = api
         .http
@@ -352,6 +361,21 @@ async fn sample_api(
     };
     if info["active"] != Value::Bool(true) || info["token_type"] == "refresh_token" {
         return unauthorized("invalid_token");
+    }
+    let bound = info.pointer("/cnf/jkt").and_then(Value::as_str);
+    if dpop || bound.is_some() {
+        // A bound token needs its proof; the proof needs a bound token.
+        let url = format!(
+            "{}{}",
+            api.base,
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        if let Err(rejection) = api
+            .dpop
+            .verify_request(&method, &url, &headers, |_| bound.map(str::to_owned))
+        {
+            return rejection.into_response();
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

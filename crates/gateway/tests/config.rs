@@ -420,3 +420,53 @@ fn worker_threads_is_shown_and_zero_is_refused() {
     let err = failing("", "", &[("OIDC_BFF__SERVER__WORKER_THREADS", "0")]);
     assert!(err.contains("`server.worker_threads`"), "{err}");
 }
+
+#[test]
+fn dpop_keys_are_checked_and_shown_without_key_material() {
+    // Off by default, and shown.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, GOOD);
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("dpop = false"), "{stdout}");
+    assert!(stdout.contains("dpop_alg = \"ES256\""), "{stdout}");
+    assert!(
+        stdout.contains("allow_bearer_downgrade = false"),
+        "{stdout}"
+    );
+
+    let path = write(
+        &dir,
+        &GOOD.replace(
+            "client_id = \"bff\"",
+            "client_id = \"bff\"\ndpop = true\ndpop_alg = \"ES384\"\nallow_bearer_downgrade = true",
+        ),
+    );
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("dpop = true"), "{stdout}");
+    assert!(stdout.contains("dpop_alg = \"ES384\""), "{stdout}");
+    assert!(stdout.contains("allow_bearer_downgrade = true"), "{stdout}");
+
+    let err = failing(
+        "client_id = \"bff\"",
+        "client_id = \"bff\"\ndpop = [true]",
+        &[],
+    );
+    assert!(err.contains("`oidc.dpop`: invalid type"), "{err}");
+    let err = failing(
+        "client_id = \"bff\"",
+        "client_id = \"bff\"\ndpop = true\ndpop_alg = \"HS256\"",
+        &[],
+    );
+    assert!(err.contains("`oidc.dpop_alg`"), "{err}");
+    let err = failing(
+        "client_id = \"bff\"",
+        "client_id = \"bff\"\nallow_bearer_downgrade = true",
+        &[],
+    );
+    assert!(
+        err.contains("`oidc.allow_bearer_downgrade`: has no effect without `oidc.dpop = true`"),
+        "{err}"
+    );
+}

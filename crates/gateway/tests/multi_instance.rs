@@ -471,3 +471,62 @@ async fn postgres_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
             .await;
     }
 }
+
+/// DPoP with three gateways sharing Redis: the session's key lives
+/// (encrypted) in the shared session record, so a refresh on one instance
+/// and API calls on the others all prove the same key, and the API sees one
+/// `cnf.jkt`; the client credentials key is shared through the store too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_three_gateways_share_one_sessions_dpop_key() {
+    if !service("Redis", "127.0.0.1:6379").await {
+        return;
+    }
+    let shared = Shared::Redis {
+        prefix: format!("oidc-bff-test:{}:", unique()),
+    };
+    let idp = idp(Duration::from_secs(3)).await;
+    let upstream = Upstream::start().await;
+    let toml = config(&idp, &upstream, 1)
+        .replace("store = \"memory\"\n", &shared.session_toml())
+        .replace("refresh_margin = 1\n", "refresh_margin = 1\ndpop = true\n");
+    let gateways = vec![
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+    ];
+    let mut browser = Browser::new();
+    browser.login(&gateways[0]).await;
+    let verifier = oidc_bff_dev_idp::dpop::ResourceVerifier::new();
+    // Each call checked at once, as the API would (the token is active now).
+    let call = async |gateway: usize, path: &str| -> String {
+        let response = browser
+            .api(Method::GET, &format!("{}{path}", gateways[gateway].url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", gateways[gateway].logs());
+        let seen = upstream.last();
+        let url = format!("http://{}{}", upstream.addr, seen.target);
+        let method: http::Method = seen.method.parse().unwrap();
+        verifier
+            .verify_request(&method, &url, &seen.headers, |token| idp.token_jkt(token))
+            .unwrap_or_else(|rejection| panic!("{path}: {rejection:?}"))
+            .jkt
+    };
+    let first = call(1, "/api/before").await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    // The refresh happens on instance 2, the next call goes to instance 0.
+    let refreshed = call(2, "/api/refresh").await;
+    assert_eq!(idp.counters().refresh_grants, 1);
+    let after = call(0, "/api/after").await;
+    assert_eq!(idp.counters().refresh_grants, 1);
+    assert_eq!(first, refreshed);
+    assert_eq!(first, after);
+    // Client tokens: one shared key, another than the session's.
+    let svc_one = call(0, "/svc/a").await;
+    let svc_two = call(2, "/svc/b").await;
+    drop(gateways);
+    shared.cleanup().await;
+    assert_eq!(svc_one, svc_two);
+    assert_ne!(svc_one, first);
+}

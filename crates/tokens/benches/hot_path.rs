@@ -52,6 +52,7 @@ fn record(now: u64) -> SessionRecord {
         last_active: now,
         logout_id: "logout".into(),
         user_agent: None,
+        dpop_key: None,
     }
 }
 

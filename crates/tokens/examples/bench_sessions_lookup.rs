@@ -105,6 +105,7 @@ fn record(i: usize, now: u64) -> SessionRecord {
         last_active: now,
         logout_id: format!("{i:0>43}"),
         user_agent: None,
+        dpop_key: None,
     }
 }
 

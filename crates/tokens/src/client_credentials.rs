@@ -130,6 +130,10 @@ struct Cached {
     expires_at: u64,
     /// From when on it is renewed (Unix seconds).
     renew_at: u64,
+    /// The thumbprint of the DPoP key the token is bound to (`None`: a
+    /// bearer token).
+    #[serde(default)]
+    jkt: Option<String>,
 }
 
 impl ClientTokenCache {
@@ -145,6 +149,19 @@ impl ClientTokenCache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The DPoP key thumbprint `token` (cached for `request`) is bound to.
+    pub(crate) fn bound_jkt(
+        &self,
+        request: &ClientCredentialsRequest,
+        token: &AccessToken,
+    ) -> Option<String> {
+        self.lock()
+            .get(request)
+            .and_then(|slot| slot.token.as_ref())
+            .filter(|cached| cached.access_token == *token)
+            .and_then(|cached| cached.jkt.clone())
+    }
 }
 
 /// What the client credentials cache needs from the client: the engine's
@@ -153,6 +170,10 @@ impl ClientTokenCache {
 pub(crate) trait CredentialsHost: Host {
     /// The client credentials tokens of this client.
     fn client_tokens(&self) -> &ClientTokenCache;
+    /// The DPoP key of the client credentials tokens (`None`: DPoP off).
+    fn client_dpop_key(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Option<crate::dpop::DpopKey>, TokenError>> + Send;
 }
 
 /// [`TokenEngine::client_access_token`](crate::TokenEngine::client_access_token).
@@ -286,6 +307,7 @@ async fn fetch_client_token<H: CredentialsHost>(
                 if let Ok(shared) = serde_json::from_str::<Cached>(&raw)
                     && now < shared.renew_at
                     && Some(&shared.access_token) != rejected
+                    && shared.jkt == own_jkt(host).await
                 {
                     return Ok(shared);
                 }
@@ -368,11 +390,15 @@ async fn fetch_from_provider<H: CredentialsHost>(
     if let Some(resource) = &request.resource {
         form.push(("resource", resource.clone()));
     }
+    let dpop = host.client_dpop_key().await?;
     // Expiry counts from before the request: never later than the provider's.
     let started = host.now();
-    let response = host.token_request(&metadata, form).await;
+    let response = host.token_request(&metadata, form, dpop.as_ref()).await;
     crate::metrics::client_credentials_request(&response);
     let response = response?;
+    let jkt = dpop
+        .filter(|_| response.is_dpop())
+        .map(|key| key.thumbprint().to_owned());
     let lifetime = response
         .expires_in
         .unwrap_or(host.config().default_token_lifetime.as_secs());
@@ -388,7 +414,18 @@ async fn fetch_from_provider<H: CredentialsHost>(
         access_token: response.access_token,
         expires_at,
         renew_at: expires_at.saturating_sub(margin),
+        jkt,
     })
+}
+
+/// The thumbprint a shared token must be bound to, to be usable here: this
+/// instance's client key (`None` with DPoP off, or when the key cannot be
+/// had: then only bearer tokens match).
+async fn own_jkt<H: CredentialsHost>(host: &H) -> Option<String> {
+    match host.client_dpop_key().await {
+        Ok(key) => key.map(|k| k.thumbprint().to_owned()),
+        Err(_) => None,
+    }
 }
 
 /// The shared store's key of a client token: client id and request.

@@ -139,6 +139,21 @@ pub struct OidcConfig {
     /// Endpoints given explicitly; they win over the discovery documents.
     #[serde(default)]
     pub endpoints: EndpointOverrides,
+    /// Sender-constrained tokens (DPoP, RFC 9449; default off): every token
+    /// is bound to a key this engine holds (one per session, one for the
+    /// client credentials tokens) and every use carries a fresh proof. See
+    /// [`crate::dpop`].
+    #[serde(default)]
+    pub dpop: bool,
+    /// The DPoP proof algorithm (default ES256).
+    #[serde(default)]
+    pub dpop_alg: crate::dpop::DpopAlg,
+    /// With [`dpop`](Self::dpop) on, accept a `Bearer` token from a provider
+    /// that does not support DPoP (default off: such an answer is refused
+    /// with [`TokenError::DpopDowngrade`]). The tokens are then sent as
+    /// bearer tokens.
+    #[serde(default)]
+    pub allow_bearer_downgrade: bool,
 }
 
 /// Provider endpoints named in the configuration instead of (or besides)
@@ -321,6 +336,9 @@ impl OidcConfig {
                 client_key_alg: None,
                 par: false,
                 endpoints: EndpointOverrides::default(),
+                dpop: false,
+                dpop_alg: crate::dpop::DpopAlg::Es256,
+                allow_bearer_downgrade: false,
             },
             endpoints: Vec::new(),
             client_key: None,
@@ -357,6 +375,11 @@ impl OidcConfig {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(TokenError::Config(
                 "timeouts must be greater than zero".into(),
+            ));
+        }
+        if self.allow_bearer_downgrade && !self.dpop {
+            return Err(TokenError::Config(
+                "allow_bearer_downgrade has no effect without dpop".into(),
             ));
         }
         for (name, url) in self.endpoints.iter() {
@@ -665,6 +688,26 @@ impl OidcConfigBuilder {
     /// whatever this says when the provider requires them).
     pub fn par(mut self, on: bool) -> Self {
         self.config.par = on;
+        self
+    }
+
+    /// Binds tokens to a key with DPoP (RFC 9449; default off). See
+    /// [`crate::dpop`].
+    pub fn dpop(mut self, on: bool) -> Self {
+        self.config.dpop = on;
+        self
+    }
+
+    /// The DPoP proof algorithm (default ES256).
+    pub fn dpop_alg(mut self, alg: crate::dpop::DpopAlg) -> Self {
+        self.config.dpop_alg = alg;
+        self
+    }
+
+    /// Accepts `Bearer` tokens from a provider without DPoP support when
+    /// DPoP is on (default off: refused as a downgrade).
+    pub fn allow_bearer_downgrade(mut self, on: bool) -> Self {
+        self.config.allow_bearer_downgrade = on;
         self
     }
 

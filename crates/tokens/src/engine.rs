@@ -16,6 +16,7 @@ use crate::client_credentials::{self, ClientCredentialsRequest, ClientTokenCache
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::OidcConfig;
 use crate::discovery::{Discovery, ProviderMetadata};
+use crate::dpop::{DpopKey, NonceCache};
 use crate::error::TokenError;
 use crate::http::http_client;
 use crate::id_token::{IdTokenClaims, IdTokenExpectations, IdTokenValidator};
@@ -75,6 +76,11 @@ pub(crate) struct Inner {
     pub(crate) client_tokens: ClientTokenCache,
     /// Seals pending sign-ins (see [`crate::login`]).
     pub(crate) login_keys: KeyRing,
+    /// The latest DPoP nonce of each origin (provider and APIs).
+    pub(crate) dpop_nonces: Arc<NonceCache>,
+    /// The client credentials tokens' DPoP key, once loaded from (or put
+    /// into) the store.
+    pub(crate) client_dpop_key: tokio::sync::OnceCell<DpopKey>,
 }
 
 /// Builder of [`TokenEngine`].
@@ -133,7 +139,9 @@ impl TokenEngineBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
         let discovery = Discovery::new(&self.config, http.clone(), clock.clone());
-        let provider = ProviderClient::new(&self.config, http.clone(), clock.clone());
+        let dpop_nonces = Arc::new(NonceCache::default());
+        let provider = ProviderClient::new(&self.config, http.clone(), clock.clone())
+            .with_dpop(Arc::clone(&dpop_nonces), clock.clone());
         Ok(TokenEngine {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -150,6 +158,8 @@ impl TokenEngineBuilder {
                 login_keys: self
                     .login_keys
                     .unwrap_or_else(|| KeyRing::generate("login")),
+                dpop_nonces,
+                client_dpop_key: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -291,6 +301,36 @@ impl TokenEngine {
         client_credentials::client_access_token(self, request).await
     }
 
+    /// [`client_access_token`](Self::client_access_token) with the DPoP key
+    /// the token is bound to (`None`: a bearer token). Send it with
+    /// `Authorization: DPoP` and a [proof](Self::dpop_proof) per request.
+    pub async fn client_access_token_bound(
+        &self,
+        request: &ClientCredentialsRequest,
+    ) -> Result<(AccessToken, Option<DpopKey>), TokenError> {
+        let token = self.client_access_token(request).await?;
+        Ok(self.client_binding(request, token).await)
+    }
+
+    /// The DPoP key `token` (a client credentials token for `request`) is
+    /// bound to, if any.
+    pub async fn client_binding(
+        &self,
+        request: &ClientCredentialsRequest,
+        token: AccessToken,
+    ) -> (AccessToken, Option<DpopKey>) {
+        let Some(jkt) = self.inner.client_tokens.bound_jkt(request, &token) else {
+            return (token, None);
+        };
+        let key = self
+            .client_dpop_key()
+            .await
+            .ok()
+            .flatten()
+            .filter(|key| key.thumbprint() == jkt);
+        (token, key)
+    }
+
     /// Replaces a client credentials token that an API rejected (answered
     /// 401 to), and returns the new one.
     ///
@@ -326,6 +366,49 @@ impl TokenEngine {
         request: &UserTokenRequest,
     ) -> Result<AccessToken, TokenError> {
         user_token::user_access_token(self, session_id, loaded, request).await
+    }
+
+    /// The latest DPoP nonce of each origin (the provider's and the APIs'),
+    /// kept from every response that carried one.
+    pub fn dpop_nonces(&self) -> &NonceCache {
+        &self.inner.dpop_nonces
+    }
+
+    /// A DPoP proof with `key` for a call to a resource server: `method` to
+    /// `url` with `access_token` (`ath`), carrying the latest nonce of
+    /// `url`'s origin, stamped with the engine's clock.
+    pub fn dpop_proof(
+        &self,
+        key: &DpopKey,
+        method: &str,
+        url: &Url,
+        access_token: &AccessToken,
+    ) -> Result<String, TokenError> {
+        let nonce = self.inner.dpop_nonces.get(url);
+        key.proof(
+            method,
+            url,
+            Some(access_token),
+            nonce.as_deref(),
+            self.inner.clock.now_unix(),
+        )
+    }
+
+    /// The DPoP key of this client's client credentials tokens (`None`
+    /// with DPoP off). Every instance sharing the store converges on one
+    /// key: the first to need it puts it there (encrypted by persistent
+    /// stores) with `put_transient_if_absent`, the others read it; once
+    /// loaded it stays in memory.
+    pub async fn client_dpop_key(&self) -> Result<Option<DpopKey>, TokenError> {
+        if !self.inner.config.dpop {
+            return Ok(None);
+        }
+        self.inner
+            .client_dpop_key
+            .get_or_try_init(|| crate::dpop::key::shared_client_key(self))
+            .await
+            .cloned()
+            .map(Some)
     }
 
     /// Loads a live session.
@@ -425,8 +508,12 @@ impl user_token::Host for TokenEngine {
         &self,
         metadata: &ProviderMetadata,
         form: Vec<(&'static str, String)>,
+        dpop: Option<&DpopKey>,
     ) -> Result<TokenResponse, TokenError> {
-        crate::metrics::provider_call(Token, self.inner.provider.token_request(metadata, form))
+        crate::metrics::provider_call(
+            Token,
+            self.inner.provider.token_request(metadata, form, dpop),
+        )
             .await
     }
 
@@ -447,5 +534,9 @@ impl user_token::Host for TokenEngine {
 impl client_credentials::CredentialsHost for TokenEngine {
     fn client_tokens(&self) -> &ClientTokenCache {
         &self.inner.client_tokens
+    }
+
+    async fn client_dpop_key(&self) -> Result<Option<DpopKey>, TokenError> {
+        TokenEngine::client_dpop_key(self).await
     }
 }

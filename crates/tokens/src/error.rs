@@ -100,6 +100,13 @@ pub enum TokenError {
     /// The BFF is misconfigured.
     #[error("configuration error: {0}")]
     Config(String),
+
+    /// DPoP was asked for, and the provider answered with a `Bearer` token
+    /// (a downgrade, refused unless
+    /// [`allow_bearer_downgrade`](crate::OidcConfig::allow_bearer_downgrade)
+    /// is set for a provider without DPoP support).
+    #[error("the provider answered a Bearer token where a DPoP-bound one was asked for")]
+    DpopDowngrade,
 }
 
 impl TokenError {
@@ -115,7 +122,8 @@ impl TokenError {
             TokenError::Discovery(_) => ErrorKind::Unavailable,
             TokenError::InvalidResponse(_)
             | TokenError::InvalidIdToken(_)
-            | TokenError::InvalidCallback(_) => ErrorKind::Invalid,
+            | TokenError::InvalidCallback(_)
+            | TokenError::DpopDowngrade => ErrorKind::Invalid,
             TokenError::Config(_) => ErrorKind::Config,
         }
     }

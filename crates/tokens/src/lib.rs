@@ -46,6 +46,7 @@ pub mod client_credentials;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod dpop;
 pub mod engine;
 pub mod error;
 mod http;

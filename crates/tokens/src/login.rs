@@ -29,6 +29,7 @@ use url::Url;
 
 use std::sync::Arc;
 
+use crate::dpop::DpopKey;
 use crate::engine::TokenEngine;
 use crate::error::TokenError;
 use crate::id_token::IdTokenExpectations;
@@ -74,6 +75,9 @@ pub struct LoginTransaction {
     /// When the sign-in started (Unix seconds).
     #[serde(rename = "t")]
     pub created_at: u64,
+    /// The session's DPoP key, made now and carried sealed (with DPoP on).
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<DpopKey>,
 }
 
 impl LoginTransaction {
@@ -281,12 +285,17 @@ impl TokenEngine {
             redirect_uri: redirect_uri.to_owned(),
             return_url,
             created_at: self.inner.clock.now_unix(),
+            dpop_key: if self.inner.config.dpop {
+                Some(DpopKey::generate(self.inner.config.dpop_alg)?)
+            } else {
+                None
+            },
         };
         transaction.state = transaction.seal(&self.inner.login_keys, &binding)?;
         let challenge = pkce_challenge(&transaction.code_verifier);
         // The authorization request, as a parameter list: put on the URL,
         // or pushed to the provider (RFC 9126) when PAR is on.
-        let params: Vec<(&'static str, String)> = vec![
+        let mut params: Vec<(&'static str, String)> = vec![
             ("response_type", "code".into()),
             ("client_id", self.inner.config.client_id.clone()),
             ("redirect_uri", redirect_uri.to_owned()),
@@ -296,6 +305,10 @@ impl TokenEngine {
             ("code_challenge", challenge),
             ("code_challenge_method", "S256".into()),
         ];
+        if let Some(key) = &transaction.dpop_key {
+            // RFC 9449 §10: the code is bound to the key from the start.
+            params.push(("dpop_jkt", key.thumbprint().to_owned()));
+        }
         let url = self.authorization_url(&metadata, params).await?;
         Ok(LoginStart {
             authorization_url: url,
@@ -424,6 +437,7 @@ impl TokenEngine {
                     transaction.code_verifier.secret().to_owned(),
                 ),
             ],
+            transaction.dpop_key.as_ref(),
         );
         let response =
             crate::metrics::provider_call(crate::metrics::ProviderEndpoint::Token, exchange)
@@ -527,6 +541,7 @@ impl TokenEngine {
             last_active: now,
             logout_id: random_token(),
             user_agent: user_agent.and_then(crate::session::sanitize_user_agent),
+            dpop_key: transaction.dpop_key,
         };
         let session_id = SessionId::generate();
         self.inner.store.create(&session_id, record.clone()).await?;

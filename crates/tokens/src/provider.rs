@@ -15,10 +15,13 @@
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::client_auth::{AssertionSigner, ClientAuthMethod, JWT_BEARER_ASSERTION_TYPE};
 use crate::clock::SharedClock;
 use crate::config::OidcConfig;
 use crate::discovery::ProviderMetadata;
+use crate::dpop::{DPOP_HEADER, DPOP_TOKEN_TYPE, DpopKey, NonceCache};
 use crate::error::{OAuthErrorCode, TokenError};
 use crate::http::read_limited;
 use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
@@ -29,7 +32,7 @@ use crate::secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
 pub struct TokenResponse {
     /// The access token.
     pub access_token: AccessToken,
-    /// The token type (`Bearer`).
+    /// The token type: `Bearer`, or `DPoP` for a DPoP-bound token.
     pub token_type: String,
     /// Seconds until the access token expires, when the provider says.
     pub expires_in: Option<u64>,
@@ -74,6 +77,11 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 }
 
 impl TokenResponse {
+    /// Whether the token is DPoP-bound (`token_type` `DPoP`).
+    pub fn is_dpop(&self) -> bool {
+        self.token_type == DPOP_TOKEN_TYPE
+    }
+
     /// Parses and checks a token endpoint answer body.
     pub fn from_json(bytes: &[u8]) -> Result<Self, TokenError> {
         let raw: RawTokenResponse = serde_json::from_slice(bytes).map_err(|_| {
@@ -84,15 +92,19 @@ impl TokenResponse {
         if raw.access_token.is_empty() {
             return Err(TokenError::InvalidResponse("empty access_token".into()));
         }
-        if !raw.token_type.eq_ignore_ascii_case("bearer") {
+        let token_type = if raw.token_type.eq_ignore_ascii_case("bearer") {
+            "Bearer"
+        } else if raw.token_type.eq_ignore_ascii_case(DPOP_TOKEN_TYPE) {
+            DPOP_TOKEN_TYPE
+        } else {
             return Err(TokenError::InvalidResponse(format!(
                 "unsupported token_type {:?}",
                 raw.token_type.chars().take(20).collect::<String>()
             )));
-        }
+        };
         Ok(TokenResponse {
             access_token: AccessToken::new(raw.access_token),
-            token_type: "Bearer".into(),
+            token_type: token_type.into(),
             expires_in: raw.expires_in,
             refresh_token: raw
                 .refresh_token
@@ -131,6 +143,15 @@ pub(crate) struct ProviderClient {
     /// Signs `private_key_jwt` assertions when a client key is configured.
     signer: Option<AssertionSigner>,
     clock: SharedClock,
+    dpop: DpopSettings,
+}
+
+/// What the DPoP step of [`ProviderClient::token_request`] needs.
+#[derive(Debug, Clone)]
+struct DpopSettings {
+    nonces: Arc<NonceCache>,
+    clock: SharedClock,
+    allow_bearer_downgrade: bool,
 }
 
 impl ProviderClient {
@@ -148,8 +169,20 @@ impl ProviderClient {
                     config.client_key_alg,
                 )
             }),
-            clock,
+            clock: Arc::clone(&clock),
+            dpop: DpopSettings {
+                nonces: Arc::default(),
+                clock,
+                allow_bearer_downgrade: config.allow_bearer_downgrade,
+            },
         }
+    }
+
+    /// Proofs use this nonce cache and clock (the engine's).
+    pub(crate) fn with_dpop(mut self, nonces: Arc<NonceCache>, clock: SharedClock) -> Self {
+        self.dpop.nonces = nonces;
+        self.dpop.clock = clock;
+        self
     }
 
     /// Adds client authentication to a request to the token, revocation,
@@ -281,26 +314,97 @@ impl ProviderClient {
         })
     }
 
-    /// POSTs a grant to the token endpoint.
+    /// POSTs a grant to the token endpoint; with `dpop`, proves possession
+    /// of that key (see [`Self::dpop_step`]).
     pub(crate) async fn token_request(
         &self,
         metadata: &ProviderMetadata,
-        mut form: Vec<(&'static str, String)>,
+        form: Vec<(&'static str, String)>,
+        dpop: Option<&DpopKey>,
     ) -> Result<TokenResponse, TokenError> {
-        let request = self.http.post(metadata.token_endpoint.clone());
-        let request = self.authenticate(request, &mut form, metadata)?;
-        let response = request
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| TokenError::from_transport(&e))?;
-        let status = response.status();
-        let body = read_limited(response).await?;
-        if status.is_success() {
-            return TokenResponse::from_json(&body);
+        // At most two tries: the second only after a `use_dpop_nonce`
+        // answer that brought a new nonce (RFC 9449 §8). Never more.
+        let mut nonce_retry = dpop.is_some();
+        loop {
+            let mut form = form.clone();
+            let request = self.http.post(metadata.token_endpoint.clone());
+            let request = self.authenticate(request, &mut form, metadata)?;
+            let request = self.dpop_step(request, metadata, dpop)?;
+            let response = request
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| TokenError::from_transport(&e))?;
+            let status = response.status();
+            let new_nonce = dpop.is_some()
+                && self
+                    .dpop
+                    .nonces
+                    .remember_headers(&metadata.token_endpoint, response.headers());
+            let body = read_limited(response).await?;
+            if status.is_success() {
+                let answer = TokenResponse::from_json(&body)?;
+                return self.check_token_type(answer, dpop.is_some());
+            }
+            let error = error_from_answer(status, &body);
+            let wants_nonce = matches!(
+                &error,
+                TokenError::Provider { error, .. } if error.as_str() == "use_dpop_nonce"
+            );
+            if wants_nonce && new_nonce && nonce_retry {
+                nonce_retry = false;
+                tracing::debug!("the provider asked for a DPoP nonce; retrying once with it");
+                continue;
+            }
+            return Err(error);
         }
-        Err(error_from_answer(status, &body))
+    }
+
+    /// The DPoP step of a token request: a fresh proof for the token
+    /// endpoint in the `DPoP` header, with the endpoint's latest nonce.
+    /// Separate from client authentication on purpose.
+    fn dpop_step(
+        &self,
+        request: reqwest::RequestBuilder,
+        metadata: &ProviderMetadata,
+        dpop: Option<&DpopKey>,
+    ) -> Result<reqwest::RequestBuilder, TokenError> {
+        let Some(key) = dpop else {
+            return Ok(request);
+        };
+        let endpoint = &metadata.token_endpoint;
+        let nonce = self.dpop.nonces.get(endpoint);
+        let proof = key.proof(
+            "POST",
+            endpoint,
+            None,
+            nonce.as_deref(),
+            self.dpop.clock.now_unix(),
+        )?;
+        Ok(request.header(DPOP_HEADER, proof))
+    }
+
+    /// A `Bearer` answer to a DPoP request is a downgrade (refused unless
+    /// allowed); a `DPoP` answer to a request without a proof makes no sense.
+    fn check_token_type(
+        &self,
+        answer: TokenResponse,
+        asked_dpop: bool,
+    ) -> Result<TokenResponse, TokenError> {
+        match (asked_dpop, answer.is_dpop()) {
+            (true, false) if !self.dpop.allow_bearer_downgrade => Err(TokenError::DpopDowngrade),
+            (true, false) => {
+                tracing::warn!(
+                    "the provider answered a Bearer token to a DPoP request (allowed by configuration)"
+                );
+                Ok(answer)
+            }
+            (false, true) => Err(TokenError::InvalidResponse(
+                "a DPoP-bound token was issued to a request without a proof".into(),
+            )),
+            _ => Ok(answer),
+        }
     }
 
     /// Revokes a token (RFC 7009). Best effort: the caller decides whether to care.
@@ -398,6 +502,10 @@ mod tests {
         assert_eq!(r.expires_in, Some(300));
         assert_eq!(r.refresh_token.unwrap().secret(), "r");
         assert!(TokenResponse::from_json(br#"{"access_token":"a","token_type":"mac"}"#).is_err());
+        let bound =
+            TokenResponse::from_json(br#"{"access_token":"a","token_type":"dpop"}"#).unwrap();
+        assert!(bound.is_dpop());
+        assert_eq!(bound.token_type, "DPoP");
         assert!(TokenResponse::from_json(br#"{"access_token":"","token_type":"Bearer"}"#).is_err());
         assert!(TokenResponse::from_json(b"<html>").is_err());
         let r = TokenResponse::from_json(

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+use crate::dpop::DpopKey;
 use crate::secret::{AccessToken, IdToken, RefreshToken};
 
 /// The random id of a server-side session: 256 bits, base64url-encoded.
@@ -232,6 +233,14 @@ pub struct SessionRecord {
     /// browser sent none, and in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+
+    /// The session's DPoP key (see [`crate::dpop`]): made when the sign-in
+    /// started, it proves every token request of the session and every API
+    /// call with its tokens. Only in this record, which persistent stores
+    /// encrypt; never in a cookie. `None` without DPoP (and in records
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<DpopKey>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -247,11 +256,21 @@ impl std::fmt::Debug for SessionRecord {
             .field("last_active", &self.last_active)
             .field("logout_id", &"[redacted]")
             .field("user_agent", &self.user_agent)
+            .field("dpop_key", &self.dpop_key)
             .finish()
     }
 }
 
 impl SessionRecord {
+    /// The key the session's tokens are bound to: its DPoP key, when the
+    /// provider issued a DPoP-bound token (`token_type` `DPoP`). `None`:
+    /// the tokens are bearer tokens.
+    pub fn dpop_binding(&self) -> Option<&DpopKey> {
+        self.dpop_key
+            .as_ref()
+            .filter(|_| self.tokens.token_type == crate::dpop::DPOP_TOKEN_TYPE)
+    }
+
     /// `true` once the session's absolute lifetime has passed.
     pub fn is_expired(&self, now: u64) -> bool {
         now >= self.expires_at
@@ -292,8 +311,16 @@ mod tests {
             last_active: 1,
             logout_id: "logout-secret-value".into(),
             user_agent: None,
+            dpop_key: Some(DpopKey::generate(crate::dpop::DpopAlg::Es256).unwrap()),
         };
         let shown = format!("{record:?}");
+        let key_json = serde_json::to_value(record.dpop_key.as_ref().unwrap()).unwrap();
+        assert!(!shown.contains(key_json["k"].as_str().unwrap()));
+        // Records written before DPoP decode, without a key.
+        let mut old = serde_json::to_value(&record).unwrap();
+        old.as_object_mut().unwrap().remove("dpop_key");
+        let old: SessionRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.dpop_key, None);
         assert!(shown.contains("alice"));
         for secret in [
             "access-secret",

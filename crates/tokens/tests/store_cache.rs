@@ -81,6 +81,7 @@ fn record(clock: &ManualClock, token: &str) -> SessionRecord {
         last_active: now,
         logout_id: "logout".into(),
         user_agent: None,
+        dpop_key: None,
     }
 }
 

@@ -47,6 +47,7 @@ fn record(s: &TestStore, sub: &str, sid: Option<&str>) -> SessionRecord {
         last_active: now,
         logout_id: format!("logout-{tag}"),
         user_agent: None,
+        dpop_key: None,
     }
 }
 
@@ -545,6 +546,12 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
     }
     let id = SessionId::generate();
     let mut r = record(s, "alice", Some("sid-enc"));
+    // The session's DPoP key is sealed with the rest of the record.
+    r.dpop_key = Some(oidc_bff_tokens::dpop::DpopKey::generate(Default::default()).unwrap());
+    let dpop_private = serde_json::to_value(r.dpop_key.as_ref().unwrap()).unwrap()["k"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     r.resource_tokens.insert(
         "urn:api|".into(),
         oidc_bff_tokens::session::ResourceToken {
@@ -592,6 +599,11 @@ async fn tokens_are_encrypted_at_rest(s: &TestStore) {
         "claims are sealed too"
     );
     assert!(!dump.contains(&r.logout_id));
+    assert!(
+        !dump.contains(&dpop_private),
+        "a DPoP key is readable in the store"
+    );
+    assert!(!dump.contains(r.dpop_key.as_ref().unwrap().thumbprint()));
 
     // Another key ring (the same key id with another key, or an unknown
     // id) cannot read it: to such an instance it does not exist. (Loading it

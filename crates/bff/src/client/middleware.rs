@@ -12,7 +12,10 @@
 //!          clone the request if it can be replayed, retry is on, and the
 //!          method is idempotent (or the caller opted in)
 //!            ▼
-//!          send with `Authorization: Bearer …` (sensitive header)
+//!          send with `Authorization: Bearer …` (sensitive header), or for a
+//!          DPoP-bound token `Authorization: DPoP …` and a fresh `DPoP` proof
+//!            │ 401 with a DPoP `use_dpop_nonce` challenge and a replayable
+//!            │ clone ──► send once more, same token, new proof with the nonce
 //!            │ not 401 ──► response
 //!            ▼ 401
 //!          no replayable clone ──► the 401 response
@@ -29,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::Extensions;
+use oidc_bff_tokens::dpop::DpopKey;
 use oidc_bff_tokens::{AccessToken, TokenEngine, TokenError};
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
@@ -124,7 +128,19 @@ fn fail(err: impl Into<BffError>) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(err.into())
 }
 
-fn authorize(request: &mut Request, token: &AccessToken) -> Result<(), reqwest_middleware::Error> {
+fn authorize(
+    oidc: &TokenEngine,
+    request: &mut Request,
+    token: &AccessToken,
+    key: Option<&DpopKey>,
+) -> Result<(), reqwest_middleware::Error> {
+    if key.is_some() {
+        let method = request.method().clone();
+        let url = request.url().clone();
+        let headers = crate::dpop::api_headers(oidc, &method, &url, token, key).map_err(fail)?;
+        crate::dpop::apply(request.headers_mut(), headers);
+        return Ok(());
+    }
     let value = bearer_header(token).ok_or_else(|| {
         fail(TokenError::InvalidResponse(
             "the access token cannot be sent in a header".into(),
@@ -172,6 +188,13 @@ impl TokenMiddleware {
             // The policy sends no token here: nothing to renew either.
             return next.run(request, extensions).await;
         };
+        let oidc = &self.source.oidc;
+        let loaded = match &*binding {
+            Binding::Request { current, .. } => Some(current),
+            _ => None,
+        };
+        let key =
+            crate::dpop::binding(oidc, &self.source.tokens.client, &used, &token, loaded).await;
         // `None` for streamed bodies: those are never sent twice. Nor is a
         // request the API may have acted on (not idempotent) unless the
         // caller said so.
@@ -180,8 +203,27 @@ impl TokenMiddleware {
         } else {
             None
         };
-        authorize(&mut request, &token)?;
-        let response = next.clone().run(request, extensions).await?;
+        // One more clone for a DPoP nonce challenge.
+        let nonce_replay = key
+            .as_ref()
+            .and(replay.as_ref())
+            .and_then(Request::try_clone);
+        let url = request.url().clone();
+        authorize(oidc, &mut request, &token, key.as_ref())?;
+        let mut response = next.clone().run(request, extensions).await?;
+        if key.is_some()
+            && crate::dpop::observe(oidc, &url, response.status(), response.headers())
+            && let Some(mut again) = nonce_replay
+        {
+            drop(response);
+            tracing::debug!("the API asked for a DPoP nonce; retrying once with it");
+            authorize(oidc, &mut again, &token, key.as_ref())?;
+            response = next.clone().run(again, extensions).await?;
+            if crate::dpop::observe(oidc, &url, response.status(), response.headers()) {
+                // A nonce again: a new token would not help. Never loop.
+                return Ok(response);
+            }
+        }
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -196,7 +238,9 @@ impl TokenMiddleware {
         drop(response);
         self.retries.increment(1);
         tracing::debug!("the API refused the access token; retrying once with a renewed one");
-        authorize(&mut replay, &renewed)?;
+        let key =
+            crate::dpop::binding(oidc, &self.source.tokens.client, &used, &renewed, None).await;
+        authorize(oidc, &mut replay, &renewed, key.as_ref())?;
         next.run(replay, extensions).await
     }
 }

@@ -40,6 +40,7 @@ use http::request::Parts;
 use http::{StatusCode, Version, header};
 use hyper::body::{Frame, SizeHint};
 use hyper::upgrade::OnUpgrade;
+use oidc_bff_tokens::dpop::DpopKey;
 use oidc_bff_tokens::{AccessToken, TokenError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -142,10 +143,15 @@ impl Proxy {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let outgoing = headers::upstream_request(
+        let (token, dpop_key) = token.unzip();
+        let dpop_key = dpop_key.flatten();
+        let mut outgoing = headers::upstream_request(
             &parts.headers,
             &Added {
-                bearer: token.as_ref().map(AccessToken::secret),
+                bearer: token
+                    .as_ref()
+                    .filter(|_| dpop_key.is_none())
+                    .map(AccessToken::secret),
                 peer,
                 proto: settings.public_url.scheme(),
                 host: self.public_host.as_deref(),
@@ -153,7 +159,19 @@ impl Proxy {
                 upgrade: upgrade.as_ref(),
             },
         );
-        let mut upstream_request = reqwest::Request::new(parts.method.clone(), url);
+        // DPoP: `Authorization: DPoP` and a fresh proof (see crate::dpop).
+        let dpop_headers = |method: &http::Method, url: &Url| match (&token, &dpop_key) {
+            (Some(token), Some(key)) => {
+                crate::dpop::api_headers(self.bff.engine(), method, url, token, Some(key)).map(Some)
+            }
+            _ => Ok(None),
+        };
+        match dpop_headers(&parts.method, &url) {
+            Ok(Some(added)) => crate::dpop::apply(&mut outgoing, added),
+            Ok(None) => {}
+            Err(err) => return BffError::from(err).into_response(),
+        }
+        let mut upstream_request = reqwest::Request::new(parts.method.clone(), url.clone());
         *upstream_request.headers_mut() = outgoing;
         let mut upload = None;
         if body.size_hint().exact() != Some(0) {
@@ -161,10 +179,42 @@ impl Proxy {
             *upstream_request.body_mut() = Some(reqwest::Body::wrap_stream(tracked));
             upload = Some(progress);
         }
-        let response = match self.send(upstream_request, upload).await {
+        // A request without a body can be sent again after a DPoP nonce
+        // challenge; one with a body is not (its nonce is kept for the next).
+        let replay = (dpop_key.is_some() && upload.is_none())
+            .then(|| upstream_request.try_clone())
+            .flatten();
+        let mut response = match self.send(upstream_request, upload).await {
             Ok(response) => response,
             Err(err) => return err.into_response(),
         };
+        if dpop_key.is_some()
+            && crate::dpop::observe(
+                self.bff.engine(),
+                &url,
+                response.status(),
+                response.headers(),
+            )
+            && let Some(mut again) = replay
+        {
+            match dpop_headers(&parts.method, &url) {
+                Ok(Some(added)) => crate::dpop::apply(again.headers_mut(), added),
+                Ok(None) => {}
+                Err(err) => return BffError::from(err).into_response(),
+            }
+            drop(response);
+            tracing::debug!("the API asked for a DPoP nonce; retrying once with it");
+            response = match self.send(again, None).await {
+                Ok(response) => response,
+                Err(err) => return err.into_response(),
+            };
+            crate::dpop::observe(
+                self.bff.engine(),
+                &url,
+                response.status(),
+                response.headers(),
+            );
+        }
 
         let status = response.status();
         let own = [
@@ -224,7 +274,10 @@ impl Proxy {
 
     /// The token for this request per the route's [`TokenPolicy`](crate::TokenPolicy).
     /// Errors are finished responses.
-    async fn token(&self, parts: &mut Parts) -> Result<Option<AccessToken>, Box<Response>> {
+    async fn token(
+        &self,
+        parts: &mut Parts,
+    ) -> Result<Option<(AccessToken, Option<DpopKey>)>, Box<Response>> {
         let policy = self.api.token;
         let mut had_cookie = false;
         let session = if policy.uses_session() {
@@ -246,7 +299,18 @@ impl Proxy {
             .resolve(self.bff.engine(), &self.api.tokens, user)
             .await
         {
-            Ok(found) => Ok(found.map(|(token, _)| token)),
+            Ok(Some((token, used))) => {
+                let key = crate::dpop::binding(
+                    self.bff.engine(),
+                    &self.api.tokens.client,
+                    &used,
+                    &token,
+                    session.as_ref().map(BffSession::versioned),
+                )
+                .await;
+                Ok(Some((token, key)))
+            }
+            Ok(None) => Ok(None),
             Err(Refused { error, user: true }) => Err(self.user_token_failed(error, had_cookie)),
             Err(Refused { error, .. }) => Err(Box::new(BffError::from(error).into_response())),
         }

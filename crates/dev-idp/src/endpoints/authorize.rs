@@ -159,6 +159,7 @@ pub(crate) async fn authorize(State(idp): State<Arc<Idp>>, RawQuery(query): RawQ
                 expires_at: now + CODE_LIFETIME_SECS,
                 family,
                 redeemed: false,
+                dpop_jkt: params.get("dpop_jkt").map(str::to_owned),
             },
         );
     }

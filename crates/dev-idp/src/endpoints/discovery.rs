@@ -40,6 +40,7 @@ pub(crate) async fn discovery(State(idp): State<Arc<Idp>>) -> Json<Value> {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": crate::dpop::ALGS,
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::{Params, authenticate_client, has_scope, invalid_request, no_store, oauth_error};
 use crate::config::RefreshTokenPolicy;
 use crate::counters::Counter;
+use crate::dpop::{NonceMode, token_endpoint_check};
 use crate::faults::FaultState;
 use crate::jwt;
 use crate::keys::b64url;
@@ -26,9 +27,16 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = handle(&idp, &headers, &body).await;
+    let mut response = handle(&idp, &headers, &body).await;
     if !response.status().is_success() {
         idp.counters.bump(Counter::TokenErrors);
+    }
+    // With nonces on, every answer names the current one (RFC 9449 §8).
+    if idp.faults.snapshot().dpop_nonce == NonceMode::Required
+        && !response.headers().contains_key("dpop-nonce")
+        && let Ok(nonce) = http::HeaderValue::from_str(&idp.dpop_nonce())
+    {
+        response.headers_mut().insert("dpop-nonce", nonce);
     }
     no_store(response)
 }
@@ -79,10 +87,23 @@ async fn handle(idp: &Idp, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(id) => id,
         Err(response) => return response,
     };
+    // DPoP (RFC 9449): the key a valid proof holds; `None` without a proof
+    // (or when the downgrade fault ignores proofs).
+    let jkt = if faults.dpop_answer_bearer {
+        None
+    } else {
+        match token_endpoint_check(idp, headers, faults.dpop_nonce) {
+            Ok(jkt) => jkt,
+            Err(response) => return response,
+        }
+    };
+    let jkt = jkt.as_deref();
     match params.get("grant_type") {
-        Some("authorization_code") => code_grant(idp, &client_id, &params, &faults),
-        Some("refresh_token") => refresh_grant(idp, &client_id, &params, &faults),
-        Some("client_credentials") => client_credentials_grant(idp, &client_id, &params, &faults),
+        Some("authorization_code") => code_grant(idp, &client_id, &params, &faults, jkt),
+        Some("refresh_token") => refresh_grant(idp, &client_id, &params, &faults, jkt),
+        Some("client_credentials") => {
+            client_credentials_grant(idp, &client_id, &params, &faults, jkt)
+        }
         Some(other) => oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -100,9 +121,17 @@ struct UserGrant {
     sub: String,
     sid: String,
     auth_time: u64,
+    /// The DPoP key the tokens are bound to.
+    jkt: Option<String>,
 }
 
-fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) -> Response {
+fn code_grant(
+    idp: &Idp,
+    client_id: &str,
+    params: &Params,
+    faults: &FaultState,
+    jkt: Option<&str>,
+) -> Response {
     let Some(code) = params.get("code") else {
         return invalid_request("missing code");
     };
@@ -138,6 +167,13 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
         if !verifier_ok || b64url(&Sha256::digest(verifier.as_bytes())) != entry.code_challenge {
             return invalid_grant("PKCE verification failed");
         }
+        // RFC 9449 §10: a code bound with dpop_jkt needs a proof of that key.
+        if !faults.dpop_answer_bearer
+            && let Some(bound) = &entry.dpop_jkt
+            && Some(bound.as_str()) != jkt
+        {
+            return invalid_grant("the DPoP proof's key does not match dpop_jkt");
+        }
         if let Some(session) = store.sessions.get_mut(&entry.sid) {
             session.clients.insert(client_id.to_owned());
         }
@@ -150,6 +186,7 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
         sub: idp.config.sub.clone(),
         sid: entry.sid,
         auth_time: entry.auth_time,
+        jkt: jkt.map(str::to_owned),
     };
     let issue_refresh = match idp.config.refresh_policy {
         RefreshTokenPolicy::Always => true,
@@ -169,7 +206,13 @@ fn code_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) 
     )
 }
 
-fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultState) -> Response {
+fn refresh_grant(
+    idp: &Idp,
+    client_id: &str,
+    params: &Params,
+    faults: &FaultState,
+    jkt: Option<&str>,
+) -> Response {
     if let Some(error) = &faults.refresh_error {
         return oauth_error(StatusCode::BAD_REQUEST, error, "injected fault");
     }
@@ -187,6 +230,14 @@ fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultStat
         }
         if store.family_revoked(entry.family) {
             return invalid_grant("refresh token revoked");
+        }
+        // A refresh token bound to a DPoP key needs a proof of that key.
+        if entry.jkt.is_some() && entry.jkt.as_deref() != jkt {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "the refresh token is bound to another DPoP key",
+            );
         }
         if entry.used {
             idp.counters.bump(Counter::RefreshReuseDetected);
@@ -231,6 +282,7 @@ fn refresh_grant(idp: &Idp, client_id: &str, params: &Params, faults: &FaultStat
         sub: entry.sub,
         sid: entry.sid,
         auth_time,
+        jkt: entry.jkt.or_else(|| jkt.map(str::to_owned)),
     };
     idp.counters.bump(Counter::RefreshGrants);
     let with_id_token = !faults.refresh_omits_id_token;
@@ -262,7 +314,10 @@ fn user_tokens(
 ) -> Response {
     let now = idp.now();
     let key = idp.current_key();
-    let extra = json!({"sid": grant.sid, "auth_time": grant.auth_time});
+    let mut extra = json!({"sid": grant.sid, "auth_time": grant.auth_time});
+    if let Some(jkt) = &grant.jkt {
+        extra["cnf"] = json!({"jkt": jkt});
+    }
     let access_token = access_token(
         idp,
         &grant.client_id,
@@ -272,7 +327,7 @@ fn user_tokens(
         Some(grant.family),
         extra,
     );
-    let mut answer = token_answer(idp, &access_token, scope, faults);
+    let mut answer = token_answer(idp, &access_token, scope, faults, grant.jkt.is_some());
     if with_id_token && has_scope(scope, "openid") {
         let mut claims: Map<String, Value> = idp.config.claims.clone();
         let standard = json!({
@@ -306,6 +361,7 @@ fn user_tokens(
                 sid: grant.sid.clone(),
                 auth_time: grant.auth_time,
                 used: false,
+                jkt: grant.jkt.clone(),
             },
         );
         answer["refresh_token"] = refresh_token.into();
@@ -318,8 +374,13 @@ fn client_credentials_grant(
     client_id: &str,
     params: &Params,
     faults: &FaultState,
+    jkt: Option<&str>,
 ) -> Response {
     let scope = params.get("scope").unwrap_or("");
+    let extra = match jkt {
+        Some(jkt) => json!({"cnf": {"jkt": jkt}}),
+        None => json!({}),
+    };
     let token = access_token(
         idp,
         client_id,
@@ -327,15 +388,22 @@ fn client_credentials_grant(
         scope,
         &params.resources,
         None,
-        json!({}),
+        extra,
     );
     idp.counters.bump(Counter::ClientCredentialsGrants);
-    Json(token_answer(idp, &token, scope, faults)).into_response()
+    Json(token_answer(idp, &token, scope, faults, jkt.is_some())).into_response()
 }
 
 /// The common part of token answers.
-fn token_answer(idp: &Idp, access_token: &str, scope: &str, faults: &FaultState) -> Value {
-    let mut answer = json!({"access_token": access_token, "token_type": "Bearer"});
+fn token_answer(
+    idp: &Idp,
+    access_token: &str,
+    scope: &str,
+    faults: &FaultState,
+    dpop_bound: bool,
+) -> Value {
+    let token_type = if dpop_bound { "DPoP" } else { "Bearer" };
+    let mut answer = json!({"access_token": access_token, "token_type": token_type});
     if !faults.omit_expires_in {
         answer["expires_in"] = idp.config.access_token_lifetime.as_secs().into();
     }

@@ -60,6 +60,11 @@ struct Oidc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     client_key_alg: Option<&'static str>,
     par: bool,
+    /// DPoP: whether tokens are sender-constrained, and how. No key
+    /// material: the keys live in sessions and the store.
+    dpop: bool,
+    dpop_alg: &'static str,
+    allow_bearer_downgrade: bool,
 }
 
 /// Serializes `[oidc]`, the client secret redacted.
@@ -92,6 +97,9 @@ pub(super) fn oidc<S: Serializer>(o: &OidcConfig, s: S) -> Result<S::Ok, S::Erro
         client_key_id: o.client_key_id.as_deref(),
         client_key_alg: o.client_key_alg.map(|a| a.as_str()),
         par: o.par,
+        dpop: o.dpop,
+        dpop_alg: o.dpop_alg.as_str(),
+        allow_bearer_downgrade: o.allow_bearer_downgrade,
     }
     .serialize(s)
 }

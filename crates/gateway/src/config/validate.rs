@@ -111,6 +111,12 @@ fn oidc(c: &GatewayConfig, found: &mut Found) {
     for (key, why) in c.oidc.client_authentication_problems() {
         found.add(format!("oidc.{key}"), why);
     }
+    if c.oidc.allow_bearer_downgrade && !c.oidc.dpop {
+        found.add(
+            "oidc.allow_bearer_downgrade",
+            "has no effect without `oidc.dpop = true`",
+        );
+    }
     if found.is_empty()
         && let Err(err) = c.oidc.validate()
     {

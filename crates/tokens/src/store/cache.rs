@@ -356,6 +356,7 @@ mod tests {
             last_active: now,
             logout_id: "l".into(),
             user_agent: None,
+            dpop_key: None,
         })
     }
 

@@ -176,11 +176,12 @@ pub(crate) trait Host: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Versioned>, TokenError>> + Send;
     /// The provider's metadata.
     fn metadata(&self) -> impl Future<Output = Result<Arc<ProviderMetadata>, TokenError>> + Send;
-    /// POSTs a grant to the token endpoint.
+    /// POSTs a grant to the token endpoint, with a DPoP proof of `dpop`.
     fn token_request(
         &self,
         metadata: &ProviderMetadata,
         form: Vec<(&'static str, String)>,
+        dpop: Option<&crate::dpop::DpopKey>,
     ) -> impl Future<Output = Result<TokenResponse, TokenError>> + Send;
     /// The provider's signing keys.
     fn signing_keys(

@@ -87,7 +87,11 @@ pub(crate) async fn grant<H: Host>(
             "the refresh lease was lost".into(),
         ));
     }
-    let response = match host.token_request(&metadata, form).await {
+    // Every refresh proves possession of the session's key (RFC 9449 §5).
+    let response = match host
+        .token_request(&metadata, form, record.dpop_key.as_ref())
+        .await
+    {
         Ok(response) => response,
         Err(err) => return classify_failure(err),
     };
@@ -130,7 +134,9 @@ fn classify_failure(err: TokenError) -> GrantOutcome {
         TokenError::Provider { error, .. } if error.is_dead_grant() => {
             GrantOutcome::DeadGrant(error)
         }
-        err @ TokenError::Provider { .. } => GrantOutcome::Refused(err),
+        err @ (TokenError::Provider { .. } | TokenError::DpopDowngrade) => {
+            GrantOutcome::Refused(err)
+        }
         // A 4xx without an OAuth error body (a proxy's or firewall's page)
         // or an unreadable 200 says nothing about the grant.
         TokenError::UnexpectedStatus { status } => GrantOutcome::Transient(

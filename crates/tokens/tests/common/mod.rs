@@ -48,13 +48,23 @@ pub async fn sign_in(client: &TokenEngine) -> SessionId {
         .begin_login(REDIRECT_URI, Some("/"))
         .await
         .expect("begin");
+    let params = authorize(&start).await;
+    client
+        .complete_login(&start.binding, &params)
+        .await
+        .expect("complete")
+        .session_id
+}
+
+/// Follows a started sign-in to the dev IdP and back: the callback's parameters.
+pub async fn authorize(start: &oidc_bff_tokens::login::LoginStart) -> CallbackParams {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
         .expect("http");
     let response = http
-        .get(start.authorization_url)
+        .get(start.authorization_url.clone())
         .send()
         .await
         .expect("authorize");
@@ -75,9 +85,5 @@ pub async fn sign_in(client: &TokenEngine) -> SessionId {
             _ => {}
         }
     }
-    client
-        .complete_login(&start.binding, &params)
-        .await
-        .expect("complete")
-        .session_id
+    params
 }
