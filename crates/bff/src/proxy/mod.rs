@@ -62,6 +62,7 @@
 
 mod forward;
 mod headers;
+pub mod methods;
 pub(crate) mod path;
 mod route;
 mod websocket;
