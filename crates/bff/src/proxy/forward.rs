@@ -269,8 +269,8 @@ impl Proxy {
             target.push_str(query);
         }
         let refused = || BffError::BadRequest("the request path is not allowed".into());
-        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(target))
-            .map_err(|_| refused())?;
+        let path_and_query =
+            PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| refused())?;
         let mut out = http::uri::Parts::default();
         out.scheme = Some(self.scheme.clone());
         out.authority = Some(self.authority.clone());
@@ -465,10 +465,9 @@ impl BearerCache {
     fn get(&self, token: &str) -> Option<HeaderValue> {
         let bytes = token.as_bytes();
         let tail = &bytes[bytes.len().saturating_sub(8)..];
-        let index = tail
-            .iter()
-            .fold(bytes.len(), |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)))
-            % BEARER_SLOTS;
+        let index = tail.iter().fold(bytes.len(), |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(*b))
+        }) % BEARER_SLOTS;
         let mut slot = self.slots[index]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

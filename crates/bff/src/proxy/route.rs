@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
+use http::Method;
 use oidc_bff_tokens::UserTokenRequest;
 use oidc_bff_tokens::client_credentials::ClientCredentialsRequest;
-use http::Method;
 use url::Url;
 
 use crate::error::BffError;

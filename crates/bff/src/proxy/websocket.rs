@@ -174,7 +174,9 @@ impl Bff {
     /// a session ended here (sign-out, back-channel logout, a rejected
     /// refresh).
     pub(crate) fn sessions_changed(&self) {
-        self.inner.sessions_ended.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner
+            .sessions_ended
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
