@@ -40,7 +40,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use oidc_bff_tokens::{AccessToken, SessionId, TokenError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -425,6 +425,7 @@ fn upstream_client(api: &RemoteApi) -> Result<UpstreamClient, rustls::Error> {
         .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
         .build(connector))
 }
 

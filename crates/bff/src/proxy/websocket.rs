@@ -230,7 +230,7 @@ where
         copied
     };
     tokio::pin!(up, ended);
-    let grace = tokio::time::sleep(Duration::MAX / 4);
+    let grace = tokio::time::sleep(Duration::from_secs(365 * 86_400));
     tokio::pin!(grace);
     let mut buf = vec![0; 16 * 1024];
     let mut frames = Frames::default();
@@ -282,9 +282,22 @@ where
         return;
     }
     let _ = client_write.flush().await;
-    if !up_done {
-        let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
-    }
+    // The browser's close reply still flows to the upstream; the upstream's
+    // answer is read and dropped. Once the upstream hangs up (or the browser
+    // does, or the grace period ends) both connections are dropped.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        loop {
+            tokio::select! {
+                _ = &mut up, if !up_done => return,
+                read = upstream_read.read(&mut buf) => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// An unmasked close frame (a server's), with a status code and reason.
