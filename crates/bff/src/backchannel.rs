@@ -77,7 +77,10 @@ async fn handle(bff: &Bff, headers: &HeaderMap, body: Body) -> Result<(), BffErr
         .filter(|t| !t.is_empty())
         .ok_or_else(|| bad("logout_token is missing"))?;
     match bff.engine().backchannel_logout(&token).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            bff.sessions_changed();
+            Ok(())
+        }
         Err(TokenError::InvalidIdToken(reason)) => Err(invalid_logout_token(&reason)),
         Err(TokenError::InvalidResponse(reason)) => Err(invalid_logout_token(&reason)),
         Err(err) => Err(BffError::Token(err)),

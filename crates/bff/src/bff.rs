@@ -100,6 +100,9 @@ pub(crate) struct BffInner {
     pub(crate) settings: BffSettings,
     pub(crate) clients: Registry,
     pub(crate) csrf: CsrfLayer,
+    /// Bumped whenever a session ends on this instance, to wake the session
+    /// watch of proxied WebSockets.
+    pub(crate) sessions_ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl Bff {

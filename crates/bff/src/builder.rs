@@ -224,6 +224,7 @@ impl BffBuilder {
                 settings,
                 clients,
                 csrf,
+                sessions_ended: tokio::sync::watch::Sender::new(0),
             }),
         })
     }

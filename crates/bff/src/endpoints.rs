@@ -243,6 +243,7 @@ async fn logout(
     let post_logout = settings.post_logout_redirect_uri();
     match bff.engine().logout(session.id(), Some(&post_logout)).await {
         Ok(done) => {
+            bff.sessions_changed();
             let target = done
                 .end_session_url
                 .map(|u| u.to_string())

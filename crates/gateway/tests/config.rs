@@ -470,3 +470,44 @@ fn dpop_keys_are_checked_and_shown_without_key_material() {
         "{err}"
     );
 }
+
+#[test]
+fn api_methods_are_checked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = GOOD.replace(
+        "token = \"user\" ",
+        "methods = [\"GET\", \"POST\"]\nwebsocket_session_check = 5\nwebsocket_close_on_token_expiry = true\ntoken = \"user\" ",
+    );
+    assert!(good.contains("methods"));
+    let (code, stdout, stderr) = check(&write(&dir, &good), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("methods = [\"GET\", \"POST\"]"), "{stdout}");
+
+    let err = failing(
+        "token = \"user\" ",
+        "methods = [\"GET\", \"FETCH\", \"post\"]\ntoken = \"user\" ",
+        &[],
+    );
+    assert!(
+        err.contains("`api.0.methods.1`: unknown method \"FETCH\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("`api.0.methods.2`: unknown method \"post\""),
+        "{err}"
+    );
+    let err = failing("token = \"user\" ", "methods = []\ntoken = \"user\" ", &[]);
+    assert!(
+        err.contains("`api.0.methods`: must name at least one method"),
+        "{err}"
+    );
+    let err = failing(
+        "token = \"user\" ",
+        "websocket_session_check = 0\ntoken = \"user\" ",
+        &[],
+    );
+    assert!(
+        err.contains("`api.0.websocket_session_check`: must be greater than zero"),
+        "{err}"
+    );
+}

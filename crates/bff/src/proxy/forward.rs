@@ -27,7 +27,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,13 +35,17 @@ use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use cookie::SameSite;
-use futures_util::{Stream, StreamExt as _};
 use http::request::Parts;
-use http::{StatusCode, Version, header};
-use hyper::body::{Frame, SizeHint};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use oidc_bff_tokens::dpop::DpopKey;
-use oidc_bff_tokens::{AccessToken, TokenError};
+use oidc_bff_tokens::{AccessToken, SessionId, TokenError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use url::Url;
@@ -54,48 +58,86 @@ use crate::proxy::headers::{self, Added};
 use crate::proxy::route::RemoteApi;
 use crate::proxy::{path, rules, websocket};
 use crate::session::BffSession;
-use crate::token_policy::{Holder, Refused};
+use crate::token_policy::{Holder, Refused, Used};
 
-/// One mounted remote API: settings plus its HTTP client.
+/// The proxy's pooled HTTP/1.1 client (plain TCP or rustls).
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Tracked>;
+
+/// One mounted remote API: settings plus its HTTP client, with everything
+/// that does not depend on the request computed once.
 #[derive(Debug)]
 pub(crate) struct Proxy {
     bff: Bff,
     api: RemoteApi,
     /// The normalised local prefix (`""` or `/a/b`).
     pub(crate) prefix: String,
-    /// `X-Forwarded-Host`: the public URL's host and port.
-    public_host: Option<String>,
-    http: Result<reqwest::Client, String>,
+    /// The upstream's scheme, authority and base path, parsed once.
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    /// `X-Forwarded-*` values: the public URL's scheme and host, the prefix.
+    forwarded: Forwarded,
+    http: Result<UpstreamClient, String>,
+    bearer: BearerCache,
+}
+
+/// The `X-Forwarded-*` values every request of a route gets.
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub(crate) proto: Option<HeaderValue>,
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) prefix: Option<HeaderValue>,
+}
+
+/// What a proxied request was sent with: the session (for a user token)
+/// and the token itself, for the WebSocket session watch.
+struct Sent {
+    token: Option<AccessToken>,
+    session: Option<SessionId>,
+    /// The DPoP key the token is bound to, if it is.
+    dpop_key: Option<DpopKey>,
 }
 
 impl Proxy {
     pub(crate) fn new(bff: Bff, api: RemoteApi) -> Proxy {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
-            .http1_only()
-            .connect_timeout(api.connect_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot build the proxy's HTTP client");
-                format!("cannot build the proxy's HTTP client: {e}")
-            });
+        let http = upstream_client(&api).map_err(|e| {
+            tracing::error!(error = %e, "cannot build the proxy's HTTP client");
+            format!("cannot build the proxy's HTTP client: {e}")
+        });
         let public = &bff.settings().public_url;
         let public_host = public.host_str().map(|host| match public.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         });
+        let prefix = api.local_prefix();
+        let forwarded = Forwarded {
+            proto: HeaderValue::from_str(public.scheme()).ok(),
+            host: public_host.and_then(|h| HeaderValue::from_str(&h).ok()),
+            prefix: (!prefix.is_empty())
+                .then(|| HeaderValue::from_str(&prefix).ok())
+                .flatten(),
+        };
+        let upstream = &api.upstream;
+        // `validate` has checked: http(s), a host, no credentials.
+        let scheme = if upstream.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(
+            upstream[url::Position::BeforeHost..url::Position::AfterPort].as_bytes(),
+        ))
+        .unwrap_or_else(|_| Authority::from_static("invalid.invalid"));
         Proxy {
-            prefix: api.local_prefix(),
+            prefix,
+            scheme,
+            authority,
+            base_path: upstream.path().to_owned(),
             bff,
             api,
-            public_host,
+            forwarded,
             http,
+            bearer: BearerCache::default(),
         }
     }
 
@@ -103,7 +145,12 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         let settings = self.bff.settings();
 
-        // 1. Anti-forgery, before anything else.
+        // The checks before any token work, in order. Each answers at once.
+        // 1. The route's methods (405 with `Allow`).
+        if let Some(refused) = self.api.methods.refuse(&parts.method) {
+            return refused;
+        }
+        // 2. Anti-forgery.
         let upgrade = self
             .api
             .websockets
@@ -115,10 +162,9 @@ impl Proxy {
         if !trusted {
             return BffError::MissingCsrfHeader.into_response();
         }
-
-        // 2. Where to.
-        let url = match self.target(&parts) {
-            Ok(url) => url,
+        // 3. Where to (path safety).
+        let uri = match self.target(&parts) {
+            Ok(uri) => uri,
             Err(err) => return err.into_response(),
         };
 
@@ -128,12 +174,12 @@ impl Proxy {
         }
 
         // 4. Which token.
-        let token = match self.token(&mut parts).await {
-            Ok(token) => token,
+        let sent = match self.token(&mut parts).await {
+            Ok(sent) => sent,
             Err(response) => return *response,
         };
 
-        // 5. Forward.
+        // 5. Forward: the incoming request, its headers cleaned in place.
         let client_upgrade = match upgrade {
             Some(_) => parts.extensions.remove::<OnUpgrade>(),
             None => None,
@@ -143,47 +189,87 @@ impl Proxy {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let (token, dpop_key) = token.unzip();
-        let dpop_key = dpop_key.flatten();
-        let mut outgoing = headers::upstream_request(
-            &parts.headers,
+        let mut outgoing = std::mem::take(&mut parts.headers);
+        headers::upstream_request(
+            &mut outgoing,
             &Added {
-                bearer: token
-                    .as_ref()
-                    .filter(|_| dpop_key.is_none())
-                    .map(AccessToken::secret),
                 peer,
-                proto: settings.public_url.scheme(),
-                host: self.public_host.as_deref(),
-                prefix: &self.prefix,
+                forwarded: &self.forwarded,
                 upgrade: upgrade.as_ref(),
             },
         );
-        // DPoP: `Authorization: DPoP` and a fresh proof (see crate::dpop).
-        let dpop_headers = |method: &http::Method, url: &Url| match (&token, &dpop_key) {
-            (Some(token), Some(key)) => {
+        // DPoP-bound tokens go as `Authorization: DPoP` with a fresh proof
+        // (see crate::dpop); others as a bearer token.
+        let dpop = match (&sent.token, &sent.dpop_key) {
+            (Some(token), Some(key)) => match Url::parse(&uri.to_string()) {
+                Ok(url) => Some((url, token, key)),
+                Err(_) => {
+                    return BffError::BadRequest("the request path is not allowed".into())
+                        .into_response();
+                }
+            },
+            _ => None,
+        };
+        let dpop_headers = |method: &http::Method| match &dpop {
+            Some((url, token, key)) => {
                 crate::dpop::api_headers(self.bff.engine(), method, url, token, Some(key)).map(Some)
             }
-            _ => Ok(None),
+            None => Ok(None),
         };
-        match dpop_headers(&parts.method, &url) {
+        match dpop_headers(&parts.method) {
             Ok(Some(added)) => crate::dpop::apply(&mut outgoing, added),
-            Ok(None) => {}
+            Ok(None) => self.upstream_credentials(sent.token.as_ref(), &mut outgoing),
             Err(err) => return BffError::from(err).into_response(),
         }
-        let mut upstream_request = reqwest::Request::new(parts.method.clone(), url.clone());
-        *upstream_request.headers_mut() = outgoing;
-        let mut upload = None;
-        if body.size_hint().exact() != Some(0) {
-            let (tracked, progress) = Tracked::new(body.into_data_stream());
-            *upstream_request.body_mut() = Some(reqwest::Body::wrap_stream(tracked));
-            upload = Some(progress);
-        }
+        let (body, upload) = if body.size_hint().exact() == Some(0) {
+            (Tracked::empty(), None)
+        } else {
+            let (tracked, progress) = Tracked::new(body);
+            (tracked, Some(progress))
+        };
         // A request without a body can be sent again after a DPoP nonce
         // challenge; one with a body is not (its nonce is kept for the next).
-        let replay = (dpop_key.is_some() && upload.is_none())
-            .then(|| upstream_request.try_clone())
-            .flatten();
+        let replay = (dpop.is_some() && upload.is_none())
+            .then(|| (parts.method.clone(), uri.clone(), outgoing.clone()));
+        let mut upstream_request = http::Request::new(body);
+        *upstream_request.method_mut() = parts.method;
+        *upstream_request.uri_mut() = uri;
+        *upstream_request.headers_mut() = outgoing;
+        let mut response = match self.send(upstream_request, upload).await {
+            Ok(response) => response,
+            Err(err) => return err.into_response(),
+        };
+        if let Some((url, _, _)) = &dpop
+            && crate::dpop::observe(
+                self.bff.engine(),
+                url,
+                response.status(),
+                response.headers(),
+            )
+            && let Some((method, uri, mut headers)) = replay
+        {
+            match dpop_headers(&method) {
+                Ok(Some(added)) => crate::dpop::apply(&mut headers, added),
+                Ok(None) => {}
+                Err(err) => return BffError::from(err).into_response(),
+            }
+            drop(response);
+            tracing::debug!("the API asked for a DPoP nonce; retrying once with it");
+            let mut again = http::Request::new(Tracked::empty());
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.headers_mut() = headers;
+            response = match self.send(again, None).await {
+                Ok(response) => response,
+                Err(err) => return err.into_response(),
+            };
+            crate::dpop::observe(
+                self.bff.engine(),
+                url,
+                response.status(),
+                response.headers(),
+            );
+        }
         let mut response = match self.send(upstream_request, upload).await {
             Ok(response) => response,
             Err(err) => return err.into_response(),
@@ -226,24 +312,43 @@ impl Proxy {
                 return BffError::Upstream("the upstream switched protocols unasked".into())
                     .into_response();
             };
-            let headers = headers::browser_response(response.headers(), &own, true);
-            websocket::bridge(client_upgrade, response);
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (mut head, _) = response.into_parts();
+            headers::browser_response(&mut head.headers, &own, true);
+            let watch = sent.session.map(|id| {
+                websocket::SessionWatch::new(
+                    self.bff.clone(),
+                    id,
+                    self.api.tokens.user.clone(),
+                    self.api.websocket_session.clone(),
+                )
+            });
+            websocket::bridge(client_upgrade, upstream_upgrade, watch);
             let mut switching = Response::new(Body::empty());
             *switching.status_mut() = status;
-            *switching.headers_mut() = headers;
+            *switching.headers_mut() = head.headers;
             return switching;
         }
-        let headers = headers::browser_response(response.headers(), &own, false);
-        let body = http::Response::<reqwest::Body>::from(response).into_body();
+        let (mut head, body) = response.into_parts();
+        headers::browser_response(&mut head.headers, &own, false);
         let body = IdleTimeout::new(body, self.api.timeout);
         let mut out = Response::new(Body::new(body));
         *out.status_mut() = status;
-        *out.headers_mut() = headers;
+        *out.headers_mut() = head.headers;
         out
     }
 
-    /// The upstream URL for a request, or 400.
-    fn target(&self, parts: &Parts) -> Result<Url, BffError> {
+    /// The token -> upstream credentials step: the headers that carry the
+    /// route's token to the upstream (today `Authorization: Bearer`). Any
+    /// other way of presenting the token belongs here.
+    fn upstream_credentials(&self, token: Option<&AccessToken>, headers: &mut HeaderMap) {
+        if let Some(value) = token.and_then(|t| self.bearer.get(t.secret())) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+    }
+
+    /// The upstream URI for a request, or 400.
+    fn target(&self, parts: &Parts) -> Result<Uri, BffError> {
         let uri = &parts.uri;
         if parts.version <= Version::HTTP_11
             && (uri.scheme().is_some() || uri.authority().is_some())
@@ -254,30 +359,29 @@ impl Proxy {
         }
         let rest = path::remainder(uri.path(), &self.prefix)
             .map_err(|e| BffError::BadRequest(e.to_string()))?;
-        let base = &self.api.upstream;
-        let joined = path::join(base.path(), rest);
-        let mut url = base.clone();
-        url.set_path(&joined);
-        url.set_query(uri.query());
-        // Belt and braces: the URL parser must not have reinterpreted anything.
-        if url.path() != joined
-            || url.scheme() != base.scheme()
-            || url.host() != base.host()
-            || url.port_or_known_default() != base.port_or_known_default()
-        {
-            return Err(BffError::BadRequest(
-                "the request path is not allowed".into(),
-            ));
+        let base = self.base_path.as_str();
+        let query = uri.query();
+        let mut target =
+            String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+        path::join_into(&mut target, base, rest);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
         }
-        Ok(url)
+        let refused = || BffError::BadRequest("the request path is not allowed".into());
+        let path_and_query =
+            PathAndQuery::from_maybe_shared(Bytes::from(target)).map_err(|_| refused())?;
+        let mut out = http::uri::Parts::default();
+        out.scheme = Some(self.scheme.clone());
+        out.authority = Some(self.authority.clone());
+        out.path_and_query = Some(path_and_query);
+        Uri::from_parts(out).map_err(|_| refused())
     }
 
-    /// The token for this request per the route's [`TokenPolicy`](crate::TokenPolicy).
-    /// Errors are finished responses.
-    async fn token(
-        &self,
-        parts: &mut Parts,
-    ) -> Result<Option<(AccessToken, Option<DpopKey>)>, Box<Response>> {
+    /// The token for this request per the route's [`TokenPolicy`](crate::TokenPolicy),
+    /// and the session it is the user's token of. Errors are finished
+    /// responses.
+    async fn token(&self, parts: &mut Parts) -> Result<Sent, Box<Response>> {
         let policy = self.api.token;
         let mut had_cookie = false;
         let session = if policy.uses_session() {
@@ -300,7 +404,7 @@ impl Proxy {
             .await
         {
             Ok(Some((token, used))) => {
-                let key = crate::dpop::binding(
+                let dpop_key = crate::dpop::binding(
                     self.bff.engine(),
                     &self.api.tokens.client,
                     &used,
@@ -308,9 +412,21 @@ impl Proxy {
                     session.as_ref().map(BffSession::versioned),
                 )
                 .await;
-                Ok(Some((token, key)))
+                let session = match used {
+                    Used::User(id) => Some(id),
+                    _ => None,
+                };
+                Ok(Sent {
+                    token: Some(token),
+                    session,
+                    dpop_key,
+                })
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Sent {
+                token: None,
+                session: None,
+                dpop_key: None,
+            }),
             Err(Refused { error, user: true }) => Err(self.user_token_failed(error, had_cookie)),
             Err(Refused { error, .. }) => Err(Box::new(BffError::from(error).into_response())),
         }
@@ -326,6 +442,8 @@ impl Proxy {
         let err = configuration_error(err);
         let mut response = BffError::from(err).into_response();
         if dead {
+            // Its WebSockets on this instance close now, not at their next check.
+            self.bff.sessions_changed();
             response.headers_mut().append(
                 header::SET_COOKIE,
                 cookies::clear(&self.bff.settings().cookie_name, SameSite::Strict),
@@ -342,21 +460,23 @@ impl Proxy {
     /// the answer, never the upload as a whole.
     async fn send(
         &self,
-        request: reqwest::Request,
+        request: http::Request<Tracked>,
         mut upload: Option<watch::Receiver<Upload>>,
-    ) -> Result<reqwest::Response, BffError> {
+    ) -> Result<http::Response<Incoming>, BffError> {
         let http = self
             .http
             .as_ref()
             .map_err(|e| BffError::Config(e.clone()))?;
         let timed_out = || BffError::UpstreamTimeout("the upstream did not answer in time".into());
-        let call = http.execute(request);
+        let call = http.request(request);
         tokio::pin!(call);
+        let sleep = tokio::time::sleep(self.api.timeout);
+        tokio::pin!(sleep);
         let outcome = loop {
             let step = tokio::select! {
                 biased;
                 result = &mut call => Step::Answered(result),
-                () = tokio::time::sleep(self.api.timeout) => Step::TimedOut,
+                () = &mut sleep => Step::TimedOut,
                 moved = progressed(upload.as_mut()) => Step::Progress(moved),
             };
             match step {
@@ -371,6 +491,7 @@ impl Proxy {
                     if !sending {
                         upload = None;
                     }
+                    sleep.as_mut().reset(Instant::now() + self.api.timeout);
                 }
             }
         };
@@ -378,9 +499,9 @@ impl Proxy {
             None => Err(timed_out()),
             Some(Ok(response)) => Ok(response),
             Some(Err(err)) => {
-                let err = err.without_url();
+                // The error's text never holds the URI; log its kind only.
                 tracing::warn!(error = %err, prefix = %self.prefix, "upstream call failed");
-                if err.is_timeout() {
+                if timed_out_below(&err) {
                     Err(timed_out())
                 } else if err.is_connect() {
                     Err(BffError::Upstream(
@@ -394,9 +515,93 @@ impl Proxy {
     }
 }
 
+/// The pooled client of one route: HTTP/1.1 over TCP, or over rustls (the
+/// crypto provider and platform verifier reqwest uses in this workspace) to
+/// an `https` upstream. No proxy from the environment, no decompression, no
+/// redirects followed: the proxy passes everything on as it is.
+fn upstream_client(api: &RemoteApi) -> Result<UpstreamClient, rustls::Error> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(api.connect_timeout));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let tls = if api.upstream.scheme() == "https" {
+        hyper_rustls::ConfigBuilderExt::try_with_platform_verifier(tls)?.with_no_client_auth()
+    } else {
+        // Plain HTTP: the TLS side is never used; no root store to load.
+        tls.with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    };
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .build(connector))
+}
+
+/// Whether a client error comes from a timeout below HTTP (connecting).
+fn timed_out_below(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// `Authorization: Bearer <token>` values, built once per token and kept:
+/// a small table indexed by the token's last bytes (the signature of a JWT),
+/// checked against the whole token before use. A hit costs a comparison and
+/// a reference count, no allocation.
+#[derive(Debug)]
+struct BearerCache {
+    slots: [Mutex<Option<HeaderValue>>; BEARER_SLOTS],
+}
+
+impl Default for BearerCache {
+    fn default() -> Self {
+        BearerCache {
+            slots: std::array::from_fn(|_| Mutex::new(None)),
+        }
+    }
+}
+
+const BEARER_SLOTS: usize = 64;
+
+impl BearerCache {
+    fn get(&self, token: &str) -> Option<HeaderValue> {
+        let bytes = token.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(8)..];
+        let index = tail.iter().fold(bytes.len(), |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(*b))
+        }) % BEARER_SLOTS;
+        let mut slot = self.slots[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(value) = slot.as_ref()
+            && value.as_bytes().get(7..) == Some(bytes)
+        {
+            return Some(value.clone());
+        }
+        let value = headers::bearer(token).ok()?;
+        *slot = Some(value.clone());
+        Some(value)
+    }
+}
+
 /// One turn of the wait in [`Proxy::send`].
 enum Step {
-    Answered(Result<reqwest::Response, reqwest::Error>),
+    Answered(Result<http::Response<Incoming>, hyper_util::client::legacy::Error>),
     TimedOut,
     /// The request body moved on; `false` when its stream was dropped.
     Progress(bool),
@@ -421,36 +626,57 @@ async fn progressed(upload: Option<&mut watch::Receiver<Upload>>) -> bool {
 
 /// The browser's request body on its way upstream, reporting each chunk the
 /// connection takes, and the end.
-struct Tracked<S> {
-    inner: S,
-    progress: watch::Sender<Upload>,
+pub(crate) struct Tracked {
+    inner: Body,
+    progress: Option<watch::Sender<Upload>>,
 }
 
-impl<S> Tracked<S> {
-    fn new(inner: S) -> (Tracked<S>, watch::Receiver<Upload>) {
+impl Tracked {
+    fn new(inner: Body) -> (Tracked, watch::Receiver<Upload>) {
         let (progress, rx) = watch::channel(Upload::Sending);
-        (Tracked { inner, progress }, rx)
+        (
+            Tracked {
+                inner,
+                progress: Some(progress),
+            },
+            rx,
+        )
+    }
+
+    /// No body.
+    fn empty() -> Tracked {
+        Tracked {
+            inner: Body::empty(),
+            progress: None,
+        }
     }
 }
 
-impl<S, E> Stream for Tracked<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
-    type Item = Result<Bytes, E>;
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.inner.poll_next_unpin(cx));
-        match &item {
-            Some(Ok(_)) => self.progress.send_modify(|_| {}),
-            Some(Err(_)) | None => {
-                self.progress.send_replace(Upload::Sent);
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(progress) = &self.progress {
+            match &item {
+                Some(Ok(_)) => progress.send_modify(|_| {}),
+                Some(Err(_)) | None => {
+                    progress.send_replace(Upload::Sent);
+                }
             }
         }
         Poll::Ready(item)
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
 }

@@ -27,6 +27,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::proxy::forward::Forwarded;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -54,93 +56,90 @@ const CLIENT_ONLY: [&str; 7] = [
     "x-real-ip",
 ];
 
-/// The header names listed in the `Connection` headers (lower case).
-fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
+/// Whether the `Connection` headers list `name` (compared without regard to case).
+fn connection_lists(connection: &[&HeaderValue], name: &str) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+        .any(|t| t.trim().eq_ignore_ascii_case(name))
 }
 
-fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
+fn is_hop_by_hop(name: &HeaderName, connection: &[&HeaderValue]) -> bool {
     let name = name.as_str();
-    HOP_BY_HOP.contains(&name) || name.starts_with("proxy-") || listed.iter().any(|l| l == name)
+    HOP_BY_HOP.contains(&name)
+        || name.starts_with("proxy-")
+        || (!connection.is_empty() && connection_lists(connection, name))
 }
 
-/// What the BFF adds to a forwarded request.
-#[derive(Debug, Default)]
+/// The `Connection` values of a header map; no allocation when there are none.
+fn connection_values(headers: &HeaderMap) -> Vec<&HeaderValue> {
+    headers.get_all(header::CONNECTION).iter().collect()
+}
+
+/// What the BFF adds to a forwarded request (the token aside: see
+/// `Proxy::upstream_credentials`).
+#[derive(Debug)]
 pub(crate) struct Added<'a> {
-    /// `Authorization: Bearer <token>`.
-    pub(crate) bearer: Option<&'a str>,
     /// The TCP peer's address, for `X-Forwarded-For`.
     pub(crate) peer: Option<std::net::IpAddr>,
-    /// `X-Forwarded-Proto`.
-    pub(crate) proto: &'a str,
-    /// `X-Forwarded-Host`.
-    pub(crate) host: Option<&'a str>,
-    /// `X-Forwarded-Prefix` (omitted when empty).
-    pub(crate) prefix: &'a str,
+    /// `X-Forwarded-Proto`, `-Host` and `-Prefix`, built once per route.
+    pub(crate) forwarded: &'a Forwarded,
     /// The `Upgrade` protocol of a WebSocket handshake.
     pub(crate) upgrade: Option<&'a HeaderValue>,
 }
 
-/// The headers to send upstream for a client's request headers.
-pub(crate) fn upstream_request(incoming: &HeaderMap, added: &Added<'_>) -> HeaderMap {
-    let listed = connection_listed(incoming);
-    let chunked = incoming.contains_key(header::TRANSFER_ENCODING);
-    let mut out = HeaderMap::with_capacity(incoming.len() + 6);
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if is_hop_by_hop(name, &listed)
-            || CLIENT_ONLY.contains(&n)
-            || n.starts_with("x-forwarded-")
-            || n.contains('_')
-        {
-            continue;
-        }
-        // A message with both framings is read as chunked: the length is stale.
-        if chunked && name == header::CONTENT_LENGTH {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    if let Some(token) = added.bearer
-        && let Ok(mut value) = bearer(token)
+/// Turns a client's request headers into the headers to send upstream, in
+/// place: the common request (nothing to drop) costs no allocation here.
+pub(crate) fn upstream_request(headers: &mut HeaderMap, added: &Added<'_>) {
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let mut unwanted: Vec<HeaderName> = Vec::new();
     {
-        value.set_sensitive(true);
-        out.insert(header::AUTHORIZATION, value);
+        let connection = connection_values(headers);
+        for name in headers.keys() {
+            let n = name.as_str();
+            if is_hop_by_hop(name, &connection)
+                || CLIENT_ONLY.contains(&n)
+                || n.starts_with("x-forwarded-")
+                || n.contains('_')
+                // A message with both framings is read as chunked: the length is stale.
+                || (chunked && name == header::CONTENT_LENGTH)
+            {
+                unwanted.push(name.clone());
+            }
+        }
+    }
+    for name in &unwanted {
+        headers.remove(name);
     }
     if let Some(value) = added.peer.and_then(forwarded_for) {
-        out.insert(HeaderName::from_static("x-forwarded-for"), value);
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
-    if let Ok(value) = HeaderValue::from_str(added.proto) {
-        out.insert(HeaderName::from_static("x-forwarded-proto"), value);
+    let forwarded = added.forwarded;
+    if let Some(value) = &forwarded.proto {
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), value.clone());
     }
-    if let Some(Ok(value)) = added.host.map(HeaderValue::from_str) {
-        out.insert(HeaderName::from_static("x-forwarded-host"), value);
+    if let Some(value) = &forwarded.host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), value.clone());
     }
-    if !added.prefix.is_empty()
-        && let Ok(value) = HeaderValue::from_str(added.prefix)
-    {
-        out.insert(HeaderName::from_static("x-forwarded-prefix"), value);
+    if let Some(value) = &forwarded.prefix {
+        headers.insert(HeaderName::from_static("x-forwarded-prefix"), value.clone());
     }
     if let Some(protocol) = added.upgrade {
-        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        out.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
     }
-    out
 }
 
-/// `Bearer <token>`, built without a second copy of the (~1 KB) token.
-fn bearer(token: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+/// `Bearer <token>`, marked sensitive, built without a second copy of the
+/// (~1 KB) token.
+pub(crate) fn bearer(token: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
     let mut value = Vec::with_capacity(7 + token.len());
     value.extend_from_slice(b"Bearer ");
     value.extend_from_slice(token.as_bytes());
-    HeaderValue::try_from(value)
+    let mut value = HeaderValue::try_from(value)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The peer's address for `X-Forwarded-For`. IPv4 is written by hand:
@@ -168,36 +167,62 @@ fn forwarded_for(peer: std::net::IpAddr) -> Option<HeaderValue> {
     }
 }
 
-/// The headers to send to the browser for an upstream's response headers.
+/// Turns an upstream's response headers into the headers to send to the
+/// browser, in place.
 ///
 /// `own_cookies` are the BFF's cookie names; `switching` keeps the
 /// `Upgrade` header of a `101 Switching Protocols`.
-pub(crate) fn browser_response(
-    upstream: &HeaderMap,
-    own_cookies: &[&str],
-    switching: bool,
-) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        if is_hop_by_hop(name, &listed) {
-            continue;
+pub(crate) fn browser_response(headers: &mut HeaderMap, own_cookies: &[&str], switching: bool) {
+    let upgrade = if switching {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let mut unwanted: Vec<HeaderName> = Vec::new();
+    let mut own_cookie = false;
+    {
+        let connection = connection_values(headers);
+        for name in headers.keys() {
+            if is_hop_by_hop(name, &connection) {
+                unwanted.push(name.clone());
+            } else if name.as_str() == CLEAR_SITE_DATA {
+                tracing::warn!("dropped an upstream Clear-Site-Data header");
+                unwanted.push(name.clone());
+            } else if name == header::SET_COOKIE {
+                own_cookie = headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .any(|v| sets_own_cookie(v, own_cookies));
+            }
         }
-        if name == header::SET_COOKIE && sets_own_cookie(value, own_cookies) {
-            tracing::warn!("dropped an upstream Set-Cookie for one of the BFF's own cookies");
-            continue;
-        }
-        if name.as_str() == CLEAR_SITE_DATA {
-            tracing::warn!("dropped an upstream Clear-Site-Data header");
-            continue;
-        }
-        out.append(name.clone(), value.clone());
     }
-    if switching && let Some(protocol) = upstream.get(header::UPGRADE) {
-        out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        out.insert(header::UPGRADE, protocol.clone());
+    for name in &unwanted {
+        headers.remove(name);
     }
-    out
+    if own_cookie {
+        let kept: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| {
+                let own = sets_own_cookie(v, own_cookies);
+                if own {
+                    tracing::warn!(
+                        "dropped an upstream Set-Cookie for one of the BFF's own cookies"
+                    );
+                }
+                !own
+            })
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for value in kept {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
 }
 
 /// Whether a `Set-Cookie` value names one of `own` (compared without regard
@@ -231,6 +256,22 @@ mod tests {
         ] {
             let addr: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(forwarded_for(addr).unwrap(), addr.to_string().as_str());
+        }
+    }
+
+    fn none() -> Forwarded {
+        Forwarded {
+            proto: None,
+            host: None,
+            prefix: None,
+        }
+    }
+
+    fn added(forwarded: &Forwarded) -> Added<'_> {
+        Added {
+            peer: None,
+            forwarded,
+            upgrade: None,
         }
     }
 
@@ -271,17 +312,22 @@ mod tests {
             ("x-custom", "a"),
             ("x-custom", "b"),
         ]);
-        let out = upstream_request(
-            &incoming,
+        let mut out = incoming;
+        let forwarded = Forwarded {
+            proto: Some(HeaderValue::from_static("https")),
+            host: Some(HeaderValue::from_static("app.example.com")),
+            prefix: Some(HeaderValue::from_static("/api")),
+        };
+        upstream_request(
+            &mut out,
             &Added {
-                bearer: Some("tok"),
                 peer: Some([127, 0, 0, 1].into()),
-                proto: "https",
-                host: Some("app.example.com"),
-                prefix: "/api",
+                forwarded: &forwarded,
                 upgrade: None,
             },
         );
+        // What `Proxy::upstream_credentials` adds.
+        out.insert(header::AUTHORIZATION, bearer("tok").unwrap());
         let mut names: Vec<_> = out.keys().map(|k| k.as_str().to_owned()).collect();
         names.sort();
         assert_eq!(
@@ -308,14 +354,12 @@ mod tests {
 
     #[test]
     fn anonymous_requests_carry_no_authorization() {
-        let incoming = map(&[("authorization", "Bearer forged")]);
-        let out = upstream_request(
-            &incoming,
-            &Added {
-                proto: "http",
-                ..Added::default()
-            },
-        );
+        let mut out = map(&[("authorization", "Bearer forged")]);
+        let forwarded = Forwarded {
+            proto: Some(HeaderValue::from_static("http")),
+            ..none()
+        };
+        upstream_request(&mut out, &added(&forwarded));
         assert!(!out.contains_key("authorization"));
         assert!(!out.contains_key("x-forwarded-for"));
         assert!(!out.contains_key("x-forwarded-prefix"));
@@ -323,28 +367,31 @@ mod tests {
 
     #[test]
     fn chunked_requests_lose_a_stale_length() {
-        let incoming = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
-        let out = upstream_request(&incoming, &Added::default());
+        let mut out = map(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
+        let forwarded = none();
+        upstream_request(&mut out, &added(&forwarded));
         assert!(!out.contains_key("content-length"));
         assert!(!out.contains_key("transfer-encoding"));
-        let sized = upstream_request(&map(&[("content-length", "5")]), &Added::default());
+        let mut sized = map(&[("content-length", "5")]);
+        upstream_request(&mut sized, &added(&forwarded));
         assert_eq!(sized["content-length"], "5");
     }
 
     #[test]
     fn websocket_handshakes_get_our_upgrade_headers() {
-        let incoming = map(&[
+        let mut out = map(&[
             ("connection", "Upgrade"),
             ("upgrade", "websocket"),
             ("sec-websocket-key", "k"),
             ("sec-websocket-version", "13"),
         ]);
         let upgrade = HeaderValue::from_static("websocket");
-        let out = upstream_request(
-            &incoming,
+        let forwarded = none();
+        upstream_request(
+            &mut out,
             &Added {
                 upgrade: Some(&upgrade),
-                ..Added::default()
+                ..added(&forwarded)
             },
         );
         assert_eq!(out["connection"], "upgrade");
@@ -371,7 +418,8 @@ mod tests {
             ("clear-site-data", "\"cookies\""),
             ("Clear-Site-Data", "\"*\""),
         ]);
-        let out = browser_response(&upstream, &["__Host-bff", "__Host-bff-login"], false);
+        let mut out = upstream;
+        browser_response(&mut out, &["__Host-bff", "__Host-bff-login"], false);
         let cookies: Vec<_> = out.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["theirs=1; Path=/", "__Host-bff2=kept"]);
         let mut names: Vec<_> = out.keys().map(|k| k.as_str().to_owned()).collect();
@@ -386,10 +434,13 @@ mod tests {
             ("upgrade", "websocket"),
             ("sec-websocket-accept", "a"),
         ]);
-        let out = browser_response(&upstream, &[], true);
+        let mut out = upstream.clone();
+        browser_response(&mut out, &[], true);
         assert_eq!(out["connection"], "upgrade");
         assert_eq!(out["upgrade"], "websocket");
         assert_eq!(out["sec-websocket-accept"], "a");
-        assert!(!browser_response(&upstream, &[], false).contains_key("upgrade"));
+        let mut plain = upstream;
+        browser_response(&mut plain, &[], false);
+        assert!(!plain.contains_key("upgrade"));
     }
 }

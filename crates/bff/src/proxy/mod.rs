@@ -65,6 +65,7 @@
 
 mod forward;
 mod headers;
+pub mod methods;
 pub(crate) mod path;
 mod route;
 pub mod rules;

@@ -172,11 +172,20 @@ fn hex_value(b: u8) -> Option<u8> {
 /// The upstream path for a checked remainder: the base path when the
 /// remainder is empty, else the base path without its trailing slash plus the
 /// remainder.
+#[cfg(test)]
 pub(crate) fn join(base_path: &str, rest: &str) -> String {
+    let mut out = String::with_capacity(base_path.len() + rest.len());
+    join_into(&mut out, base_path, rest);
+    out
+}
+
+/// [`join`] into a buffer (the proxy appends the query to it).
+pub(crate) fn join_into(out: &mut String, base_path: &str, rest: &str) {
     if rest.is_empty() {
-        base_path.to_owned()
+        out.push_str(base_path);
     } else {
-        format!("{}{rest}", base_path.trim_end_matches('/'))
+        out.push_str(base_path.trim_end_matches('/'));
+        out.push_str(rest);
     }
 }
 

@@ -17,13 +17,16 @@
 
 use std::time::Duration;
 
+use http::Method;
 use oidc_bff_tokens::UserTokenRequest;
 use oidc_bff_tokens::client_credentials::ClientCredentialsRequest;
 use url::Url;
 
 use crate::error::BffError;
+use crate::proxy::methods::Methods;
 use crate::proxy::path;
 use crate::proxy::rules::Require;
+use crate::proxy::websocket::WebSocketSession;
 use crate::token_policy::{TokenPolicy, TokenRequests};
 
 /// Which access token a proxied route sends upstream: the [`TokenPolicy`]
@@ -46,6 +49,8 @@ pub struct RemoteApi {
     pub(crate) connect_timeout: Duration,
     pub(crate) websockets: bool,
     pub(crate) require: Require,
+    pub(crate) methods: Methods,
+    pub(crate) websocket_session: WebSocketSession,
 }
 
 impl RemoteApi {
@@ -61,6 +66,8 @@ impl RemoteApi {
             connect_timeout: Duration::from_secs(5),
             websockets: false,
             require: Require::default(),
+            methods: Methods::default(),
+            websocket_session: WebSocketSession::default(),
         }
     }
 
@@ -148,6 +155,31 @@ impl RemoteApi {
         self
     }
 
+    /// Accepts only these methods (default: every method). Any other is
+    /// answered `405 Method Not Allowed` with an `Allow` header, before any
+    /// token work; see [`methods`](crate::proxy::methods).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = Methods::only(methods);
+        self
+    }
+
+    /// How often a proxied WebSocket re-checks that its session is alive
+    /// (default 2 s). A session ended on this instance closes its sockets at
+    /// once; one ended on another instance is seen at the next check. See
+    /// [`websocket`](crate::proxy#websockets-that-end-with-the-session).
+    pub fn websocket_session_check(mut self, every: Duration) -> Self {
+        self.websocket_session.check_every = every;
+        self
+    }
+
+    /// Closes a proxied WebSocket (code 4408) when the access token it was
+    /// opened with has expired and cannot be renewed (default `false`: it
+    /// stays open while the session lives).
+    pub fn websocket_close_on_token_expiry(mut self, on: bool) -> Self {
+        self.websocket_session.close_on_token_expiry = on;
+        self
+    }
+
     /// The local prefix as mounted: `""` for the root, else `/a[/b...]`.
     pub fn local_prefix(&self) -> String {
         path::normalise_prefix(&self.local_prefix)
@@ -182,6 +214,12 @@ impl RemoteApi {
         }
         if u.query().is_some() || u.fragment().is_some() {
             return bad("the upstream URL must not have a query or fragment");
+        }
+        if self.methods.is_empty() {
+            return bad("the method list must not be empty");
+        }
+        if self.websocket_session.check_every.is_zero() {
+            return bad("the WebSocket session check interval must be positive");
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return bad("timeouts must be positive");

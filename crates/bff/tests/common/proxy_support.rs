@@ -336,6 +336,9 @@ pub async fn dead_port() -> SocketAddr {
 /// | `/dead` | a closed port | none |
 /// | `/ws` | the WebSocket upstream | user, WebSockets on |
 /// | `/ws-off` | the WebSocket upstream | user, WebSockets off |
+/// | `/ws-fast` | the WebSocket upstream | user, WebSockets on, session re-checked every 100 ms |
+/// | `/ws-expiring` | the WebSocket upstream | as `/ws-fast`, closed when the token expires unrenewed |
+/// | `/readonly` | `/v1/` | user, `GET` and `POST` only |
 ///
 /// plus `/local` (a local API route behind the CSRF layer) and the `/bff` routes.
 pub async fn start() -> ProxyBff {
@@ -393,7 +396,25 @@ pub async fn start_with_store(
         .merge(bff.proxy(mount("/trickle", TokenPolicy::None).timeout(Duration::from_secs(1))))
         .merge(bff.proxy(RemoteApi::new("/dead", dead).token(TokenPolicy::None)))
         .merge(bff.proxy(RemoteApi::new("/ws", ws_url.clone()).websockets(true)))
-        .merge(bff.proxy(RemoteApi::new("/ws-off", ws_url)))
+        .merge(bff.proxy(RemoteApi::new("/ws-off", ws_url.clone())))
+        .merge(
+            bff.proxy(
+                RemoteApi::new("/ws-fast", ws_url.clone())
+                    .websockets(true)
+                    .websocket_session_check(Duration::from_millis(100)),
+            ),
+        )
+        .merge(
+            bff.proxy(
+                RemoteApi::new("/ws-expiring", ws_url)
+                    .websockets(true)
+                    .websocket_session_check(Duration::from_millis(100))
+                    .websocket_close_on_token_expiry(true),
+            ),
+        )
+        .merge(bff.proxy(
+            mount("/readonly", TokenPolicy::User).methods([http::Method::GET, http::Method::POST]),
+        ))
         .merge(
             Router::new()
                 .route("/local", get(|| async { "local" }))

@@ -511,7 +511,26 @@ pub struct ApiConfig {
     /// `{ claim = "x", values = ["a"] }`); see [`Require`]. Default: nothing.
     #[serde(default, skip_serializing_if = "Require::is_empty")]
     pub require: Require,
+    /// The only methods this API accepts (`methods`, e.g. `["GET", "POST"]`;
+    /// default: every method). Others get 405 with an `Allow` header,
+    /// before any token work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// How often a proxied WebSocket re-checks its session, in seconds
+    /// (`websocket_session_check`, default 2). Sessions ended on this
+    /// instance close their sockets at once.
+    #[serde(default = "default_websocket_session_check", with = "secs")]
+    pub websocket_session_check: Duration,
+    /// Close a proxied WebSocket (code 4408) when its token has expired and
+    /// cannot be renewed (`websocket_close_on_token_expiry`, default `false`).
+    #[serde(default)]
+    pub websocket_close_on_token_expiry: bool,
 }
+
+/// The methods `[[api]] methods` may name.
+pub const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
 
 impl ApiConfig {
     /// The proxy route for this entry.
@@ -526,10 +545,20 @@ impl ApiConfig {
         if let Some(resource) = &self.resource {
             api = api.resource(resource.clone());
         }
+        if let Some(methods) = &self.methods {
+            api = api.methods(
+                methods
+                    .iter()
+                    .filter(|m| KNOWN_METHODS.contains(&m.as_str()))
+                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()),
+            );
+        }
         api.timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .websockets(self.websockets)
             .require(self.require.clone())
+            .websocket_session_check(self.websocket_session_check)
+            .websocket_close_on_token_expiry(self.websocket_close_on_token_expiry)
     }
 }
 
@@ -538,6 +567,9 @@ fn default_api_timeout() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_websocket_session_check() -> Duration {
+    Duration::from_secs(2)
 }
 
 mod secs {

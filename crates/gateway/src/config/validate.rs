@@ -252,6 +252,25 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
         if let Err((field, why)) = api.require.validate() {
             found.add(key(&format!("require.{field}")), why);
         }
+        if api.websocket_session_check.is_zero() {
+            found.add(key("websocket_session_check"), "must be greater than zero");
+        }
+        if let Some(methods) = &api.methods {
+            if methods.is_empty() {
+                found.add(key("methods"), "must name at least one method");
+            }
+            for (j, method) in methods.iter().enumerate() {
+                if !super::KNOWN_METHODS.contains(&method.as_str()) {
+                    found.add(
+                        key(&format!("methods.{j}")),
+                        format!(
+                            "unknown method {method:?}; expected one of {}",
+                            super::KNOWN_METHODS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         let route = api.remote_api();
         if found.is_empty() {
             // The proxy's own checks, as a backstop.
