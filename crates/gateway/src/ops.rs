@@ -89,11 +89,17 @@ struct Ops {
 
 /// The operations listener's routes: `/metrics`, and the admin API when
 /// `config` gives its token.
-pub(crate) fn router(metrics: Option<PrometheusHandle>, bff: &Bff, config: &GatewayConfig) -> Router {
-    let mut app = Router::new().route("/metrics", get(scrape)).with_state(Ops {
-        metrics,
-        bff: bff.clone(),
-    });
+pub(crate) fn router(
+    metrics: Option<PrometheusHandle>,
+    bff: &Bff,
+    config: &GatewayConfig,
+) -> Router {
+    let mut app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Ops {
+            metrics,
+            bff: bff.clone(),
+        });
     if let Some(token) = config.admin_token() {
         app = app.merge(oidc_bff::admin::router(bff, token.clone()));
     }

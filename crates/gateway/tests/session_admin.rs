@@ -158,6 +158,7 @@ fn record_of(sub: &str) -> SessionRecord {
         last_active: now,
         logout_id: "mallory-logout".into(),
         user_agent: None,
+        dpop_key: None,
     }
 }
 

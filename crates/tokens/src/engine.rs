@@ -514,7 +514,7 @@ impl user_token::Host for TokenEngine {
             Token,
             self.inner.provider.token_request(metadata, form, dpop),
         )
-            .await
+        .await
     }
 
     async fn signing_keys(&self, metadata: &ProviderMetadata) -> Arc<JwksCache> {

@@ -270,37 +270,6 @@ impl Proxy {
                 response.headers(),
             );
         }
-        let mut response = match self.send(upstream_request, upload).await {
-            Ok(response) => response,
-            Err(err) => return err.into_response(),
-        };
-        if dpop_key.is_some()
-            && crate::dpop::observe(
-                self.bff.engine(),
-                &url,
-                response.status(),
-                response.headers(),
-            )
-            && let Some(mut again) = replay
-        {
-            match dpop_headers(&parts.method, &url) {
-                Ok(Some(added)) => crate::dpop::apply(again.headers_mut(), added),
-                Ok(None) => {}
-                Err(err) => return BffError::from(err).into_response(),
-            }
-            drop(response);
-            tracing::debug!("the API asked for a DPoP nonce; retrying once with it");
-            response = match self.send(again, None).await {
-                Ok(response) => response,
-                Err(err) => return err.into_response(),
-            };
-            crate::dpop::observe(
-                self.bff.engine(),
-                &url,
-                response.status(),
-                response.headers(),
-            );
-        }
 
         let status = response.status();
         let own = [

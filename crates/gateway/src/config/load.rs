@@ -191,7 +191,6 @@ impl Loader {
             log: raw.log,
             metrics: raw.metrics,
             api: raw.api,
-            metrics: raw.metrics,
             admin,
             from_env,
             built: Built::default(),

@@ -98,15 +98,13 @@ pub struct GatewayConfig {
     pub static_files: Option<StaticFilesConfig>,
     /// Logging (`[log]`).
     pub log: LogConfig,
-    /// The operations listener (`[metrics]`): Prometheus metrics, off by default.
+    /// The operations listener (`[metrics]`): Prometheus metrics and, with
+    /// `[admin]`, the admin API; off by default.
     #[serde(skip_serializing_if = "MetricsConfig::is_off")]
     pub metrics: MetricsConfig,
     /// The proxied APIs (`[[api]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub api: Vec<ApiConfig>,
-    /// The operations listener (`[metrics]`): where the admin API is served.
-    #[serde(skip_serializing_if = "MetricsConfig::is_off")]
-    pub metrics: MetricsConfig,
     /// The operator's session administration API (`[admin]`).
     #[serde(skip_serializing_if = "AdminConfig::is_off")]
     pub admin: AdminConfig,
@@ -439,7 +437,8 @@ fn default_level() -> String {
 }
 
 /// `[metrics]`: the gateway's operations listener, which serves Prometheus
-/// metrics on `GET /metrics` (see docs/OPERATIONS.md). It is a listener of
+/// metrics on `GET /metrics` (see docs/OPERATIONS.md) and, with `[admin]`,
+/// the session administration API. It is a listener of
 /// its own, never the public one: put it on loopback or a private network.
 ///
 /// ```toml
@@ -457,7 +456,8 @@ pub struct MetricsConfig {
 }
 
 impl MetricsConfig {
-    fn is_off(&self) -> bool {
+    /// `true` when there is no operations listener.
+    pub fn is_off(&self) -> bool {
         self.listen.is_none()
     }
 }
@@ -612,21 +612,7 @@ struct RawConfig {
     #[serde(default)]
     api: Vec<ApiConfig>,
     #[serde(default)]
-    metrics: MetricsConfig,
-    #[serde(default)]
     admin: RawAdmin,
-}
-
-/// `[metrics]`: the operations listener, on an address of its own.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct MetricsConfig {
-    /// Where the operations endpoints (the admin API) listen, e.g.
-    /// `"127.0.0.1:9464"`; never the public `listen` address. Default: no
-    /// operations listener.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
 }
 
 /// `[admin]`: the session administration API on the operations listener.
@@ -644,13 +630,6 @@ pub struct AdminConfig {
     /// The name of an environment variable holding the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
-}
-
-impl MetricsConfig {
-    /// `true` when there is no operations listener.
-    pub fn is_off(&self) -> bool {
-        self.listen.is_none()
-    }
 }
 
 impl AdminConfig {
