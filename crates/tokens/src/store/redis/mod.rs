@@ -207,7 +207,7 @@ impl RedisStore {
     /// Starts a builder for the Redis at `url`: `redis://[user:password@]host[:port][/db]`,
     /// `rediss://…` (TLS), `redis+unix:///path/to/socket`,
     /// `redis+sentinel://host:26379[,host:26379…]/primary-name`,
-    /// `redis+cluster://host:port[,host:port…]` (see [`topology`] for all
+    /// `redis+cluster://host:port[,host:port…]` (see docs/CONFIG.md for all
     /// forms and parameters in docs/CONFIG.md).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
