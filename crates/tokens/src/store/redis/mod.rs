@@ -207,8 +207,8 @@ impl RedisStore {
     /// Starts a builder for the Redis at `url`: `redis://[user:password@]host[:port][/db]`,
     /// `rediss://…` (TLS), `redis+unix:///path/to/socket`,
     /// `redis+sentinel://host:26379[,host:26379…]/primary-name`,
-    /// `redis+cluster://host:port[,host:port…]` (see [`topology`] for all
-    /// forms and parameters in docs/CONFIG.md).
+    /// `redis+cluster://host:port[,host:port…]` (all forms and
+    /// parameters: docs/CONFIG.md).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
