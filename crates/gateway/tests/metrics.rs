@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Browser, Gateway, Upstream, check, config_with, free_port, idp};
-use reqwest::Method;
 
 /// A parsed scrape: series (name with its labels, as printed) → value.
 #[derive(Debug)]

@@ -48,6 +48,8 @@ fn record(now: u64) -> SessionRecord {
         expires_at: now + 8 * 3600,
         last_active: now,
         logout_id: "logout".into(),
+        user_agent: None,
+        dpop_key: None,
     }
 }
 

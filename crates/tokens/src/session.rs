@@ -372,6 +372,7 @@ mod public_id_tests {
             last_active: 1,
             logout_id: String::new(),
             user_agent: None,
+            dpop_key: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(!json.contains("user_agent"));

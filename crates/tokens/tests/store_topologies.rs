@@ -60,6 +60,8 @@ fn record(clock: &ManualClock, sub: &str) -> oidc_bff_tokens::SessionRecord {
         expires_at: now + 3600,
         last_active: now,
         logout_id: format!("logout-{sub}"),
+        user_agent: None,
+        dpop_key: None,
     }
 }
 
