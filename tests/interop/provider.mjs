@@ -185,6 +185,20 @@ if (clientJwks) {
     post_logout_redirect_uris: [`${bffUrl}/`],
     scope: 'openid profile email offline_access api:read',
   });
+  // FAPI 2.0's client profile in one client: private_key_jwt, PAR required
+  // and DPoP-bound access tokens.
+  configuration.clients.push({
+    client_id: 'bff-fapi',
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: clientJwks,
+    require_pushed_authorization_requests: true,
+    dpop_bound_access_tokens: true,
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    redirect_uris: [`${bffUrl}/bff/callback`],
+    post_logout_redirect_uris: [`${bffUrl}/`],
+    scope: 'openid profile email offline_access api:read',
+  });
 }
 configuration.features.pushedAuthorizationRequests = { enabled: true };
 

@@ -771,3 +771,64 @@ async fn dpop_sign_in_refresh_and_api_calls_with_nonces() {
     assert!(!token.secret().is_empty());
     assert!(bound.is_some(), "a DPoP-bound client token");
 }
+
+/// PAR, private_key_jwt and DPoP together (FAPI 2.0's client profile), as
+/// the provider's `bff-fapi` client, which requires all three.
+#[tokio::test]
+async fn par_private_key_jwt_and_dpop_together() {
+    let (pem, jwks) = private_key_jwt_key();
+    let Some(t) = Interop::start_with(
+        "bff-fapi",
+        |config| {
+            config
+                .client_auth(oidc_bff_tokens::ClientAuthMethod::PrivateKeyJwt)
+                .client_key_pem(pem.into_bytes())
+                .par(true)
+        },
+        &[("BFF_CLIENT_JWKS", jwks)],
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    let api = t.dpop_api.clone().expect("the DPoP API");
+    let browser = Browser::new(&t.url);
+    let login = browser.get("/bff/login?returnUrl=/").await;
+    let authorize = Url::parse(&location(&login)).unwrap();
+    let names: Vec<String> = authorize
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    assert_eq!(names, ["client_id", "request_uri"], "{authorize}");
+
+    assert_eq!(t.sign_in(&browser, "/").await, "/");
+    assert_eq!(t.counter("code_grants").await, 1);
+    let session = t.session(&browser).await.expect("a session");
+    assert_eq!(session.record.tokens.token_type, "DPoP");
+    let key = session
+        .record
+        .dpop_binding()
+        .expect("a DPoP-bound token")
+        .clone();
+
+    // The API checks the proof and the token's `cnf.jkt`.
+    let response = browser.api("/dpop-api/orders").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jkt"], key.thumbprint());
+
+    // A refresh with a new assertion and a proof of the same key.
+    let forced = browser.api("/api/token/forced").await;
+    assert_eq!(forced.status(), 200);
+    assert_eq!(t.counter("refresh_grants").await, 1);
+    let response = browser.api("/dpop-api/orders").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["jkt"], key.thumbprint());
+    assert!(api.hits() >= 2);
+    // The only refused grant is the provider's nonce challenge at the code
+    // exchange (a second one only if its nonce window turned in between).
+    let errors = t.counter("grant_errors").await;
+    assert!((1..=2).contains(&errors), "grant errors: {errors}");
+}

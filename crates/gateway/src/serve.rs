@@ -20,7 +20,7 @@
 //! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
 //!
 //! With `[metrics] listen`, a second listener serves `GET /metrics` and,
-//! when `[admin]` gives a token, the admin API (see [`crate::ops`]); they are
+//! when `[admin]` gives a token, the admin API (see [`Gateway::ops_router`]); they are
 //! never served on the public port.
 
 use std::future::{Future, IntoFuture as _};
