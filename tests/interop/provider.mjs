@@ -105,7 +105,7 @@ const configuration = {
   scopes: ['openid', 'offline_access', 'api:read'],
   claims: {
     openid: ['sub'],
-    profile: ['name'],
+    profile: ['name', 'nickname'],
     email: ['email', 'email_verified'],
     sid: null,
     auth_time: null,
@@ -114,11 +114,13 @@ const configuration = {
   conformIdTokenClaims: false,
   findAccount: async (_ctx, sub) => ({
     accountId: sub,
-    claims: async () => ({
+    // `nickname` only at userinfo: a session that has it called userinfo.
+    claims: async (use) => ({
       sub,
       name: 'Alice Example',
       email: 'alice@example.com',
       email_verified: true,
+      ...(use === 'userinfo' ? { nickname: 'ally' } : {}),
     }),
   }),
   features: {

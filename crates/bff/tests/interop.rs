@@ -249,6 +249,8 @@ impl Interop {
             .refresh_margin(Duration::from_secs(30))
             .timeouts(Duration::from_secs(2), Duration::from_secs(10))
             .dpop(dpop)
+            // DPoP clients also call userinfo, which binds it to the key.
+            .load_userinfo(dpop)
             .build()
             .unwrap();
         let dpop_api = if dpop {
@@ -741,6 +743,12 @@ async fn dpop_sign_in_refresh_and_api_calls_with_nonces() {
         .expect("a DPoP-bound token")
         .clone();
     assert_eq!(session.record.tokens.token_type, "DPoP");
+    // Userinfo took the bound token with a proof (the provider refuses it
+    // as a bearer token); `nickname` comes from userinfo only.
+    assert_eq!(
+        session.record.claims.get("nickname"),
+        Some(&serde_json::json!("ally"))
+    );
 
     // The API checks the proof and `cnf.jkt`, and wants its own nonce:
     // one challenge, one retry.

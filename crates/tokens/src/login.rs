@@ -500,9 +500,12 @@ impl TokenEngine {
         if self.inner.config.load_userinfo {
             match crate::metrics::provider_call(
                 crate::metrics::ProviderEndpoint::Userinfo,
-                self.inner
-                    .provider
-                    .userinfo(&metadata, &response.access_token),
+                self.inner.provider.userinfo(
+                    &metadata,
+                    &response.access_token,
+                    // Only a DPoP-bound token is sent with a proof.
+                    transaction.dpop_key.as_ref().filter(|_| response.is_dpop()),
+                ),
             )
             .await
             {

@@ -442,26 +442,70 @@ impl ProviderClient {
         &self,
         metadata: &ProviderMetadata,
         access_token: &AccessToken,
+        dpop: Option<&DpopKey>,
     ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, TokenError> {
         let Some(endpoint) = &metadata.userinfo_endpoint else {
             return Ok(None);
         };
-        let response = self
-            .http
-            .get(endpoint.clone())
-            .bearer_auth(access_token.secret())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| TokenError::from_transport(&e))?;
-        let status = response.status();
-        let body = read_limited(response).await?;
-        if !status.is_success() {
-            return Err(error_from_answer(status, &body));
+        // A DPoP-bound token goes with the DPoP scheme and a proof of its
+        // key for this call (RFC 9449 §7.1); a `use_dpop_nonce` challenge
+        // that brings a nonce is answered once, never in a loop.
+        let mut nonce_retry = dpop.is_some();
+        loop {
+            let request = self
+                .http
+                .get(endpoint.clone())
+                .header(reqwest::header::ACCEPT, "application/json");
+            let request = match dpop {
+                Some(key) => {
+                    let nonce = self.dpop.nonces.get(endpoint);
+                    let proof = key.proof(
+                        "GET",
+                        endpoint,
+                        Some(access_token),
+                        nonce.as_deref(),
+                        self.dpop.clock.now_unix(),
+                    )?;
+                    request
+                        .header(
+                            reqwest::header::AUTHORIZATION,
+                            format!("{DPOP_TOKEN_TYPE} {}", access_token.secret()),
+                        )
+                        .header(DPOP_HEADER, proof)
+                }
+                None => request.bearer_auth(access_token.secret()),
+            };
+            let response = request
+                .send()
+                .await
+                .map_err(|e| TokenError::from_transport(&e))?;
+            let status = response.status();
+            let new_nonce = dpop.is_some()
+                && self
+                    .dpop
+                    .nonces
+                    .remember_headers(endpoint, response.headers());
+            let challenge = crate::dpop::is_nonce_challenge(
+                response
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            let body = read_limited(response).await?;
+            if status == reqwest::StatusCode::UNAUTHORIZED && challenge && new_nonce && nonce_retry
+            {
+                nonce_retry = false;
+                tracing::debug!("userinfo asked for a DPoP nonce; retrying once with it");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(error_from_answer(status, &body));
+            }
+            return serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|_| TokenError::InvalidResponse("userinfo is not a JSON object".into()));
         }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|_| TokenError::InvalidResponse("userinfo is not a JSON object".into()))
     }
 }
 

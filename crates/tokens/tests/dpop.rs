@@ -87,6 +87,27 @@ async fn sign_in_and_refresh_are_bound_to_the_sessions_key() {
 }
 
 #[tokio::test]
+async fn userinfo_is_called_with_the_dpop_scheme_and_a_proof() {
+    let (idp, clock, store) = setup().await;
+    // Nonces required everywhere: the userinfo call must carry the
+    // provider's current one too (learnt at the token endpoint, same origin).
+    idp.faults().set_dpop_nonce(NonceMode::Required);
+    idp.faults()
+        .set_userinfo_extra_claims(Some(serde_json::json!({ "nickname": "bound-ally" })));
+    let engine = engine(&idp, store, &clock, |b| b.load_userinfo(true));
+    let id = common::sign_in(&engine).await;
+    // The dev IdP refuses a bound token sent as `Bearer` (RFC 9449 §7.1):
+    // the claim only userinfo carries is there only if the call was proved.
+    let session = engine.load_session(&id).await.unwrap().unwrap();
+    assert_eq!(
+        session.record.claims.get("nickname"),
+        Some(&serde_json::json!("bound-ally")),
+        "userinfo was refused"
+    );
+    assert_eq!(idp.counters().userinfo, 1, "no retry: the nonce was known");
+}
+
+#[tokio::test]
 async fn a_refresh_token_is_useless_with_another_key() {
     let (idp, clock, store) = setup().await;
     let engine = engine(&idp, store.clone(), &clock, |b| b);
