@@ -472,3 +472,47 @@ fn bad_certificate_settings_are_refused_with_the_key_named() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_http2_requests_in_flight_complete() {
+    let idp = common::idp(Duration::from_secs(300)).await;
+    let upstream = Upstream::start().await;
+    let ca = Ca::new();
+    let files = Files::new(&ca);
+    let mut gateway = Gateway::start_tls(&files.config(&idp, &upstream, ""), &ca.pem).await;
+    let mut browser = Browser::trusting(&ca.pem);
+    browser.login(&gateway).await;
+
+    let started = upstream.slow_started.notified();
+    let request = browser
+        .api(reqwest::Method::GET, &format!("{}/api/slow", gateway.url))
+        .send();
+    let in_flight = tokio::spawn(async move {
+        let response = request.await.expect("the request in flight completes");
+        (
+            response.version(),
+            response.status(),
+            response.text().await.unwrap_or_default(),
+        )
+    });
+    started.await;
+    gateway.sigterm();
+
+    let (version, status, body) = in_flight.await.expect("task");
+    assert_eq!(version, reqwest::Version::HTTP_2);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow done");
+    let exit = gateway.wait_exit(Duration::from_secs(15)).await;
+    assert!(exit.success(), "exit status {exit}:\n{}", gateway.logs());
+    assert!(gateway.logs().contains("shutting down"));
+    assert!(
+        common::trusting(&ca.pem)
+            .build()
+            .expect("client")
+            .get(format!("{}/healthz", gateway.url))
+            .send()
+            .await
+            .is_err(),
+        "new connections are refused once it is gone"
+    );
+}
