@@ -292,14 +292,16 @@ impl Config {
     }
 
     /// Whether `uri` may be used as a redirect target given the registered
-    /// list: exact match, or any loopback `http` URI when nothing is registered.
+    /// list: exact match, or any loopback `http` or `https` URI when nothing
+    /// is registered.
     pub(crate) fn uri_allowed(registered: &[String], uri: &str) -> bool {
         if !registered.is_empty() {
             return registered.iter().any(|r| r == uri);
         }
         match url::Url::parse(uri) {
             Ok(u) => {
-                u.scheme() == "http"
+                // https too: a gateway serving TLS itself on loopback.
+                matches!(u.scheme(), "http" | "https")
                     && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
                     && u.fragment().is_none()
                     && u.username().is_empty()

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::GatewayError;
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
-use crate::demo::{Demo, DemoOptions};
+use crate::demo::{Demo, DemoOptions, DemoTls};
 use crate::serve::{Gateway, shutdown_signal};
 
 /// A Backend-for-Frontend gateway: OpenID Connect sign-in, server-side
@@ -67,6 +67,16 @@ pub struct DemoArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub json_logs: bool,
+    /// Serve the page over HTTPS (HTTP/2) with a self-signed certificate,
+    /// or the one given by --tls-cert and --tls-key.
+    #[arg(long)]
+    pub tls: bool,
+    /// The certificate chain (PEM) for --tls.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM) for --tls.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the command line; the process's exit code.
@@ -211,6 +221,11 @@ async fn demo(args: DemoArgs) -> Result<(), GatewayError> {
             LogFormat::Json
         } else {
             LogFormat::Human
+        },
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(DemoTls::Files { cert, key }),
+            _ if args.tls => Some(DemoTls::SelfSigned),
+            _ => None,
         },
     };
     let demo = Demo::start(options).await?;

@@ -19,6 +19,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,25 @@ pub struct DemoOptions {
     pub refresh_margin: Duration,
     /// The log format of the gateway.
     pub log_format: LogFormat,
+    /// Serve the page over the gateway's own HTTPS (HTTP/2); `None`: plain
+    /// HTTP.
+    pub tls: Option<DemoTls>,
+}
+
+/// The demo's certificate, with [`DemoOptions::tls`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum DemoTls {
+    /// A self-signed certificate for `localhost` and the gateway's address,
+    /// made for this run (browsers warn about it).
+    SelfSigned,
+    /// A certificate chain and key in PEM files.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
 }
 
 impl Default for DemoOptions {
@@ -68,6 +88,7 @@ impl Default for DemoOptions {
             token_lifetime: Duration::from_secs(30),
             refresh_margin: Duration::from_secs(10),
             log_format: LogFormat::Human,
+            tls: None,
         }
     }
 }
@@ -83,6 +104,8 @@ pub struct Demo {
     stop: tokio::sync::oneshot::Sender<()>,
     gateway: JoinHandle<Result<(), GatewayError>>,
     api: JoinHandle<()>,
+    /// The self-signed certificate's directory, removed at shutdown.
+    tls_dir: Option<PathBuf>,
 }
 
 impl Demo {
@@ -91,7 +114,33 @@ impl Demo {
         let gateway_listener =
             bind_or_free(options.listen, SocketAddr::from(([127, 0, 0, 1], 8080))).await?;
         let gateway_addr = gateway_listener.local_addr()?;
-        let public_url = format!("http://{gateway_addr}");
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let public_url = format!("{scheme}://{gateway_addr}");
+        let (tls_toml, tls_dir) = match &options.tls {
+            None => (String::new(), None),
+            Some(tls) => {
+                let (cert, key, dir) = match tls {
+                    DemoTls::Files { cert, key } => (cert.clone(), key.clone(), None),
+                    DemoTls::SelfSigned => {
+                        let (cert, key, dir) = self_signed(gateway_addr)?;
+                        (cert, key, Some(dir))
+                    }
+                };
+                let quote = |p: &PathBuf| toml::Value::String(p.display().to_string()).to_string();
+                (
+                    format!(
+                        "\n[server.tls]\ncert = {}\nkey = {}\n",
+                        quote(&cert),
+                        quote(&key)
+                    ),
+                    dir,
+                )
+            }
+        };
 
         // Throwaway secrets, fresh each run.
         let bff_secret = SessionId::generate().as_str().to_owned();
@@ -160,7 +209,7 @@ store = "memory"
 
 [log]
 format = "{log_format}"
-
+{tls_toml}
 [metrics]
 listen = "{metrics_addr}"
 
@@ -187,6 +236,7 @@ token = "user"
             stop,
             gateway,
             api,
+            tls_dir,
         })
     }
 
@@ -226,7 +276,40 @@ token = "user"
         }
         self.api.abort();
         self.idp.shutdown().await;
+        if let Some(dir) = self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// Writes a self-signed certificate for `localhost` and `addr`'s IP, and
+/// its key, to a new directory under the system's temporary directory:
+/// (certificate, key, directory).
+fn self_signed(addr: SocketAddr) -> Result<(PathBuf, PathBuf, PathBuf), GatewayError> {
+    let names = vec!["localhost".to_owned(), addr.ip().to_string()];
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| GatewayError::Startup(format!("demo: cannot make a certificate: {e}")))?;
+    let dir = std::env::temp_dir().join(format!(
+        "oidc-bff-demo-tls-{}-{}",
+        std::process::id(),
+        addr.port()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, generated.cert.pem())?;
+    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
+    Ok((cert, key, dir))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents)
 }
 
 /// Binds `requested`, or `default` falling back to a free port when taken.

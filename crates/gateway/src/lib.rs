@@ -28,6 +28,7 @@
 //! ## Modules
 //! - [`config`]: the settings, their loading and validation.
 //! - [`serve`]: the HTTP server (and the operations listener, `ops.rs`).
+//! - [`tls`]: HTTPS served by the gateway itself (`[server.tls]`).
 //! - [`demo`]: the self-contained demo.
 //! - [`cli`]: the command line.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -38,6 +39,7 @@ pub mod config;
 pub mod demo;
 mod ops;
 pub mod serve;
+pub mod tls;
 
 pub use config::{ConfigError, GatewayConfig};
 pub use serve::Gateway;

@@ -19,6 +19,9 @@
 //! | `GET /readyz` | readiness: 200 once provider discovery is loaded and the session store answers, else 503 |
 //! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
 //!
+//! With `[server.tls]`, the public port serves HTTPS (HTTP/2 and HTTP/1.1)
+//! through [`crate::tls`].
+//!
 //! With `[metrics] listen`, a second listener serves `GET /metrics` and,
 //! when `[admin]` gives a token, the admin API (see [`Gateway::ops_router`]); they are
 //! never served on the public port.
@@ -197,7 +200,20 @@ impl Gateway {
         F: Future<Output = ()> + Send + 'static,
     {
         let app = self.router();
-        let ops = self.serve_ops().await?;
+        let tls = match &self.config.server.tls {
+            Some(tls) => Some(crate::tls::TlsServer::new(tls)?),
+            None => None,
+        };
+        let mut ops = self.serve_ops().await?;
+        if let Some(addr) = self
+            .config
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| t.redirect_http)
+        {
+            ops.push(crate::tls::spawn_redirect(addr, &self.config.public_url).await?);
+        }
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
         // Expired sessions leave the store in the background.
@@ -214,10 +230,19 @@ impl Gateway {
             tracing::info!("shutting down: finishing requests in flight");
             let _ = stopping_tx.send(());
         };
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
+        // `[server.tls]`: our own accept loop (HTTP/2 by ALPN); else axum's.
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
+        {
+            Some(tls) => Box::pin(tls.serve(listener, app, signal)),
+            None => {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+        };
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result?,

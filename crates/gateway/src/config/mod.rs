@@ -39,6 +39,7 @@
 //! | `locate.rs` | the file line of a dotted key |
 //! | `redact.rs` | secrets out of URLs, keys and error messages |
 //! | `render.rs` | the settings as TOML (`check`), serialized from this schema |
+//! | `tls.rs` | `[server.tls]` |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,7 +62,10 @@ mod redact;
 mod render;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
+
+pub use tls::TlsConfig;
 
 use load::Loader;
 
@@ -339,7 +343,7 @@ fn default_csrf_value() -> String {
     "1".to_owned()
 }
 
-/// `[server]`: timeouts of the gateway's own HTTP server.
+/// `[server]`: timeouts of the gateway's own HTTP server, and its TLS.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -358,6 +362,10 @@ pub struct ServerConfig {
     /// runtime, which costs less per request than a one-thread pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
+    /// HTTPS served by the gateway itself (`[server.tls]`); plain HTTP
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServerConfig {
@@ -377,6 +385,7 @@ impl Default for ServerConfig {
             request_timeout: default_server_timeout(),
             shutdown_timeout: default_server_timeout(),
             worker_threads: None,
+            tls: None,
         }
     }
 }

@@ -173,6 +173,29 @@ fn server(c: &GatewayConfig, found: &mut Found) {
     if c.server.request_timeout.is_zero() {
         found.add("server.request_timeout", "must be greater than zero");
     }
+    if let Some(tls) = &c.server.tls {
+        if let Err(problem) = crate::tls::load_certified_key(tls) {
+            found.add(problem.key, problem.message);
+        }
+        // A non-loopback http URL is refused by `public_url` already.
+        if c.public_url.scheme() == "http" && is_loopback(&c.public_url) {
+            found.add(
+                "public_url",
+                "must be an https URL when the gateway serves TLS (`[server.tls]`)",
+            );
+        }
+        if let Some(redirect) = tls.redirect_http
+            && redirect.port() == c.listen.port()
+            && (redirect.ip() == c.listen.ip()
+                || redirect.ip().is_unspecified()
+                || c.listen.ip().is_unspecified())
+        {
+            found.add(
+                "server.tls.redirect_http",
+                "must differ from `listen`, which serves HTTPS",
+            );
+        }
+    }
 }
 
 /// `[static]`.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds oidc-bff, starts `oidc-bff demo` on free loopback ports, runs the
-# headless-Chromium test against it and stops the demo.
+# Builds oidc-bff, starts `oidc-bff demo` twice on free loopback ports (plain
+# HTTP, and `--tls`: the gateway's own HTTPS with HTTP/2), runs the
+# headless-Chromium test against both and stops the demos.
 #
 #   crates/gateway/tests/browser/run.sh
 #
@@ -27,29 +28,42 @@ free_port() {
 }
 gateway_port="$(free_port)"
 idp_port="$(free_port)"
+tls_port="$(free_port)"
+tls_idp_port="$(free_port)"
 
 log="$(mktemp)"
+tls_log="$(mktemp)"
 "$bin" demo --listen "127.0.0.1:$gateway_port" --idp-port "$idp_port" >"$log" 2>&1 &
 demo_pid=$!
+"$bin" demo --tls --listen "127.0.0.1:$tls_port" --idp-port "$tls_idp_port" >"$tls_log" 2>&1 &
+tls_pid=$!
 cleanup() {
-  kill "$demo_pid" 2>/dev/null || true
-  wait "$demo_pid" 2>/dev/null || true
-  rm -f "$log"
+  kill "$demo_pid" "$tls_pid" 2>/dev/null || true
+  wait "$demo_pid" "$tls_pid" 2>/dev/null || true
+  rm -f "$log" "$tls_log"
 }
 trap cleanup EXIT
 
 url="http://127.0.0.1:$gateway_port/"
-for _ in $(seq 1 100); do
-  if curl -fsS "${url}readyz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$demo_pid" 2>/dev/null; then
-    echo "the demo exited:" >&2; cat "$log" >&2; exit 1
-  fi
-  sleep 0.2
-done
-curl -fsS "${url}readyz" >/dev/null || { echo "the demo did not become ready:" >&2; cat "$log" >&2; exit 1; }
+tls_url="https://127.0.0.1:$tls_port/"
+# wait_ready URL PID LOG (-k: the --tls demo's certificate is self-signed)
+wait_ready() {
+  for _ in $(seq 1 100); do
+    if curl -kfsS "${1}readyz" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then
+      echo "the demo exited:" >&2; cat "$3" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  curl -kfsS "${1}readyz" >/dev/null || { echo "the demo did not become ready:" >&2; cat "$3" >&2; exit 1; }
+}
+wait_ready "$url" "$demo_pid" "$log"
+wait_ready "$tls_url" "$tls_pid" "$tls_log"
 
-if ! node "$here/demo.test.mjs" "$url"; then
+if ! node "$here/demo.test.mjs" "$url" "$tls_url"; then
   echo "--- demo log ---" >&2
   cat "$log" >&2
+  echo "--- demo --tls log ---" >&2
+  cat "$tls_log" >&2
   exit 1
 fi

@@ -194,6 +194,17 @@ impl Gateway {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::launch(config, env, None).await
+    }
+
+    /// Like [`start`](Self::start) for a gateway serving HTTPS
+    /// (`[server.tls]` in `config`) with a certificate of the CA `ca_pem`
+    /// for 127.0.0.1: `url` is `https://127.0.0.1:{port}`.
+    pub async fn start_tls(config: &str, ca_pem: &str) -> Gateway {
+        Self::launch(config, &[], Some(ca_pem)).await
+    }
+
+    async fn launch(config: &str, env: &[(&str, &str)], ca_pem: Option<&str>) -> Gateway {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("bff.toml");
@@ -242,16 +253,22 @@ impl Gateway {
         let mut gateway = Gateway {
             child,
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!(
+                "{}://127.0.0.1:{port}",
+                if ca_pem.is_some() { "https" } else { "http" }
+            ),
             dir,
             log,
         };
-        gateway.wait_healthy().await;
+        let client = match ca_pem {
+            Some(ca) => trusting(ca).build().expect("client"),
+            None => reqwest::Client::new(),
+        };
+        gateway.wait_healthy(&client).await;
         gateway
     }
 
-    async fn wait_healthy(&mut self) {
-        let client = reqwest::Client::new();
+    async fn wait_healthy(&mut self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -357,7 +374,7 @@ refresh_margin = {refresh_margin}
 store = "memory"
 
 [log]
-level = "debug,hyper=info,hyper_util=info,reqwest=info"
+level = "debug,hyper=info,hyper_util=info,reqwest=info,h2=info,rustls=info"
 
 {extra}
 
@@ -377,6 +394,12 @@ token = "client"
     )
 }
 
+/// A client builder that trusts only the CA `ca_pem`.
+pub fn trusting(ca_pem: &str) -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate");
+    reqwest::Client::builder().tls_certs_only([ca])
+}
+
 /// A client that keeps cookies like a browser would for one host (cookies
 /// ignore ports), and follows redirects itself.
 pub struct Browser {
@@ -392,8 +415,17 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Self::with(reqwest::Client::builder())
+    }
+
+    /// A browser that trusts only the CA `ca_pem` (for a gateway serving HTTPS).
+    pub fn trusting(ca_pem: &str) -> Browser {
+        Self::with(trusting(ca_pem))
+    }
+
+    fn with(builder: reqwest::ClientBuilder) -> Browser {
         Browser {
-            http: reqwest::Client::builder()
+            http: builder
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(60))
                 .build()
