@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: Debian's
-# Chromium (browser test of the demo), wrk, nginx and jq (the benchmarks'
-# smoke runs), and the pinned npm packages (the certified oidc-provider for
-# interop, playwright-core for the browser test).
+# Chromium (browser test of the demo), redis-server and redis-tools (the
+# Sentinel, Cluster and TLS Redis that the store and multi-instance tests
+# start themselves; Sentinel runs as `redis-server --sentinel`), wrk, nginx
+# and jq (the benchmarks' smoke runs), and the pinned npm packages (the
+# certified oidc-provider for interop, playwright-core for the browser test).
 # Idempotent: does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# Redis topologies started by the tests (tests/common/servers.rs).
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 # The benchmarks' smoke runs: load generator, reference proxy, JSON reader.
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)

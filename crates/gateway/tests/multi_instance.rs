@@ -9,13 +9,24 @@
 //! The services are the machine's Redis (127.0.0.1:6379) and PostgreSQL
 //! (127.0.0.1:5432, database `test`, user `postgres`). Without one the test
 //! fails when `CI=true` and is skipped with a notice otherwise.
+//!
+//! The same scenarios run on a Redis Sentinel set-up (primary, replica,
+//! three Sentinels) and on a three-primary Redis Cluster that this binary
+//! starts on loopback from Debian's `redis-server` (once, shared by its
+//! tests), with the tokens crate's starters (`servers.rs`, included below).
+//! A Sentinel failover in the middle of a refresh storm over many sessions
+//! has a set-up of its own (it moves the primary).
 
 mod common;
+// The tokens crate's server starters, the same file (it stands alone).
+#[path = "../../tokens/tests/common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Browser, Gateway, Upstream, config, idp};
+use common::{Browser, Gateway, Seen, Upstream, config, idp, introspect};
 use oidc_bff::tokens::store::KeyRing;
 use reqwest::Method;
 
@@ -53,15 +64,31 @@ fn unique() -> String {
 /// Where the three instances keep their sessions, and how to clean up.
 #[derive(Clone, Debug)]
 enum Shared {
-    Redis { prefix: String },
-    Postgres { prefix: String },
-    Sqlite { url: String },
+    /// Any Redis topology: `redis://`, `redis+sentinel://`, `redis+cluster://`.
+    Redis {
+        url: String,
+        prefix: String,
+    },
+    Postgres {
+        prefix: String,
+    },
+    Sqlite {
+        url: String,
+    },
 }
 
 impl Shared {
+    /// The Redis at `url`, under a prefix of this test's own.
+    fn redis(url: impl Into<String>) -> Shared {
+        Shared::Redis {
+            url: url.into(),
+            prefix: format!("oidc-bff-test:{}:", unique()),
+        }
+    }
+
     fn session_toml(&self) -> String {
         let (store, prefix) = match self {
-            Shared::Redis { prefix } => (REDIS.to_owned(), Some(prefix)),
+            Shared::Redis { url, prefix } => (url.clone(), Some(prefix)),
             Shared::Postgres { prefix } => (POSTGRES.to_owned(), Some(prefix)),
             Shared::Sqlite { url } => (url.clone(), None),
         };
@@ -75,8 +102,8 @@ impl Shared {
     async fn cleanup(&self) {
         let keys = KeyRing::from_config([KEY]).unwrap();
         match self {
-            Shared::Redis { prefix } => {
-                let store = oidc_bff::tokens::store::RedisStore::builder(REDIS)
+            Shared::Redis { url, prefix } => {
+                let store = oidc_bff::tokens::store::RedisStore::builder(url)
                     .key_prefix(prefix)
                     .encryption(keys)
                     .build()
@@ -224,8 +251,7 @@ async fn redis_three_gateways_refresh_once() {
     if !service("Redis", "127.0.0.1:6379").await {
         return;
     }
-    let prefix = format!("oidc-bff-test:{}:", unique());
-    three_instances_refresh_once("redis", Shared::Redis { prefix }, storm()).await;
+    three_instances_refresh_once("redis", Shared::redis(REDIS), storm()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,8 +259,7 @@ async fn redis_three_gateways_refresh_once_with_a_slow_token_endpoint() {
     if !service("Redis", "127.0.0.1:6379").await {
         return;
     }
-    let prefix = format!("oidc-bff-test:{}:", unique());
-    three_instances_refresh_once("redis, slow", Shared::Redis { prefix }, slow()).await;
+    three_instances_refresh_once("redis, slow", Shared::redis(REDIS), slow()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,8 +330,8 @@ impl Shared {
     async fn open(&self) -> std::sync::Arc<dyn oidc_bff::tokens::SessionStore> {
         let keys = KeyRing::from_config([KEY]).unwrap();
         match self {
-            Shared::Redis { prefix } => std::sync::Arc::new(
-                oidc_bff::tokens::store::RedisStore::builder(REDIS)
+            Shared::Redis { url, prefix } => std::sync::Arc::new(
+                oidc_bff::tokens::store::RedisStore::builder(url)
                     .key_prefix(prefix)
                     .encryption(keys)
                     .build()
@@ -455,8 +480,7 @@ async fn redis_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
         return;
     }
     for lifetime in LIFETIMES {
-        let prefix = format!("oidc-bff-test:{}:", unique());
-        three_gateways_one_grant_per_expiry("redis", Shared::Redis { prefix }, lifetime).await;
+        three_gateways_one_grant_per_expiry("redis", Shared::redis(REDIS), lifetime).await;
     }
 }
 
@@ -481,9 +505,7 @@ async fn redis_three_gateways_share_one_sessions_dpop_key() {
     if !service("Redis", "127.0.0.1:6379").await {
         return;
     }
-    let shared = Shared::Redis {
-        prefix: format!("oidc-bff-test:{}:", unique()),
-    };
+    let shared = Shared::redis(REDIS);
     let idp = idp(Duration::from_secs(3)).await;
     let upstream = Upstream::start().await;
     let toml = config(&idp, &upstream, 1)
@@ -529,4 +551,260 @@ async fn redis_three_gateways_share_one_sessions_dpop_key() {
     shared.cleanup().await;
     assert_eq!(svc_one, svc_two);
     assert_ne!(svc_one, first);
+}
+
+/// The Sentinel set-up this binary's tests share (started once).
+fn sentinel() -> Option<&'static servers::Sentinel> {
+    servers::shared(
+        &servers::SENTINEL,
+        "Redis Sentinel",
+        servers::Sentinel::start,
+    )
+}
+
+/// The three-primary Cluster this binary's tests share (started once).
+fn cluster() -> Option<&'static servers::Cluster> {
+    servers::shared(&servers::CLUSTER, "Redis Cluster", servers::Cluster::start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_three_gateways_refresh_once() {
+    let Some(sentinel) = sentinel() else { return };
+    three_instances_refresh_once("sentinel", Shared::redis(sentinel.url()), storm()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_three_gateways_refresh_once_with_a_slow_token_endpoint() {
+    let Some(sentinel) = sentinel() else { return };
+    three_instances_refresh_once("sentinel, slow", Shared::redis(sentinel.url()), slow()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
+    let Some(sentinel) = sentinel() else { return };
+    for lifetime in LIFETIMES {
+        three_gateways_one_grant_per_expiry("sentinel", Shared::redis(sentinel.url()), lifetime)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_gateways_refresh_once() {
+    let Some(cluster) = cluster() else { return };
+    three_instances_refresh_once("cluster", Shared::redis(cluster.url()), storm()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_gateways_refresh_once_with_a_slow_token_endpoint() {
+    let Some(cluster) = cluster() else { return };
+    three_instances_refresh_once("cluster, slow", Shared::redis(cluster.url()), slow()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_three_gateways_one_grant_per_expiry_whatever_the_lifetime() {
+    let Some(cluster) = cluster() else { return };
+    for lifetime in LIFETIMES {
+        three_gateways_one_grant_per_expiry("cluster", Shared::redis(cluster.url()), lifetime)
+            .await;
+    }
+}
+
+/// What a storm's requests got back, by status.
+#[derive(Default, Debug)]
+struct Tally {
+    ok: usize,
+    unavailable: usize,
+    /// Anything else: `(session, status or transport error)`.
+    wrong: Vec<(usize, String)>,
+}
+
+impl Tally {
+    fn add(&mut self, session: usize, outcome: Result<u16, String>) {
+        match outcome {
+            Ok(200) => self.ok += 1,
+            Ok(503) => self.unavailable += 1,
+            Ok(status) => self.wrong.push((session, status.to_string())),
+            Err(err) => self.wrong.push((session, err)),
+        }
+    }
+}
+
+/// Three gateways on a Sentinel set-up of their own (primary, replica,
+/// three Sentinels), a provider that rotates one-time refresh tokens (a
+/// second use revokes the grant) and answers slowly, many sessions whose
+/// access tokens are all due. Rounds of concurrent proxied calls for every
+/// session over the three gateways; `SENTINEL FAILOVER` lands in the
+/// first round, while the refreshes are in flight. Every call gets 200 or
+/// 503 (store unavailable while the primary moves) — never 401, never 500;
+/// afterwards every session answers 200 on every gateway with an active
+/// token, also after one more expiry (its newest refresh token survived
+/// the failover), and no refresh token was presented twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_during_a_refresh_storm_over_three_gateways() {
+    const SESSIONS: usize = 24;
+    const PER_SESSION: usize = 3;
+    let sentinel = match tokio::task::spawn_blocking(servers::Sentinel::start)
+        .await
+        .expect("start the Sentinel set-up")
+    {
+        Ok(s) => s,
+        Err(err) => return servers::unavailable("Redis Sentinel", &err),
+    };
+    let shared = Shared::redis(sentinel.url());
+    let lifetime = Duration::from_secs(4);
+    let idp = idp(lifetime).await;
+    let upstream = Upstream::start().await;
+    let toml = config(&idp, &upstream, 1).replace("store = \"memory\"\n", &shared.session_toml());
+    let gateways = vec![
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+        Gateway::start(&toml).await,
+    ];
+    let mut browsers = Vec::new();
+    for i in 0..SESSIONS {
+        let mut browser = Browser::new();
+        browser.login(&gateways[i % gateways.len()]).await;
+        browsers.push(browser);
+    }
+    let first_primary = sentinel.primary_port().expect("a primary");
+    // Every session's access token due (refresh margin 1 s).
+    tokio::time::sleep(lifetime + Duration::from_millis(300)).await;
+    idp.faults()
+        .set_token_delay(Some(Duration::from_millis(300)));
+    let before = idp.counters();
+
+    let storm_started = Instant::now();
+    let mut tally = Tally::default();
+    let mut failover = None;
+    let mut rounds = 0;
+    let mut moved_at = None;
+    loop {
+        rounds += 1;
+        let calls = (0..SESSIONS * PER_SESSION).map(|n| {
+            let (s, k) = (n % SESSIONS, n / SESSIONS);
+            let url = format!(
+                "{}/api/storm/s{s}/r{rounds}/{k}",
+                gateways[(s + k) % gateways.len()].url
+            );
+            let request = browsers[s].api(Method::GET, &url).send();
+            async move {
+                let outcome = match request.await {
+                    Ok(response) => Ok(response.status().as_u16()),
+                    Err(err) => Err(format!("transport error: {err}")),
+                };
+                (s, outcome)
+            }
+        });
+        let round = futures_util::future::join_all(calls);
+        let results = if failover.is_none() {
+            let s = sentinel.clone();
+            let (results, out) = tokio::join!(round, async move {
+                // The refreshes are at the provider (300 ms) by now.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::task::spawn_blocking(move || s.failover())
+                    .await
+                    .expect("failover")
+            });
+            failover = Some(out);
+            results
+        } else {
+            round.await
+        };
+        let round_ok = results.iter().all(|(_, o)| matches!(o, Ok(200)));
+        for (s, outcome) in results {
+            tally.add(s, outcome);
+        }
+        if moved_at.is_none() && sentinel.primary_port().is_some_and(|p| p != first_primary) {
+            moved_at = Some(storm_started.elapsed());
+        }
+        // Until the primary has moved, the new one serves every call, and
+        // the storm has run past one more expiry (a refresh wave on the
+        // new primary).
+        if moved_at.is_some() && round_ok && storm_started.elapsed() > lifetime * 2 {
+            break;
+        }
+        if storm_started.elapsed() > Duration::from_secs(60) || !tally.wrong.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let storm_took = storm_started.elapsed();
+
+    // Afterwards: one more expiry, then every session on every gateway; the
+    // token its last call carried is active at the provider (checked at
+    // once: it lives only seconds).
+    let mut after = Tally::default();
+    let mut inactive = Vec::new();
+    if tally.wrong.is_empty() {
+        tokio::time::sleep(lifetime).await;
+        for (s, browser) in browsers.iter().enumerate() {
+            for (g, gateway) in gateways.iter().enumerate() {
+                let url = format!("{}/api/after/s{s}/g{g}", gateway.url);
+                let outcome = match browser.api(Method::GET, &url).send().await {
+                    Ok(response) => Ok(response.status().as_u16()),
+                    Err(err) => Err(format!("transport error: {err}")),
+                };
+                after.add(s, outcome);
+            }
+            let prefix = format!("/base/after/s{s}/");
+            let last = upstream
+                .seen()
+                .iter()
+                .rev()
+                .find(|r| r.target.starts_with(&prefix))
+                .and_then(Seen::bearer);
+            let active = match last {
+                Some(token) => introspect(&idp, &token).await["active"] == true,
+                None => false,
+            };
+            if !active {
+                inactive.push(s);
+            }
+        }
+    }
+    let counters = idp.counters();
+    let logs = gateways
+        .iter()
+        .map(Gateway::logs)
+        .collect::<Vec<_>>()
+        .join("\n----\n");
+    drop(gateways);
+    shared.cleanup().await;
+    eprintln!(
+        "sentinel failover: {SESSIONS} sessions, {rounds} rounds in {storm_took:?} \
+         (primary moved after {moved_at:?}): {} × 200, {} × 503; {} refresh grants",
+        tally.ok,
+        tally.unavailable,
+        counters.refresh_grants - before.refresh_grants,
+    );
+    let failover = failover.expect("the failover was issued");
+    assert!(
+        failover.as_ref().is_ok_and(|o| o.contains("OK")),
+        "SENTINEL FAILOVER: {failover:?}"
+    );
+    assert!(moved_at.is_some(), "the primary moved");
+    assert!(
+        tally.wrong.is_empty(),
+        "during the failover, only 200 or 503: {:?} ({} wrong)\n{logs}",
+        &tally.wrong[..tally.wrong.len().min(10)],
+        tally.wrong.len()
+    );
+    assert!(
+        after.wrong.is_empty() && after.unavailable == 0,
+        "afterwards every session answers 200 everywhere: {after:?}\n{logs}"
+    );
+    assert!(
+        inactive.is_empty(),
+        "inactive tokens for sessions {inactive:?}"
+    );
+    assert_eq!(
+        counters.refresh_reuse_detected, 0,
+        "a refresh token was presented twice\n{logs}"
+    );
+    // Every session was refreshed in the storm and again afterwards.
+    assert!(
+        counters.refresh_grants - before.refresh_grants >= 2 * SESSIONS as u64,
+        "{} refresh grants for {SESSIONS} sessions over two expiries",
+        counters.refresh_grants - before.refresh_grants
+    );
 }

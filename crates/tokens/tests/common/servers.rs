@@ -7,13 +7,38 @@
 //! its temporary directory once the test process is gone, so nothing
 //! outlives the test binary. A set-up is started once per test binary
 //! ([`shared`]) and shared by its tests. A missing binary fails the test
-//! under `CI=true` and skips it elsewhere (see [`super::stores::unavailable`]).
+//! under `CI=true` and skips it elsewhere ([`unavailable`]).
+//!
+//! This file stands alone (std, `rcgen` for [`Pki`]): the tokens crate's
+//! tests use it as `common::servers`, the gateway's multi-instance test
+//! includes the same file with
+//! `#[path = "../../tokens/tests/common/servers.rs"] mod servers;`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Fails the test when `CI=true` (the set-up is required there), else
+/// prints why it is skipped; the caller then returns.
+pub fn unavailable(what: &str, err: &dyn std::fmt::Display) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is required when CI=true but could not be used: {err}");
+    }
+    eprintln!("skipping: {what} is not available here ({err}); set CI=true to make this a failure");
+}
+
+/// A suffix no other directory of this process has.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{nanos}x{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -42,7 +67,7 @@ fn temp_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "oidc-bff-{what}-{}-{}",
         std::process::id(),
-        super::stores::random_suffix()
+        unique_suffix()
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -150,6 +175,7 @@ fn redis_server(dir: &Path, port: u16, extra: &[&str]) -> Result<(), String> {
 }
 
 /// A Sentinel set-up: one primary, one replica, three Sentinels.
+#[derive(Clone, Debug)]
 pub struct Sentinel {
     pub primary_name: String,
     pub sentinel_ports: Vec<u16>,
@@ -169,6 +195,7 @@ impl Sentinel {
 
     /// Starts a new set-up (seconds).
     pub fn start() -> Result<Self, String> {
+        require("redis-cli", &[])?;
         let dir = temp_dir("sentinel");
         let (primary, replica) = (free_port(), free_port());
         redis_server(&dir, primary, &[])?;
@@ -267,6 +294,7 @@ impl Cluster {
 
     /// Starts a new Cluster (seconds).
     pub fn start() -> Result<Self, String> {
+        require("redis-cli", &[])?;
         let dir = temp_dir("cluster");
         let ports = [free_port(), free_port(), free_port()];
         for port in ports {
@@ -381,6 +409,7 @@ impl TlsRedis {
     }
 
     pub fn start() -> Result<Self, String> {
+        require("redis-cli", &[])?;
         let dir = temp_dir("redis-tls");
         let pki = Pki::generate(&dir);
         let port = free_port();
@@ -550,7 +579,7 @@ pub fn shared<T: Send + Sync>(
     match cell.get_or_init(start) {
         Ok(t) => Some(t),
         Err(err) => {
-            super::stores::unavailable(what, err);
+            unavailable(what, err);
             None
         }
     }

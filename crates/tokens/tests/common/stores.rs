@@ -74,12 +74,7 @@ pub fn postgres_url() -> String {
 }
 
 /// Fails under CI, skips (with a notice) elsewhere.
-pub fn unavailable(what: &str, err: &dyn std::fmt::Display) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required when CI=true but could not be used: {err}");
-    }
-    eprintln!("skipping: {what} is not available here ({err}); set CI=true to make this a failure");
-}
+pub use super::servers::unavailable;
 
 /// A random lowercase suffix for prefixes.
 pub fn random_suffix() -> String {

@@ -541,7 +541,14 @@ impl RedisStore {
                 status
             }
         };
-        if status > 0 {
+        // A conflict is confirmed like a write: the caller acts on the
+        // version it lost to (the engine's write-back accepts tokens it
+        // finds there as stored), and on a primary that a failover has just
+        // left without its replica that version may be one no replica holds
+        // (an earlier attempt of this very write). `WAIT` fails there, so
+        // the conflict is reported as a failure, retried, and decided on
+        // the new primary.
+        if status > 0 || status == -2 {
             self.replicated(&mut con).await?;
         }
         Ok(status)
