@@ -336,3 +336,22 @@ fn frontend_settings_are_checked_with_precise_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn check_prints_each_frontends_redirect_uri() {
+    let text = format!(
+        "{BASE}{}",
+        entry("host = \"admin.localhost\"\ncookie_name = \"adm\"", "admin")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bff.toml");
+    std::fs::write(&path, text).expect("write");
+    let (code, out, err) = common::check(&path, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("# redirect URI to register: http://admin.localhost:8080/bff/callback"),
+        "{out}"
+    );
+    assert!(out.contains("[[frontend]]"), "{out}");
+    assert!(!out.contains("client_secret = \"s\""), "{out}");
+}

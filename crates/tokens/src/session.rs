@@ -350,6 +350,17 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
+        // A sign-in records its client (id_token `azp`/`aud`); another
+        // client's engine sees no session in it.
+        let mut mine = old.clone();
+        assert!(mine.belongs_to("anyone"), "no client claims: any client");
+        mine.claims
+            .insert("aud".into(), serde_json::json!(["a", "b"]));
+        assert!(mine.belongs_to("a") && mine.belongs_to("b"));
+        assert!(!mine.belongs_to("c"));
+        mine.claims.insert("azp".into(), serde_json::json!("a"));
+        assert!(mine.belongs_to("a"));
+        assert!(!mine.belongs_to("b"), "azp names the one client");
     }
 }
 
