@@ -63,7 +63,7 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
     /// A new configuration was refused while running (a setting that
     /// needs a restart changed); the one in force stays.
-    #[error("configuration not reloaded: {0}")]
+    #[error("{0}")]
     Reload(String),
     /// Something else failed while starting.
     #[error("start-up failed: {0}")]

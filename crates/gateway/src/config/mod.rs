@@ -26,7 +26,8 @@
 //!
 //! An environment variable `OIDC_BFF__SECTION__KEY` (double underscore
 //! between levels, any case) overrides `key` in `[section]`; entries of the
-//! `[[api]]` list are addressed by index: `OIDC_BFF__API__0__UPSTREAM`.
+//! `[[api]]` and `[[frontend]]` lists are addressed by index:
+//! `OIDC_BFF__API__0__UPSTREAM`, `OIDC_BFF__FRONTEND__1__OIDC__CLIENT_ID`.
 //! Every problem found is reported with the key, and the line of the file or
 //! the name of the environment variable it came from (see [`ConfigError`]).
 //!
@@ -34,6 +35,8 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `sections.rs` | the plain sections: `[server]`, `[static]`, `[log]`, `[metrics]`, `[[api]]` |
+//! | `frontend.rs` | `[[frontend]]` entries and their checks |
 //! | `load.rs` | reading the file and the environment, turning serde's errors into [`Problem`]s |
 //! | `validate.rs` | one check per section, all problems reported at once; builds the key ring and the proxy routes |
 //! | `locate.rs` | the file line of a dotted key |
