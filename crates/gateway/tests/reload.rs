@@ -205,3 +205,44 @@ async fn a_bad_file_is_refused_and_the_old_routes_answer() {
     let (status, _) = browser.get_json(&format!("{}/extra/x", gateway.url)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The library call: `Gateway::reload` / `ReloadHandle::reload`.
+#[tokio::test]
+async fn the_reload_handle_reports_what_changed_and_refuses_restart_only_keys() {
+    use oidc_bff_gateway::{Gateway as Lib, GatewayConfig, GatewayError};
+    let text = |extra: &str| {
+        format!(
+            "listen = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\n{extra}\n\
+             [oidc]\nauthority = \"http://127.0.0.1:9\"\nclient_id = \"bff\"\nclient_secret = \"s\"\n\
+             [[api]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9\"\n"
+        )
+    };
+    let load = |t: String| GatewayConfig::from_toml_str(&t, Vec::<(String, String)>::new());
+    let gateway = Lib::new(load(text("")).expect("valid")).expect("gateway");
+    let handle = gateway.reload_handle();
+
+    let more = load(text("") + "[[api]]\npath = \"/more\"\nupstream = \"http://127.0.0.1:9\"\n");
+    let report = gateway
+        .reload(more.expect("valid"))
+        .await
+        .expect("reloaded");
+    assert_eq!(report.changed, ["api"]);
+    assert_eq!(report.kept, ["default"]);
+    assert!(report.rebuilt.is_empty());
+    assert_eq!(handle.config().await.api.len(), 2);
+
+    let other_client = load(text("").replace("client_id = \"bff\"", "client_id = \"other\""));
+    let report = handle
+        .reload(other_client.expect("valid"))
+        .await
+        .expect("reloaded");
+    assert_eq!(report.rebuilt, ["default"]);
+
+    let moved = load(text("").replace("127.0.0.1:8080\"\npublic", "127.0.0.1:8081\"\npublic"));
+    match handle.reload(moved.expect("valid")).await {
+        Err(GatewayError::Reload(why)) => assert!(why.contains("`listen`"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(handle.config().await.listen.port(), 8080);
+    assert_eq!(handle.config().await.oidc.client_id, "other");
+}
