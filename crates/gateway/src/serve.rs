@@ -19,6 +19,12 @@
 //! | `GET /readyz` | readiness: 200 once provider discovery is loaded and the session store answers, else 503 |
 //! | anything else | the `[static]` directory (with `index.html` for unknown paths), else 404 |
 //!
+//! With `[[frontend]]` entries, each request first goes to the frontend its
+//! `Host` and path select (`frontends.rs`), whose own management path,
+//! APIs and static files answer it; the table above is the default
+//! frontend's. The application is served through a
+//! [`ReloadService`](crate::reload::ReloadService), so `SIGHUP` can swap it.
+//!
 //! With `[metrics] listen`, a second listener serves `GET /metrics` and,
 //! when `[admin]` gives a token, the admin API (see [`Gateway::ops_router`]); they are
 //! never served on the public port.
