@@ -215,8 +215,8 @@ pub const KNOWN_METHODS: [&str; 9] = [
 impl ApiConfig {
     /// The proxy route for this entry.
     ///
-    /// A loaded [`GatewayConfig`] holds these already, checked:
-    /// [`GatewayConfig::remote_apis`].
+    /// A loaded [`GatewayConfig`](super::GatewayConfig) holds these already, checked:
+    /// [`GatewayConfig::remote_apis`](super::GatewayConfig::remote_apis).
     pub fn remote_api(&self) -> RemoteApi {
         let mut api = RemoteApi::new(self.path.clone(), self.upstream.clone()).token(self.token);
         if let Some(scope) = &self.scope {
