@@ -27,8 +27,11 @@
 //!
 //! ## Modules
 //! - [`config`]: the settings, their loading and validation.
-//! - [`serve`]: the HTTP server (and the operations listener, `ops.rs`).
+//! - [`serve`]: the HTTP server (and the operations listener, `ops.rs`);
+//!   `frontends.rs` builds each frontend's application and picks one per
+//!   request.
 //! - [`tls`]: HTTPS served by the gateway itself (`[server.tls]`).
+//! - [`reload`]: configuration reload (`SIGHUP`, `watch_config`).
 //! - [`demo`]: the self-contained demo.
 //! - [`cli`]: the command line.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -37,11 +40,14 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod demo;
+mod frontends;
 mod ops;
+pub mod reload;
 pub mod serve;
 pub mod tls;
 
 pub use config::{ConfigError, GatewayConfig};
+pub use reload::{ReloadHandle, Reloaded};
 pub use serve::Gateway;
 
 /// Errors of the gateway.
@@ -57,6 +63,10 @@ pub enum GatewayError {
     /// A socket could not be bound or served.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A new configuration was refused while running (a setting that
+    /// needs a restart changed); the one in force stays.
+    #[error("{0}")]
+    Reload(String),
     /// Something else failed while starting.
     #[error("start-up failed: {0}")]
     Startup(String),

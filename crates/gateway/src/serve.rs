@@ -22,6 +22,12 @@
 //! With `[server.tls]`, the public port serves HTTPS (HTTP/2 and HTTP/1.1)
 //! through [`crate::tls`].
 //!
+//! With `[[frontend]]` entries, each request first goes to the frontend its
+//! `Host` and path select (`frontends.rs`), whose own management path,
+//! APIs and static files answer it; the table above is the default
+//! frontend's. The application is served through a
+//! [`ReloadService`](crate::reload::ReloadService), so `SIGHUP` can swap it.
+//!
 //! With `[metrics] listen`, a second listener serves `GET /metrics` and,
 //! when `[admin]` gives a token, the admin API (see [`Gateway::ops_router`]); they are
 //! never served on the public port.
@@ -33,19 +39,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use oidc_bff::Bff;
-use oidc_bff::metrics::{HttpMetricsLayer, RouteKind};
 use oidc_bff::tokens::store::{OpenOptions, open_url, spawn_cleanup};
 use oidc_bff::tokens::{MemoryStore, SessionId, SessionStore};
-use tower_http::services::{ServeDir, ServeFile};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::GatewayError;
-use crate::access_log::AccessLogLayer;
 use crate::config::{GatewayConfig, StoreKind};
+use crate::frontends::{Parts, bff_key, build_bff};
+use crate::reload::{ReloadHandle, Reloaded};
 
 /// How often expired sessions are purged from the store.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
@@ -58,13 +61,26 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Gateway {
     config: Arc<GatewayConfig>,
     bff: Bff,
-    site: Option<Router>,
+    /// What the application is built from: the store, the BFF of each
+    /// frontend.
+    parts: Parts,
     /// The Prometheus recorder's handle, with `[metrics] listen`.
     metrics: Option<PrometheusHandle>,
+    /// Made by [`reload_handle`](Self::reload_handle) or [`serve`](Self::serve).
+    reload: std::sync::OnceLock<ReloadHandle>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("frontends", &self.frontends.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
-    /// Builds the BFF and the session store from the settings.
+    /// Builds the BFF of each frontend and the session store they share
+    /// from the settings.
     pub fn new(config: GatewayConfig) -> Result<Self, GatewayError> {
         // Before anything registers a metric: handles registered without a
         // recorder stay no-ops.
@@ -98,86 +114,69 @@ impl Gateway {
                     .map_err(|e| GatewayError::Startup(format!("session.store: {e}")))?
             }
         };
-        let mut builder = Bff::builder(config.oidc.clone())
-            .public_url(config.public_url.as_str())
-            .cookie_name(config.session.cookie_name.clone())
-            .csrf_header(config.csrf.header.clone(), config.csrf.value.clone())
-            .store(store);
-        if let Some(keys) = login_keys {
-            builder = builder.login_keys(keys);
-        }
-        let bff = builder.build()?;
+        let bff = build_bff(&config, None, &store, login_keys.as_ref())?;
+        let frontends = (0..config.frontends.len())
+            .map(|i| {
+                let bff = build_bff(&config, Some(i), &store, login_keys.as_ref())?;
+                Ok((bff, bff_key(&config, Some(i))))
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        let config = Arc::new(config);
         Ok(Self {
-            config: Arc::new(config),
+            parts: Parts {
+                config: config.clone(),
+                bff: bff.clone(),
+                frontends,
+                store,
+                login_keys,
+                site: None,
+            },
+            config,
             bff,
-            site: None,
             metrics,
+            reload: std::sync::OnceLock::new(),
         })
     }
 
     /// Serves `site`'s routes next to the gateway's own (the demo page).
+    /// Call it before [`reload_handle`](Self::reload_handle).
     #[must_use]
     pub fn with_site(mut self, site: Router) -> Self {
-        self.site = Some(site);
+        self.parts.site = Some(site);
         self
     }
 
-    /// The BFF.
+    /// The default frontend's BFF.
     pub fn bff(&self) -> &Bff {
         &self.bff
     }
 
-    /// The settings.
+    /// The BFF of each `[[frontend]]`, in order (as built at start).
+    pub fn frontend_bffs(&self) -> impl Iterator<Item = &Bff> {
+        self.parts.frontends.iter().map(|(bff, _)| bff)
+    }
+
+    /// The settings (as loaded at start; see [`ReloadHandle::config`]).
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }
 
-    /// The complete application.
+    /// The complete application, as configured at start.
     pub fn router(&self) -> Router {
-        let timeout = TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            self.config.server.request_timeout,
-        );
-        let mut app = Router::new()
-            .route("/healthz", get(healthz).layer(RouteKind::Health.layer()))
-            .route(
-                "/readyz",
-                get(readyz)
-                    .with_state(self.bff.clone())
-                    .layer(RouteKind::Health.layer()),
-            )
-            .merge(self.bff.routes());
-        if let Some(site) = &self.site {
-            app = app.merge(site.clone());
-        }
-        // Timeouts of proxied calls are the APIs' own; the server's request
-        // timeout covers everything else.
-        app = app.layer(timeout);
-        // Checked while the settings were validated.
-        for api in self.config.remote_apis() {
-            app = app.merge(self.bff.proxy(api.clone()));
-        }
-        if let Some(files) = &self.config.static_files {
-            let dir = ServeDir::new(&files.dir);
-            let timeout = tower::ServiceBuilder::new()
-                .layer(RouteKind::Static.layer())
-                .layer(timeout);
-            app = if files.spa_fallback {
-                let index = ServeFile::new(files.dir.join("index.html"));
-                app.fallback_service(timeout.service(dir.fallback(index)))
-            } else {
-                app.fallback_service(timeout.service(dir))
-            };
-        }
-        // The access log names method and path only: queries (codes,
-        // states) and headers (cookies, tokens) are never logged.
-        let app = app.layer(self.bff.layer());
-        // Requests by route kind and status class, with `[metrics]` only.
-        let app = match self.config.metrics.listen {
-            Some(_) => app.layer(HttpMetricsLayer::new()),
-            None => app,
-        };
-        app.layer(AccessLogLayer)
+        crate::frontends::router(&self.parts)
+    }
+
+    /// The handle that reloads the settings of this gateway while it
+    /// serves (what `SIGHUP` does).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload
+            .get_or_init(|| ReloadHandle::new(self.parts.clone()))
+            .clone()
+    }
+
+    /// Applies `config` to the running gateway; see [`ReloadHandle::reload`].
+    pub async fn reload(&self, config: GatewayConfig) -> Result<Reloaded, GatewayError> {
+        self.reload_handle().reload(config).await
     }
 
     /// The operations listener's routes (`GET /metrics`, and the admin API
@@ -199,7 +198,8 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let app = self.router();
+        let reload = self.reload_handle();
+        let app = reload.service();
         let tls = match &self.config.server.tls {
             Some(tls) => Some(crate::tls::TlsServer::new(tls)?),
             None => None,
@@ -214,14 +214,16 @@ impl Gateway {
         {
             ops.push(crate::tls::spawn_redirect(addr, &self.config.public_url).await?);
         }
+        let watcher = crate::reload::spawn_watch(reload, self.config.source.clone());
         let grace = self.config.server.shutdown_timeout;
         let bff = self.bff.clone();
         // Expired sessions leave the store in the background.
         let cleanup = spawn_cleanup(bff.engine().store().clone(), CLEANUP_INTERVAL);
+        let others: Vec<Bff> = self.frontend_bffs().cloned().collect();
         tokio::spawn(async move {
             // Load discovery early, so the first sign-in is fast and /readyz turns green.
-            if let Err(err) = bff.engine().metadata().await {
-                tracing::warn!(error = %err, "provider discovery failed; will retry on demand");
+            for bff in std::iter::once(&bff).chain(&others) {
+                crate::reload::discover(bff).await;
             }
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -230,6 +232,7 @@ impl Gateway {
             tracing::info!("shutting down: finishing requests in flight");
             let _ = stopping_tx.send(());
         };
+        let app = Router::new().fallback_service(app);
         // `[server.tls]`: our own accept loop (HTTP/2 by ALPN); else axum's.
         let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
         {
@@ -257,6 +260,7 @@ impl Gateway {
             }
         }
         cleanup.abort();
+        watcher.abort();
         for task in ops {
             task.abort();
         }
@@ -313,7 +317,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     no_store(
         (
             StatusCode::OK,
@@ -323,7 +327,7 @@ async fn healthz() -> Response {
     )
 }
 
-async fn readyz(State(bff): State<Bff>) -> Response {
+pub(crate) async fn readyz(State(bff): State<Bff>) -> Response {
     let client = bff.engine();
     let discovery = client.is_discovery_loaded()
         || matches!(

@@ -441,6 +441,13 @@ impl TokenEngine {
         let Some(loaded) = loaded.filter(|v| !v.record.is_expired(now)) else {
             return Ok(None);
         };
+        // One store may hold the sessions of several clients (a gateway
+        // serving several frontends): a session signed in through another
+        // client is no session here, whatever cookie carried its id.
+        if !loaded.record.belongs_to(&self.inner.config.client_id) {
+            tracing::debug!("session of another client presented; treated as none");
+            return Ok(None);
+        }
         let Some(idle) = self.inner.config.idle_timeout else {
             return Ok(Some(loaded));
         };

@@ -243,6 +243,26 @@ pub struct SessionRecord {
     pub dpop_key: Option<DpopKey>,
 }
 
+impl SessionRecord {
+    /// Whether this session was signed in through client `client_id`: the
+    /// id_token's `azp` is that client or, without `azp`, its `aud` names
+    /// it (OpenID Connect Core 3.1.3.7). A record holding neither claim (one
+    /// not made by a sign-in, e.g. in tests) belongs to any client.
+    pub fn belongs_to(&self, client_id: &str) -> bool {
+        if let Some(azp) = self.claims.get("azp") {
+            return azp.as_str() == Some(client_id);
+        }
+        match self.claims.get("aud") {
+            None => true,
+            Some(serde_json::Value::String(aud)) => aud == client_id,
+            Some(serde_json::Value::Array(auds)) => {
+                auds.iter().any(|a| a.as_str() == Some(client_id))
+            }
+            Some(_) => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for SessionRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRecord")
@@ -330,6 +350,17 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked into {shown}");
         }
+        // A sign-in records its client (id_token `azp`/`aud`); another
+        // client's engine sees no session in it.
+        let mut mine = old.clone();
+        assert!(mine.belongs_to("anyone"), "no client claims: any client");
+        mine.claims
+            .insert("aud".into(), serde_json::json!(["a", "b"]));
+        assert!(mine.belongs_to("a") && mine.belongs_to("b"));
+        assert!(!mine.belongs_to("c"));
+        mine.claims.insert("azp".into(), serde_json::json!("a"));
+        assert!(mine.belongs_to("a"));
+        assert!(!mine.belongs_to("b"), "azp names the one client");
     }
 }
 

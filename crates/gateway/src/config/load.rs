@@ -4,6 +4,7 @@
 //! into a [`Problem`] that names its key and origin.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash as _, Hasher as _};
 use std::path::PathBuf;
 
 use figment::providers::{Format as _, Serialized, Toml};
@@ -93,13 +94,15 @@ impl Loader {
             Some(path) => Figment::from(Toml::file_exact(path)),
             None => Figment::from(Toml::string(&self.text)),
         };
-        // Overrides of `[[api]]` entries are applied index by index to the
-        // file's list; all other keys nest normally.
+        // Overrides of `[[api]]` and `[[frontend]]` entries are applied
+        // index by index to the file's lists; all other keys nest normally.
         let mut dict = Dict::new();
-        let mut api = match base.find_value("api") {
-            Ok(Value::Array(_, items)) => Some(items),
-            _ => None,
-        };
+        let mut lists: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+        for list in LISTS {
+            if let Ok(Value::Array(_, items)) = base.find_value(list) {
+                lists.insert(list, items);
+            }
+        }
         // Numeric parts in numeric order, so `api.2` is added before `api.10`.
         let mut overrides: Vec<_> = self.env.iter().collect();
         overrides.sort_by_key(|(key, _)| {
@@ -110,48 +113,32 @@ impl Loader {
                 })
                 .collect::<Vec<_>>()
         });
+        let mut touched = Vec::new();
         for (key, (name, raw)) in overrides {
             let value = env_value(raw);
             let parts: Vec<&str> = key.split('.').collect();
-            if let ["api", index, rest @ ..] = parts.as_slice() {
-                let items = api.get_or_insert_with(Vec::new);
-                let Ok(i) = index.parse::<usize>() else {
+            if let [list, index, rest @ ..] = parts.as_slice()
+                && let Some(list) = LISTS.iter().copied().find(|l| l == list)
+            {
+                let items = lists.entry(list).or_default();
+                if !touched.contains(&list) {
+                    touched.push(list);
+                }
+                if let Err(message) = insert_indexed(items, list, index, rest, value) {
                     self.problems.push(Problem {
                         key: Some(key.clone()),
                         origin: Some(Origin::Env(name.clone())),
-                        message: "entries of `api` are addressed by index, e.g. OIDC_BFF__API__0__UPSTREAM"
-                            .into(),
+                        message,
                     });
-                    continue;
-                };
-                if i > items.len() {
-                    self.problems.push(Problem {
-                        key: Some(key.clone()),
-                        origin: Some(Origin::Env(name.clone())),
-                        message: format!(
-                            "only indexes 0 to {} of `api` exist; a new entry must use index {}",
-                            items.len().saturating_sub(1),
-                            items.len()
-                        ),
-                    });
-                    continue;
-                }
-                if i == items.len() {
-                    items.push(Value::from(Dict::new()));
-                }
-                if rest.is_empty() {
-                    items[i] = value;
-                } else if let Value::Dict(_, entry) = &mut items[i] {
-                    insert_path(entry, rest, value);
                 }
                 continue;
             }
             insert_path(&mut dict, &parts, value);
         }
-        if let Some(items) = api
-            && self.env.keys().any(|k| k.starts_with("api."))
-        {
-            dict.insert("api".into(), Value::from(items));
+        for list in touched {
+            if let Some(items) = lists.remove(list) {
+                dict.insert(list.into(), Value::from(items));
+            }
         }
         base.merge(EnvOverrides { dict })
     }
@@ -166,10 +153,21 @@ impl Loader {
             }
         };
         let oidc = self.oidc(&figment);
-        let (raw, oidc) = match (raw, oidc) {
-            (Some(raw), Some(oidc)) if self.problems.is_empty() => (raw, oidc),
+        let clients = self.frontend_clients(&figment);
+        let (raw, (oidc, digest), clients) = match (raw, oidc, clients) {
+            (Some(raw), Some(oidc), Some(clients)) if self.problems.is_empty() => {
+                (raw, oidc, clients)
+            }
             _ => return Err(self.into_error()),
         };
+        let mut oidc_digests = vec![digest];
+        oidc_digests.extend(clients.iter().map(|(_, d)| *d));
+        let frontends = raw
+            .frontend
+            .into_iter()
+            .zip(clients)
+            .map(|(f, (oidc, _))| f.into_config(oidc))
+            .collect();
         let (admin, admin_token) = self.admin(raw.admin);
         let static_files = raw.static_files.map(|s| StaticFilesConfig {
             dir: s.dir.relative(),
@@ -192,6 +190,8 @@ impl Loader {
             metrics: raw.metrics,
             api: raw.api,
             admin,
+            frontends,
+            source: None,
             from_env,
             built: Built::default(),
         };
@@ -200,6 +200,7 @@ impl Loader {
             Ok(built) => Ok(GatewayConfig {
                 built: Built {
                     admin_token,
+                    oidc_digests,
                     ..built
                 },
                 ..config
@@ -214,53 +215,82 @@ impl Loader {
     }
 
     /// Reads `[oidc]` into [`OidcConfig`], taking the client secret from
-    /// `client_secret_file` when given.
-    fn oidc(&mut self, figment: &Figment) -> Option<OidcConfig> {
-        let mut dict = match figment.find_value("oidc") {
+    /// `client_secret_file` when given; with the digest of its settings.
+    fn oidc(&mut self, figment: &Figment) -> Option<(OidcConfig, u64)> {
+        let dict = match figment.find_value("oidc") {
             Ok(Value::Dict(_, dict)) => dict,
             // RawConfig reports a missing or mistyped section.
             _ => return None,
         };
-        let secret_file = dict.remove("client_secret_file").map(|_| {
-            figment
-                .extract_inner_lossy::<RelativePathBuf>("oidc.client_secret_file")
-                .map_err(Box::new)
-        });
-        let secret_file = match secret_file {
-            None => None,
-            Some(Ok(path)) => Some(path.relative()),
-            Some(Err(err)) => {
-                self.figment_problems(*err, &[]);
+        let files = match figment.extract_inner_lossy::<ClientFiles>("oidc") {
+            Ok(files) => files,
+            Err(err) => {
+                self.figment_problems(err, &[]);
                 return None;
             }
         };
+        self.client("oidc", dict, files)
+    }
+
+    /// Reads each `[frontend.oidc]` like [`oidc`](Self::oidc).
+    fn frontend_clients(&mut self, figment: &Figment) -> Option<Vec<(OidcConfig, u64)>> {
+        let items = match figment.find_value("frontend") {
+            Ok(Value::Array(_, items)) => items,
+            // None, or mistyped: RawConfig reports it.
+            _ => return Some(Vec::new()),
+        };
+        let files = match figment.extract_inner_lossy::<Vec<FrontendFiles>>("frontend") {
+            Ok(files) => files,
+            Err(err) => {
+                self.figment_problems(err, &[]);
+                return None;
+            }
+        };
+        let mut clients = Vec::with_capacity(items.len());
+        for (i, (item, files)) in items.into_iter().zip(files).enumerate() {
+            let dict = match item {
+                Value::Dict(_, mut entry) => match entry.remove("oidc") {
+                    Some(Value::Dict(_, dict)) => dict,
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            clients.push(self.client(&format!("frontend.{i}.oidc"), dict, files.oidc)?);
+        }
+        Some(clients)
+    }
+
+    /// Reads one client's table (`key` is its dotted key) into
+    /// [`OidcConfig`], with the digest of its settings.
+    fn client(
+        &mut self,
+        key: &str,
+        mut dict: Dict,
+        files: ClientFiles,
+    ) -> Option<(OidcConfig, u64)> {
+        let mut digest = std::hash::DefaultHasher::new();
+        serde_json::to_string(&dict)
+            .unwrap_or_default()
+            .hash(&mut digest);
+        dict.remove("client_secret_file");
         // The private key of `private_key_jwt`: a path, relative to the
         // file's directory, read below with a key-precise error.
-        let key_file = dict.remove("client_key").map(|_| {
-            figment
-                .extract_inner_lossy::<RelativePathBuf>("oidc.client_key")
-                .map_err(Box::new)
-        });
-        let key_file = match key_file {
-            None => None,
-            Some(Ok(path)) => Some(path.relative()),
-            Some(Err(err)) => {
-                self.figment_problems(*err, &[]);
-                return None;
-            }
-        };
+        dict.remove("client_key");
+        let secret_file = files.client_secret_file.map(|p| p.relative());
+        let key_file = files.client_key.map(|p| p.relative());
+        let prefix: Vec<&str> = key.split('.').collect();
         let mut oidc = match Figment::from(Serialized::defaults(dict)).extract_lossy::<OidcConfig>()
         {
             Ok(oidc) => oidc,
             Err(err) => {
-                self.figment_problems(err, &["oidc"]);
+                self.figment_problems(err, &prefix);
                 return None;
             }
         };
         if let Some(path) = secret_file {
             if oidc.client_secret.is_some() {
                 self.problem(
-                    "oidc.client_secret_file",
+                    &format!("{key}.client_secret_file"),
                     "give either `client_secret` or `client_secret_file`, not both",
                 );
                 return None;
@@ -270,16 +300,17 @@ impl Loader {
                     let secret = secret.trim_end_matches(['\r', '\n']);
                     if secret.is_empty() {
                         self.problem(
-                            "oidc.client_secret_file",
+                            &format!("{key}.client_secret_file"),
                             format!("{} is empty", path.display()),
                         );
                         return None;
                     }
+                    secret.hash(&mut digest);
                     oidc.client_secret = Some(ClientSecret::new(secret));
                 }
                 Err(e) => {
                     self.problem(
-                        "oidc.client_secret_file",
+                        &format!("{key}.client_secret_file"),
                         format!("cannot read {}: {e}", path.display()),
                     );
                     return None;
@@ -287,20 +318,21 @@ impl Loader {
             }
         }
         if let Some(path) = key_file {
+            std::fs::read(&path).unwrap_or_default().hash(&mut digest);
             // The message names the file and what is wrong, never the key.
             match ClientKey::from_pem_file(&path) {
-                Ok(key) => oidc.client_key = Some(key),
+                Ok(client_key) => oidc.client_key = Some(client_key),
                 Err(err) => {
                     let message = err.to_string();
                     let message = message
                         .strip_prefix("configuration error: ")
                         .unwrap_or(&message);
-                    self.problem("oidc.client_key", message);
+                    self.problem(&format!("{key}.client_key"), message);
                     return None;
                 }
             }
         }
-        Some(oidc)
+        Some((oidc, digest.finish()))
     }
 
     /// Reads `[admin]`: the admin API's token from `token_file` or from the
@@ -439,6 +471,76 @@ fn env_value(raw: &str) -> Value {
         }
     }
     Value::from(raw.to_owned())
+}
+
+/// The file names of a client's table, read where the file's directory is
+/// known (relative paths are relative to it).
+#[derive(Default, serde::Deserialize)]
+struct ClientFiles {
+    #[serde(default)]
+    client_secret_file: Option<RelativePathBuf>,
+    #[serde(default)]
+    client_key: Option<RelativePathBuf>,
+}
+
+/// The file names of one `[[frontend]]` entry's client.
+#[derive(Default, serde::Deserialize)]
+struct FrontendFiles {
+    #[serde(default)]
+    oidc: ClientFiles,
+}
+
+/// The lists of tables whose entries environment variables address by index.
+const LISTS: [&str; 2] = ["api", "frontend"];
+
+/// Sets `rest` in entry `index` of `items` (the list `list`); index
+/// `items.len()` adds an entry.
+fn insert_indexed(
+    items: &mut Vec<Value>,
+    list: &str,
+    index: &str,
+    rest: &[&str],
+    value: Value,
+) -> Result<(), String> {
+    let Ok(i) = index.parse::<usize>() else {
+        return Err(format!(
+            "entries of `{list}` are addressed by index, e.g. OIDC_BFF__{}__0__{}",
+            list.to_ascii_uppercase(),
+            if list == "api" { "UPSTREAM" } else { "HOST" }
+        ));
+    };
+    if i > items.len() {
+        return Err(format!(
+            "only indexes 0 to {} of `{list}` exist; a new entry must use index {}",
+            items.len().saturating_sub(1),
+            items.len()
+        ));
+    }
+    if i == items.len() {
+        items.push(Value::from(Dict::new()));
+    }
+    if rest.is_empty() {
+        items[i] = value;
+        return Ok(());
+    }
+    let Value::Dict(_, entry) = &mut items[i] else {
+        return Ok(());
+    };
+    // `frontend.N.api.M.key`: a list inside an entry.
+    if let [inner, index, tail @ ..] = rest
+        && *inner == "api"
+        && index.parse::<usize>().is_ok()
+    {
+        let mut inner_items = match entry.remove("api") {
+            Some(Value::Array(_, items)) => items,
+            _ => Vec::new(),
+        };
+        let result = insert_indexed(&mut inner_items, "api", index, tail, value);
+        entry.insert("api".into(), Value::from(inner_items));
+        return result;
+    }
+    insert_path(entry, rest, value);
+    Ok(())
 }
 
 fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {

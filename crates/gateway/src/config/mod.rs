@@ -26,7 +26,8 @@
 //!
 //! An environment variable `OIDC_BFF__SECTION__KEY` (double underscore
 //! between levels, any case) overrides `key` in `[section]`; entries of the
-//! `[[api]]` list are addressed by index: `OIDC_BFF__API__0__UPSTREAM`.
+//! `[[api]]` and `[[frontend]]` lists are addressed by index:
+//! `OIDC_BFF__API__0__UPSTREAM`, `OIDC_BFF__FRONTEND__1__OIDC__CLIENT_ID`.
 //! Every problem found is reported with the key, and the line of the file or
 //! the name of the environment variable it came from (see [`ConfigError`]).
 //!
@@ -34,6 +35,8 @@
 //!
 //! | file | holds |
 //! |---|---|
+//! | `sections.rs` | the plain sections: `[server]`, `[static]`, `[log]`, `[metrics]`, `[[api]]` |
+//! | `frontend.rs` | `[[frontend]]` entries and their checks |
 //! | `load.rs` | reading the file and the environment, turning serde's errors into [`Problem`]s |
 //! | `validate.rs` | one check per section, all problems reported at once; builds the key ring and the proxy routes |
 //! | `locate.rs` | the file line of a dotted key |
@@ -51,23 +54,31 @@ use figment::value::magic::RelativePathBuf;
 use oidc_bff::OidcConfig;
 use oidc_bff::TokenPolicy;
 use oidc_bff::admin::AdminToken;
-use oidc_bff::proxy::{RemoteApi, Require};
+use oidc_bff::proxy::RemoteApi;
 use oidc_bff::tokens::store::KeyRing;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod frontend;
 mod load;
 mod locate;
 mod redact;
 mod render;
+mod sections;
 #[cfg(test)]
 mod tests;
 mod tls;
 mod validate;
 
+pub use frontend::FrontendConfig;
+use frontend::RawFrontend;
+pub(crate) use frontend::strip_port;
 pub use tls::TlsConfig;
-
 use load::Loader;
+pub use sections::{
+    ApiConfig, KNOWN_METHODS, LogConfig, LogFormat, MetricsConfig, ServerConfig, StaticFilesConfig,
+};
+use sections::{RawStaticFiles, secs};
 
 /// The prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "OIDC_BFF__";
@@ -112,6 +123,14 @@ pub struct GatewayConfig {
     /// The operator's session administration API (`[admin]`).
     #[serde(skip_serializing_if = "AdminConfig::is_off")]
     pub admin: AdminConfig,
+    /// Further frontends (`[[frontend]]`), each with its own client,
+    /// cookie, management path and APIs; the top-level settings are the
+    /// default frontend.
+    #[serde(rename = "frontend", skip_serializing_if = "Vec::is_empty")]
+    pub frontends: Vec<FrontendConfig>,
+    /// The file the settings were loaded from (what `SIGHUP` reloads).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Keys whose value came from an environment variable, with its name.
     #[serde(skip)]
     pub from_env: BTreeMap<String, String>,
@@ -131,6 +150,12 @@ struct Built {
     /// The admin API's bearer token, read from `admin.token_file` or
     /// `admin.token_env`.
     admin_token: Option<AdminToken>,
+    /// One proxy route list per `[[frontend]]`, in order.
+    frontend_apis: Vec<Vec<RemoteApi>>,
+    /// A digest of each client's settings (`[oidc]` first, then each
+    /// `[frontend.oidc]`), secrets and key files included: a reload keeps a
+    /// frontend's token engine while its digest stays the same.
+    oidc_digests: Vec<u64>,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -148,6 +173,7 @@ impl fmt::Debug for GatewayConfig {
             .field("api", &self.api)
             .field("metrics", &self.metrics)
             .field("admin", &self.admin)
+            .field("frontends", &self.frontends)
             .field("from_env", &self.from_env)
             .finish_non_exhaustive()
     }
@@ -343,258 +369,6 @@ fn default_csrf_value() -> String {
     "1".to_owned()
 }
 
-/// `[server]`: timeouts of the gateway's own HTTP server, and its TLS.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Longest time to answer a request to the management endpoints, health
-    /// checks and static files, in seconds (`request_timeout`, default 30).
-    /// Proxied APIs have their own `timeout`.
-    #[serde(default = "default_server_timeout", with = "secs")]
-    pub request_timeout: Duration,
-    /// How long in-flight requests may take to complete after SIGTERM or
-    /// Ctrl-C, in seconds (`shutdown_timeout`, default 30).
-    #[serde(default = "default_server_timeout", with = "secs")]
-    pub shutdown_timeout: Duration,
-    /// Threads that serve requests (`worker_threads`, default: one per core
-    /// the process may use). With 1 the gateway runs on a single-threaded
-    /// runtime, which costs less per request than a one-thread pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_threads: Option<std::num::NonZeroUsize>,
-    /// HTTPS served by the gateway itself (`[server.tls]`); plain HTTP
-    /// without it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-}
-
-impl ServerConfig {
-    /// The number of threads that serve requests: `worker_threads`, or one
-    /// per core this process may run on.
-    pub fn threads(&self) -> usize {
-        self.worker_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            std::num::NonZeroUsize::get,
-        )
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            request_timeout: default_server_timeout(),
-            shutdown_timeout: default_server_timeout(),
-            worker_threads: None,
-            tls: None,
-        }
-    }
-}
-
-fn default_server_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// `[static]`: the SPA's files.
-#[derive(Clone, Debug, Serialize)]
-#[non_exhaustive]
-pub struct StaticFilesConfig {
-    /// The directory to serve (`dir`, relative to the config file).
-    #[serde(serialize_with = "render::path")]
-    pub dir: PathBuf,
-    /// Answer unknown paths with `index.html`, for client-side routing
-    /// (`spa_fallback`, default `true`).
-    pub spa_fallback: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStaticFiles {
-    dir: RelativePathBuf,
-    #[serde(default = "yes")]
-    spa_fallback: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `[log]`: the log's format and verbosity.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct LogConfig {
-    /// `"human"` (default) or `"json"` (one JSON object per line).
-    #[serde(default)]
-    pub format: LogFormat,
-    /// A `tracing` filter, e.g. `"info"` or `"info,oidc_bff=debug"`
-    /// (`level`, default `"info"`); `RUST_LOG` takes precedence when set.
-    #[serde(default = "default_level")]
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_level(),
-        }
-    }
-}
-
-fn default_level() -> String {
-    "info".into()
-}
-
-/// `[metrics]`: the gateway's operations listener, which serves Prometheus
-/// metrics on `GET /metrics` (see docs/OPERATIONS.md) and, with `[admin]`,
-/// the session administration API. It is a listener of
-/// its own, never the public one: put it on loopback or a private network.
-///
-/// ```toml
-/// [metrics]
-/// listen = "127.0.0.1:9464"
-/// ```
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct MetricsConfig {
-    /// The socket address of the operations listener (`listen`); none by
-    /// default: no metrics are served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-}
-
-impl MetricsConfig {
-    /// `true` when there is no operations listener.
-    pub fn is_off(&self) -> bool {
-        self.listen.is_none()
-    }
-}
-
-/// The log format (`log.format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// One `[[api]]` entry: a local path prefix proxied to an upstream API.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ApiConfig {
-    /// The local path prefix, e.g. `/api` (`path`).
-    pub path: String,
-    /// The upstream base URL (`upstream`); `{path}/x` goes to `{upstream}/x`.
-    #[serde(serialize_with = "redact::url")]
-    pub upstream: Url,
-    /// Which token to send (`token`, default `"user"`): `none`, `user`,
-    /// `client`, `user-or-client`, `user-or-none`.
-    #[serde(default)]
-    pub token: TokenPolicy,
-    /// Scope of the token requested for this API (`scope`, optional; both
-    /// user and client tokens).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    /// RFC 8707 resource indicator of this API (`resource`, optional; both
-    /// user and client tokens).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    /// Total timeout of an upstream call until its response starts, in
-    /// seconds (`timeout`, default 30).
-    #[serde(default = "default_api_timeout", with = "secs")]
-    pub timeout: Duration,
-    /// Connect timeout to the upstream, in seconds (`connect_timeout`, default 5).
-    #[serde(default = "default_connect_timeout", with = "secs")]
-    pub connect_timeout: Duration,
-    /// Proxy WebSocket upgrades (`websockets`, default `false`).
-    #[serde(default)]
-    pub websockets: bool,
-    /// What the route requires of the signed-in user's claims (`require =
-    /// { groups = ["admin"] }`, `{ email_domain = "example.com" }`,
-    /// `{ claim = "x", values = ["a"] }`); see [`Require`]. Default: nothing.
-    #[serde(default, skip_serializing_if = "Require::is_empty")]
-    pub require: Require,
-    /// The only methods this API accepts (`methods`, e.g. `["GET", "POST"]`;
-    /// default: every method). Others get 405 with an `Allow` header,
-    /// before any token work.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub methods: Option<Vec<String>>,
-    /// How often a proxied WebSocket re-checks its session, in seconds
-    /// (`websocket_session_check`, default 2). Sessions ended on this
-    /// instance close their sockets at once.
-    #[serde(default = "default_websocket_session_check", with = "secs")]
-    pub websocket_session_check: Duration,
-    /// Close a proxied WebSocket (code 4408) when its token has expired and
-    /// cannot be renewed (`websocket_close_on_token_expiry`, default `false`).
-    #[serde(default)]
-    pub websocket_close_on_token_expiry: bool,
-}
-
-/// The methods `[[api]] methods` may name.
-pub const KNOWN_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
-];
-
-impl ApiConfig {
-    /// The proxy route for this entry.
-    ///
-    /// A loaded [`GatewayConfig`] holds these already, checked:
-    /// [`GatewayConfig::remote_apis`].
-    pub fn remote_api(&self) -> RemoteApi {
-        let mut api = RemoteApi::new(self.path.clone(), self.upstream.clone()).token(self.token);
-        if let Some(scope) = &self.scope {
-            api = api.scope(scope.clone());
-        }
-        if let Some(resource) = &self.resource {
-            api = api.resource(resource.clone());
-        }
-        if let Some(methods) = &self.methods {
-            api = api.methods(
-                methods
-                    .iter()
-                    .filter(|m| KNOWN_METHODS.contains(&m.as_str()))
-                    .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()),
-            );
-        }
-        api.timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .websockets(self.websockets)
-            .require(self.require.clone())
-            .websocket_session_check(self.websocket_session_check)
-            .websocket_close_on_token_expiry(self.websocket_close_on_token_expiry)
-    }
-}
-
-fn default_api_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_websocket_session_check() -> Duration {
-    Duration::from_secs(2)
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
-    }
-}
-
 /// The file's layout, before validation. `[oidc]` is read separately into
 /// [`OidcConfig`].
 #[derive(Deserialize)]
@@ -622,6 +396,8 @@ struct RawConfig {
     api: Vec<ApiConfig>,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    frontend: Vec<RawFrontend>,
 }
 
 /// `[admin]`: the session administration API on the operations listener.
@@ -758,7 +534,9 @@ impl GatewayConfig {
     {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::single(format!("cannot read {}: {e}", path.display())))?;
-        Loader::new(text, Some(path.to_owned()), env)?.load()
+        let mut config = Loader::new(text, Some(path.to_owned()), env)?.load()?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Reads settings from TOML text (relative paths are relative to the
@@ -790,6 +568,27 @@ impl GatewayConfig {
     /// while the settings were validated.
     pub fn remote_apis(&self) -> &[RemoteApi] {
         &self.built.remote_apis
+    }
+
+    /// The proxy routes of `[[frontend]]` entry `index`, built and checked
+    /// while the settings were validated.
+    pub fn frontend_apis(&self, index: usize) -> &[RemoteApi] {
+        self.built
+            .frontend_apis
+            .get(index)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A digest of a client's settings: `None` for the top-level `[oidc]`,
+    /// `Some(i)` for `[[frontend]]` entry `i`. Equal digests mean the same
+    /// client settings (secrets and key files included).
+    pub(crate) fn oidc_digest(&self, frontend: Option<usize>) -> u64 {
+        let index = frontend.map_or(0, |i| i + 1);
+        self.built
+            .oidc_digests
+            .get(index)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The admin API's bearer token, when `[admin]` is configured.

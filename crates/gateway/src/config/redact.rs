@@ -20,6 +20,14 @@ pub(super) fn url<S: Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&shown(url))
 }
 
+/// Serializes an optional URL as [`shown`] (only called when set).
+pub(super) fn opt_url<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&shown(url)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Serializes a store as [`StoreKind::shown`].
 pub(super) fn store<S: Serializer>(store: &StoreKind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&store.shown())

@@ -172,6 +172,19 @@ impl GatewayConfig {
                 self.redirect_uri()
             ));
         }
+        if let Some(entries) = doc
+            .get_mut("frontend")
+            .and_then(Item::as_array_of_tables_mut)
+        {
+            for (entry, frontend) in entries.iter_mut().zip(&self.frontends) {
+                if let Some(oidc) = entry.get_mut("oidc").and_then(Item::as_table_mut) {
+                    oidc.decor_mut().set_prefix(format!(
+                        "# redirect URI to register: {}\n",
+                        frontend.redirect_uri(&self.public_url)
+                    ));
+                }
+            }
+        }
     }
 }
 

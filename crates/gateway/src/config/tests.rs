@@ -2,6 +2,7 @@
 
 use super::redact::redact_query;
 use super::*;
+use oidc_bff::proxy::Require;
 
 const BASE: &str = r#"
 listen = "127.0.0.1:8080"

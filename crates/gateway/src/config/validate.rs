@@ -2,23 +2,23 @@
 //! once. What the checks build on the way (the key ring, the proxy routes)
 //! is kept, so the gateway does not build it a second time.
 
-use oidc_bff::TokenPolicy;
 use oidc_bff::proxy::RemoteApi;
 use oidc_bff::tokens::store::KeyRing;
+use oidc_bff::{OidcConfig, TokenPolicy};
 use url::Url;
 
-use super::{Built, GatewayConfig, StoreKind};
+use super::{ApiConfig, Built, GatewayConfig, StoreKind};
 
 /// The problems found so far: dotted key and message.
 #[derive(Default)]
-struct Found(Vec<(String, String)>);
+pub(super) struct Found(Vec<(String, String)>);
 
 impl Found {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push((key.into(), message.into()));
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -28,20 +28,23 @@ impl Found {
 pub(super) fn validate(c: &GatewayConfig) -> Result<Built, Vec<(String, String)>> {
     let mut found = Found::default();
     public_url(c, &mut found);
-    oidc(c, &mut found);
+    oidc(&c.oidc, "oidc", &mut found);
     let key_ring = session(c, &mut found);
     csrf(c, &mut found);
     server(c, &mut found);
     static_files(c, &mut found);
     log(c, &mut found);
     metrics(c, &mut found);
-    let remote_apis = api(c, &mut found);
+    let remote_apis = api(&c.api, &c.oidc, "api", "/bff", &mut found);
     metrics_and_admin(c, &mut found);
+    let frontend_apis = super::frontend::validate(c, &mut found);
     if found.is_empty() {
         Ok(Built {
             key_ring,
             remote_apis,
             admin_token: None,
+            frontend_apis,
+            oidc_digests: Vec::new(),
         })
     } else {
         Err(found.0)
@@ -83,44 +86,50 @@ fn public_url(c: &GatewayConfig, found: &mut Found) {
 }
 
 /// `[oidc]`; the token engine's own checks run when nothing else is wrong.
-fn oidc(c: &GatewayConfig, found: &mut Found) {
-    match c.oidc.authority.scheme() {
+pub(super) fn oidc(o: &OidcConfig, at: &str, found: &mut Found) {
+    let before = found.0.len();
+    match o.authority.scheme() {
         "https" => {}
-        "http" if is_loopback(&c.oidc.authority) => {}
+        "http" if is_loopback(&o.authority) => {}
         _ => found.add(
-            "oidc.authority",
+            format!("{at}.authority"),
             "must be an https URL (http is accepted for loopback only)",
         ),
     }
-    if c.oidc.client_id.is_empty() {
-        found.add("oidc.client_id", "must not be empty");
+    if o.client_id.is_empty() {
+        found.add(format!("{at}.client_id"), "must not be empty");
     }
-    if !c.oidc.scopes.iter().any(|s| s == "openid") {
-        found.add("oidc.scopes", "must include \"openid\"");
+    if !o.scopes.iter().any(|s| s == "openid") {
+        found.add(format!("{at}.scopes"), "must include \"openid\"");
     }
     for (key, value) in [
-        ("connect_timeout", c.oidc.connect_timeout),
-        ("request_timeout", c.oidc.request_timeout),
+        ("connect_timeout", o.connect_timeout),
+        ("request_timeout", o.request_timeout),
     ] {
         if value.is_zero() {
-            found.add(format!("oidc.{key}"), "must be greater than zero");
+            found.add(format!("{at}.{key}"), "must be greater than zero");
         }
     }
     // Client authentication: `client_auth`, `client_key`, `client_key_id`,
     // `client_key_alg` and the secret fit together.
-    for (key, why) in c.oidc.client_authentication_problems() {
-        found.add(format!("oidc.{key}"), why);
+    for (key, why) in o.client_authentication_problems() {
+        found.add(format!("{at}.{key}"), why);
     }
-    if c.oidc.allow_bearer_downgrade && !c.oidc.dpop {
+    if o.allow_bearer_downgrade && !o.dpop {
         found.add(
-            "oidc.allow_bearer_downgrade",
+            format!("{at}.allow_bearer_downgrade"),
             "has no effect without `oidc.dpop = true`",
         );
     }
-    if found.is_empty()
-        && let Err(err) = c.oidc.validate()
-    {
-        found.add("oidc", err.to_string());
+    // The engine's own checks, when nothing else is wrong (with the
+    // file's other sections too, for the top-level `[oidc]`).
+    let clean = if at == "oidc" {
+        found.is_empty()
+    } else {
+        found.0.len() == before
+    };
+    if clean && let Err(err) = o.validate() {
+        found.add(at, err.to_string());
     }
 }
 
@@ -218,11 +227,17 @@ fn log(c: &GatewayConfig, found: &mut Found) {
 }
 
 /// `[[api]]`: the proxy route of each entry.
-fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
+pub(super) fn api(
+    apis: &[ApiConfig],
+    oidc: &OidcConfig,
+    at: &str,
+    base_path: &str,
+    found: &mut Found,
+) -> Vec<RemoteApi> {
     let mut seen = Vec::new();
-    let mut routes = Vec::with_capacity(c.api.len());
-    for (i, api) in c.api.iter().enumerate() {
-        let key = |k: &str| format!("api.{i}.{k}");
+    let mut routes = Vec::with_capacity(apis.len());
+    for (i, api) in apis.iter().enumerate() {
+        let key = |k: &str| format!("{at}.{i}.{k}");
         let path = api.path.as_str();
         if !path.starts_with('/') || path.len() < 2 {
             found.add(key("path"), "must be a path like \"/api\"");
@@ -235,17 +250,22 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
                 key("path"),
                 "must be a plain path like \"/api\" (no trailing '/', no '..', '%', '*', '?' or '#')",
             );
-        } else if is_under(path, "/bff") || is_under(path, "/healthz") || is_under(path, "/readyz")
+        } else if is_under(path, base_path)
+            || is_under(base_path, path)
+            || is_under(path, "/healthz")
+            || is_under(path, "/readyz")
         {
             found.add(
                 key("path"),
-                "collides with the gateway's own endpoints (/bff, /healthz, /readyz)",
+                format!(
+                    "collides with the gateway's own endpoints ({base_path}, /healthz, /readyz)"
+                ),
             );
         } else if let Some(j) = seen
             .iter()
             .position(|p: &&str| is_under(path, p) || is_under(p, path))
         {
-            found.add(key("path"), format!("overlaps with api.{j}.path"));
+            found.add(key("path"), format!("overlaps with {at}.{j}.path"));
         }
         seen.push(path);
         if !matches!(api.upstream.scheme(), "http" | "https") || api.upstream.host().is_none() {
@@ -255,8 +275,8 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
             found.add(key("upstream"), "must not have a query or fragment");
         }
         if matches!(api.token, TokenPolicy::Client | TokenPolicy::UserOrClient)
-            && c.oidc.client_secret.is_none()
-            && c.oidc.client_key.is_none()
+            && oidc.client_secret.is_none()
+            && oidc.client_key.is_none()
         {
             found.add(
                 key("token"),
@@ -298,7 +318,7 @@ fn api(c: &GatewayConfig, found: &mut Found) -> Vec<RemoteApi> {
         if found.is_empty() {
             // The proxy's own checks, as a backstop.
             if let Err(err) = route.validate() {
-                found.add(format!("api.{i}"), err.to_string());
+                found.add(format!("{at}.{i}"), err.to_string());
             }
         }
         routes.push(route);
@@ -328,16 +348,17 @@ fn metrics_and_admin(c: &GatewayConfig, found: &mut Found) {
     }
 }
 
-fn is_under(path: &str, prefix: &str) -> bool {
+pub(super) fn is_under(path: &str, prefix: &str) -> bool {
     path == prefix
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(super) fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
+        // RFC 6761: `localhost` and names under it are loopback.
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
