@@ -148,8 +148,10 @@ impl Gateway {
             app = app.merge(site.clone());
         }
         // Timeouts of proxied calls are the APIs' own; the server's request
-        // timeout covers everything else.
-        app = app.layer(timeout);
+        // timeout covers everything else. So does the `Bff` in the request
+        // extensions, for the BFF's extractors: the proxy reads the session
+        // without it (inserting it cost allocations on every proxied call).
+        app = app.layer(timeout).layer(self.bff.layer());
         // Checked while the settings were validated.
         for api in self.config.remote_apis() {
             app = app.merge(self.bff.proxy(api.clone()));
@@ -167,14 +169,16 @@ impl Gateway {
             };
         }
         // The access log names method and path only: queries (codes,
-        // states) and headers (cookies, tokens) are never logged.
-        let app = app.layer(self.bff.layer());
-        // Requests by route kind and status class, with `[metrics]` only.
-        let app = match self.config.metrics.listen {
-            Some(_) => app.layer(HttpMetricsLayer::new()),
-            None => app,
-        };
-        app.layer(AccessLogLayer)
+        // states) and headers (cookies, tokens) are never logged. Requests
+        // by route kind and status class, with `[metrics]` only. One
+        // `Router::layer` for both: each boxes every route once more, and a
+        // boxed route costs two allocations per request.
+        let metrics = self.config.metrics.listen.map(|_| HttpMetricsLayer::new());
+        app.layer(
+            tower::ServiceBuilder::new()
+                .layer(AccessLogLayer)
+                .option_layer(metrics),
+        )
     }
 
     /// The operations listener's routes (`GET /metrics`, and the admin API
