@@ -30,12 +30,14 @@
 //! - [`serve`]: the HTTP server (and the operations listener, `ops.rs`).
 //! - [`demo`]: the self-contained demo.
 //! - [`cli`]: the command line.
+//! - [`log_time`]: the log lines' timestamp.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod log_time;
 mod ops;
 pub mod serve;
 
