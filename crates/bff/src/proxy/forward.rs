@@ -76,6 +76,9 @@ pub(crate) struct Proxy {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
+    /// The `Host` header for the upstream, as hyper-util would build it
+    /// (from the URI, on every request: an allocation when it has a port).
+    host: Option<HeaderValue>,
     /// `X-Forwarded-*` values: the public URL's scheme and host, the prefix.
     forwarded: Forwarded,
     http: Result<UpstreamClient, String>,
@@ -126,6 +129,14 @@ impl Proxy {
         } else {
             Scheme::HTTP
         };
+        // `Url` leaves out a scheme's default port, as hyper-util does.
+        let host = upstream.host_str().and_then(|host| {
+            HeaderValue::from_str(&match upstream.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+            .ok()
+        });
         let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(
             upstream[url::Position::BeforeHost..url::Position::AfterPort].as_bytes(),
         ))
@@ -135,6 +146,7 @@ impl Proxy {
             scheme,
             authority,
             base_path: upstream.path().to_owned(),
+            host,
             bff,
             api,
             forwarded,
@@ -202,6 +214,9 @@ impl Proxy {
                 upgrade: upgrade.as_ref(),
             },
         );
+        if let Some(host) = &self.host {
+            outgoing.insert(header::HOST, host.clone());
+        }
         // DPoP-bound tokens go as `Authorization: DPoP` with a fresh proof
         // (see crate::dpop); others as a bearer token.
         let dpop = match (&sent.token, &sent.dpop_key) {
