@@ -65,7 +65,7 @@ fi
 
 # Total instructions, and calls per callee name (names are compressed: the
 # first `cfn=(id) name` defines an id, later ones repeat only the id; `fn`
-# and `cfn` share the ids). Rust >= 1.86 names the allocator shims
+# and `cfn` share the ids). Current Rust (1.95 here) names the allocator shims
 # `__rustc::__rust_alloc` (v0 mangling); older ones `__rust_alloc`.
 awk -v n="$REQUESTS" '
   function shim(s) { sub(/^.*::/, "", s); return s }
