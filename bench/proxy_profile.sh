@@ -8,20 +8,24 @@
 # entry points (`__rust_alloc`, `__rust_alloc_zeroed`, `__rust_realloc`)
 # anywhere in the gateway process: server, session, token, proxy, client.
 #
-#   bench/proxy_profile.sh [--smoke] [--requests N] [--gateway BIN] [--keep DIR]
+#   bench/proxy_profile.sh [--smoke] [--requests N] [--gateway BIN] [--keep DIR] [--log-level L]
 #
 # --gateway profiles another build of the gateway (e.g. an older commit's);
-# --keep copies the callgrind dump to DIR for callgrind_annotate.
+# --keep copies the callgrind dump to DIR for callgrind_annotate
+# (`callgrind_annotate --inclusive=yes DIR/callgrind.out.*`);
+# --log-level sets the gateway's `[log] level` (default `info`, the
+# gateway's own default: one access log line per request; `warn` leaves it out).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-REQUESTS=2000 WARMUP=200 KEEP="" OTHER_BIN=""
+REQUESTS=2000 WARMUP=200 KEEP="" OTHER_BIN="" LOG_LEVEL=info
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) REQUESTS=20 WARMUP=5; smoke_profile; shift ;;
     --requests) REQUESTS=$2; shift 2 ;;
     --gateway) OTHER_BIN=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
+    --log-level) LOG_LEVEL=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +36,7 @@ build_bins
 
 start_idp 86400            # tokens outlive the run: no refresh while counting
 start_upstream
-gateway_config "$WORK/bff.toml" 60 warn
+gateway_config "$WORK/bff.toml" 60 "$LOG_LEVEL"
 spawn gateway valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
   "$GATEWAY_BIN" serve --config "$WORK/bff.toml"
 for _ in $(seq 1 600); do
@@ -54,12 +58,18 @@ requests "$REQUESTS"
 callgrind_control --dump "$PID" >/dev/null
 sleep 1
 DUMP=$(ls -t "$WORK"/callgrind.out* | head -1)
-[ -n "$KEEP" ] && cp "$DUMP" "$KEEP/"
+if [ -n "$KEEP" ]; then
+  mkdir -p "$KEEP" && cp "$DUMP" "$KEEP/"
+  log "callgrind dump kept: $KEEP/$(basename "$DUMP")"
+fi
 
 # Total instructions, and calls per callee name (names are compressed: the
-# first `cfn=(id) name` defines an id, later ones repeat only the id).
+# first `cfn=(id) name` defines an id, later ones repeat only the id; `fn`
+# and `cfn` share the ids). Current Rust (1.95 here) names the allocator shims
+# `__rustc::__rust_alloc` (v0 mangling); older ones `__rust_alloc`.
 awk -v n="$REQUESTS" '
-  /^(fn|cfn)=\([0-9]+\) / { id = substr($1, index($1, "(")); name[id] = $2 }
+  function shim(s) { sub(/^.*::/, "", s); return s }
+  /^(fn|cfn)=\([0-9]+\) / { id = substr($1, index($1, "(")); name[id] = shim($2) }
   /^cfn=/ { id = substr($1, index($1, "(")); callee = name[id] }
   /^calls=/ { split($1, c, "="); calls[callee] += c[2] }
   /^summary:/ || /^totals:/ { total = $2 }

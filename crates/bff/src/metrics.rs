@@ -36,6 +36,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -173,9 +174,15 @@ pub struct HttpMetricsLayer {
     handles: Arc<Vec<Histogram>>,
 }
 
+/// Whether an [`HttpMetricsLayer`] exists in this process: the only reader
+/// of the marks the proxy's [`UpstreamLayer`] puts on its responses, which
+/// it skips otherwise (a mark is an extension map, three allocations).
+static MARKS_READ: AtomicBool = AtomicBool::new(false);
+
 impl HttpMetricsLayer {
     /// Registers the histograms (one per route kind and status class).
     pub fn new() -> Self {
+        MARKS_READ.store(true, Ordering::Relaxed);
         let mut handles = Vec::with_capacity(RouteKind::ALL.len() * CLASSES.len());
         for kind in RouteKind::ALL {
             for class in CLASSES {
@@ -345,7 +352,9 @@ where
                 start: Instant::now(),
                 record: Record::Upstream(self.handles.clone()),
             },
-            kind: RouteKind::ApiProxy,
+            kind: MARKS_READ
+                .load(Ordering::Relaxed)
+                .then_some(RouteKind::ApiProxy),
         }
     }
 }
@@ -355,7 +364,7 @@ pin_project_lite::pin_project! {
     pub struct Marked<F> {
         #[pin]
         future: F,
-        kind: RouteKind,
+        kind: Option<RouteKind>,
     }
 }
 
@@ -368,8 +377,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = ready!(this.future.poll(cx));
-        if let Ok(response) = &mut result {
-            response.extensions_mut().insert(*this.kind);
+        if let (Ok(response), Some(kind)) = (&mut result, *this.kind) {
+            response.extensions_mut().insert(kind);
         }
         Poll::Ready(result)
     }
@@ -433,7 +442,7 @@ where
         };
         Marked {
             future: self.inner.call(request),
-            kind,
+            kind: Some(kind),
         }
     }
 }

@@ -118,6 +118,25 @@ impl BffSession {
         parts.extensions.insert(Loaded(session.clone()));
         Ok(session)
     }
+
+    /// Reads the session of a request for `bff` without touching the
+    /// request's extensions (the proxy's hot path: no [`Bff`] and no cache
+    /// inserted, each an allocation); a session an outer extractor already
+    /// loaded is taken from its cache. `cookie` is the session cookie's
+    /// value, as [`cookies::read`] found it in `parts`.
+    pub(crate) async fn for_request(
+        bff: &Bff,
+        parts: &Parts,
+        cookie: Option<&str>,
+    ) -> Result<Option<BffSession>, BffError> {
+        if let Some(Loaded(cached)) = parts.extensions.get::<Loaded>() {
+            return Ok(cached.clone());
+        }
+        match cookie.and_then(SessionId::parse) {
+            None => Ok(None),
+            Some(id) => Ok(BffSession::load(bff, id).await?),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for BffSession {

@@ -271,6 +271,7 @@ pub fn init_logging(log: &LogConfig) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(crate::log_time::SecondCachedTime)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match log.format {

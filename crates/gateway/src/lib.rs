@@ -34,6 +34,7 @@
 //! - [`reload`]: configuration reload (`SIGHUP`, `watch_config`).
 //! - [`demo`]: the self-contained demo.
 //! - [`cli`]: the command line.
+//! - [`log_time`]: the log lines' timestamp.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access_log;
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 mod frontends;
+pub mod log_time;
 mod ops;
 pub mod reload;
 pub mod serve;

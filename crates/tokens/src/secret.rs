@@ -13,6 +13,8 @@
 //! assert_eq!(token.secret(), "eyJhbGciOi...");
 //! ```
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 macro_rules! secret_type {
@@ -53,10 +55,55 @@ macro_rules! secret_type {
     };
 }
 
-secret_type!(
-    /// An OAuth 2.0 access token.
-    AccessToken
-);
+/// An OAuth 2.0 access token.
+///
+/// Cloning it shares the value rather than copying it: a session's token
+/// is handed to every request that sends it (with a ~1 KB JWT, a copy and
+/// an allocation per proxied request before; docs/BENCHMARKS.md).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AccessToken(Arc<str>);
+
+impl AccessToken {
+    /// Wraps a raw value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Arc::from(value.into()))
+    }
+
+    /// The raw value. Handle with care: never log it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Consumes the wrapper and returns the raw value.
+    pub fn into_secret(self) -> String {
+        self.0.as_ref().to_owned()
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken([redacted])")
+    }
+}
+
+impl std::fmt::Display for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// As a plain string, like the other secrets (`#[serde(transparent)]`).
+impl Serialize for AccessToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(AccessToken::new)
+    }
+}
 secret_type!(
     /// An OAuth 2.0 refresh token.
     RefreshToken
@@ -110,5 +157,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&token).unwrap(), "\"abc\"");
         let back: RefreshToken = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(back, token);
+        let token = AccessToken::new("abc");
+        assert_eq!(serde_json::to_string(&token).unwrap(), "\"abc\"");
+        let back: AccessToken = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(back, token);
+        assert!(!format!("{token:?}{token}").contains("abc"));
     }
 }

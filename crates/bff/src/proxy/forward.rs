@@ -27,7 +27,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ use crate::bff::Bff;
 use crate::cookies;
 use crate::csrf::has_header;
 use crate::error::BffError;
+use crate::proxy::cache::{BearerCache, PeerCache};
 use crate::proxy::headers::{self, Added};
 use crate::proxy::route::RemoteApi;
 use crate::proxy::{path, rules, websocket};
@@ -75,10 +76,14 @@ pub(crate) struct Proxy {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
+    /// The `Host` header for the upstream, as hyper-util would build it
+    /// (from the URI, on every request: an allocation when it has a port).
+    host: Option<HeaderValue>,
     /// `X-Forwarded-*` values: the public URL's scheme and host, the prefix.
     forwarded: Forwarded,
     http: Result<UpstreamClient, String>,
     bearer: BearerCache,
+    peers: PeerCache,
 }
 
 /// The `X-Forwarded-*` values every request of a route gets.
@@ -124,6 +129,14 @@ impl Proxy {
         } else {
             Scheme::HTTP
         };
+        // `Url` leaves out a scheme's default port, as hyper-util does.
+        let host = upstream.host_str().and_then(|host| {
+            HeaderValue::from_str(&match upstream.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+            .ok()
+        });
         let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(
             upstream[url::Position::BeforeHost..url::Position::AfterPort].as_bytes(),
         ))
@@ -133,11 +146,13 @@ impl Proxy {
             scheme,
             authority,
             base_path: upstream.path().to_owned(),
+            host,
             bff,
             api,
             forwarded,
             http,
             bearer: BearerCache::default(),
+            peers: PeerCache::default(),
         }
     }
 
@@ -169,12 +184,13 @@ impl Proxy {
         };
 
         // 3. Route rules, before any token work.
-        if let Err(response) = rules::enforce(&self.bff, &self.api.require, &mut parts).await {
-            return *response;
-        }
+        let session = match rules::enforce(&self.bff, &self.api.require, &parts).await {
+            Ok(session) => session,
+            Err(response) => return *response,
+        };
 
         // 4. Which token.
-        let sent = match self.token(&mut parts).await {
+        let sent = match self.token(&parts, session).await {
             Ok(sent) => sent,
             Err(response) => return *response,
         };
@@ -185,19 +201,22 @@ impl Proxy {
             None => None,
         };
         let upgrade = upgrade.filter(|_| client_upgrade.is_some());
-        let peer = parts
+        let forwarded_for = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+            .and_then(|ConnectInfo(addr)| self.peers.get(addr.ip()));
         let mut outgoing = std::mem::take(&mut parts.headers);
         headers::upstream_request(
             &mut outgoing,
             &Added {
-                peer,
+                forwarded_for,
                 forwarded: &self.forwarded,
                 upgrade: upgrade.as_ref(),
             },
         );
+        if let Some(host) = &self.host {
+            outgoing.insert(header::HOST, host.clone());
+        }
         // DPoP-bound tokens go as `Authorization: DPoP` with a fresh proof
         // (see crate::dpop); others as a bearer token.
         let dpop = match (&sent.token, &sent.dpop_key) {
@@ -350,17 +369,24 @@ impl Proxy {
     /// The token for this request per the route's [`TokenPolicy`](crate::TokenPolicy),
     /// and the session it is the user's token of. Errors are finished
     /// responses.
-    async fn token(&self, parts: &mut Parts) -> Result<Sent, Box<Response>> {
+    ///
+    /// `loaded` is the session the route rules already read, if they did.
+    async fn token(
+        &self,
+        parts: &Parts,
+        loaded: Option<BffSession>,
+    ) -> Result<Sent, Box<Response>> {
         let policy = self.api.token;
         let mut had_cookie = false;
         let session = if policy.uses_session() {
-            if parts.extensions.get::<Bff>().is_none() {
-                parts.extensions.insert(self.bff.clone());
+            let cookie = cookies::read(&parts.headers, &self.bff.settings().cookie_name);
+            had_cookie = cookie.is_some();
+            match loaded {
+                Some(session) => Some(session),
+                None => BffSession::for_request(&self.bff, parts, cookie)
+                    .await
+                    .map_err(|e| Box::new(e.into_response()))?,
             }
-            had_cookie = cookies::read(&parts.headers, &self.bff.settings().cookie_name).is_some();
-            BffSession::from_parts(parts)
-                .await
-                .map_err(|e| Box::new(e.into_response()))?
         } else {
             None
         };
@@ -526,46 +552,6 @@ fn timed_out_below(err: &hyper_util::client::legacy::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-/// `Authorization: Bearer <token>` values, built once per token and kept:
-/// a small table indexed by the token's last bytes (the signature of a JWT),
-/// checked against the whole token before use. A hit costs a comparison and
-/// a reference count, no allocation.
-#[derive(Debug)]
-struct BearerCache {
-    slots: [Mutex<Option<HeaderValue>>; BEARER_SLOTS],
-}
-
-impl Default for BearerCache {
-    fn default() -> Self {
-        BearerCache {
-            slots: std::array::from_fn(|_| Mutex::new(None)),
-        }
-    }
-}
-
-const BEARER_SLOTS: usize = 64;
-
-impl BearerCache {
-    fn get(&self, token: &str) -> Option<HeaderValue> {
-        let bytes = token.as_bytes();
-        let tail = &bytes[bytes.len().saturating_sub(8)..];
-        let index = tail.iter().fold(bytes.len(), |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(*b))
-        }) % BEARER_SLOTS;
-        let mut slot = self.slots[index]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(value) = slot.as_ref()
-            && value.as_bytes().get(7..) == Some(bytes)
-        {
-            return Some(value.clone());
-        }
-        let value = headers::bearer(token).ok()?;
-        *slot = Some(value.clone());
-        Some(value)
-    }
 }
 
 /// One turn of the wait in [`Proxy::send`].

@@ -63,6 +63,7 @@
 //! encoding. Absolute-form targets are refused too. What passes is forwarded
 //! exactly as sent.
 
+mod cache;
 mod forward;
 mod headers;
 pub mod methods;
@@ -124,13 +125,17 @@ impl Bff {
                 .route(&format!("{prefix}/"), handler.clone())
                 .route(&format!("{prefix}/{{*rest}}"), handler)
         };
-        router
-            .route_layer(
+        // One `route_layer` for both layers: each `Router` layer boxes the
+        // route once more, and a boxed route is cloned (an allocation) and
+        // its future boxed (another) on every request. Outermost first: the
+        // metrics see the anti-forgery refusals too.
+        let layers = tower::ServiceBuilder::new()
+            .layer(crate::metrics::UpstreamLayer::new(&prefix))
+            .layer(
                 self.csrf_layer()
                     .websocket_handshakes_from_trusted_origins(),
-            )
-            .route_layer(crate::metrics::UpstreamLayer::new(&prefix))
-            .with_state(proxy)
+            );
+        router.route_layer(layers).with_state(proxy)
     }
 }
 

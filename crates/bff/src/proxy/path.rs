@@ -80,11 +80,11 @@ pub(crate) fn check(rest: &str) -> Result<(), PathError> {
             Err(PathError::NotUnderPrefix)
         };
     };
-    let segments: Vec<&str> = body.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
+    // Walked without collecting the segments: no allocation per request.
+    let mut segments = body.split('/').peekable();
+    while let Some(segment) = segments.next() {
         if segment.is_empty() {
-            if i == last {
+            if segments.peek().is_none() {
                 continue; // a trailing slash
             }
             return Err(PathError::EmptySegment);

@@ -247,22 +247,23 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 /// The proxy's rule check, in its pre-token sequence: `Ok` when the route
-/// has no rule or the signed-in user meets it; else the finished response,
-/// 401 (not signed in) or 403. Reads the session (cached in the request for
-/// the token step) and nothing else: no token is looked at.
+/// has no rule (`None`: the session is not read) or the signed-in user meets
+/// it (the session, handed on to the token step); else the finished
+/// response, 401 (not signed in) or 403. Reads the session and nothing
+/// else: no token is looked at.
 pub(crate) async fn enforce(
     bff: &Bff,
     require: &Require,
-    parts: &mut Parts,
-) -> Result<(), Box<Response>> {
+    parts: &Parts,
+) -> Result<Option<BffSession>, Box<Response>> {
     if require.is_empty() {
-        return Ok(());
-    }
-    if parts.extensions.get::<Bff>().is_none() {
-        parts.extensions.insert(bff.clone());
+        return Ok(None);
     }
     let refused = |e: BffError| Box::new(e.into_response());
-    let session = BffSession::from_parts(parts).await.map_err(refused)?;
+    let cookie = crate::cookies::read(&parts.headers, &bff.settings().cookie_name);
+    let session = BffSession::for_request(bff, parts, cookie)
+        .await
+        .map_err(refused)?;
     let Some(session) = session else {
         return Err(refused(BffError::Token(
             oidc_bff_tokens::TokenError::NotAuthenticated,
@@ -271,7 +272,8 @@ pub(crate) async fn enforce(
     require.check(session.claims()).map_err(|unmet| {
         tracing::info!(sub = session.sub(), reason = ?unmet, "route rule refused the user");
         refused(BffError::Forbidden(unmet.to_string()))
-    })
+    })?;
+    Ok(Some(session))
 }
 
 #[cfg(test)]
