@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::Request;
 use axum::response::Response;
 use oidc_bff::Bff;
 use tower::Service;
@@ -279,17 +278,21 @@ pub struct ReloadService {
     handle: ReloadHandle,
 }
 
-impl Service<Request> for ReloadService {
+impl<B> Service<http::Request<B>> for ReloadService
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as Service<Request>>::Future;
+    type Future = <Router as Service<http::Request<B>>>::Future;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Routers are always ready.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         self.handle.current().call(request)
     }
 }

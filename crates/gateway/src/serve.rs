@@ -232,13 +232,16 @@ impl Gateway {
             tracing::info!("shutting down: finishing requests in flight");
             let _ = stopping_tx.send(());
         };
-        let app = Router::new().fallback_service(app);
         // `[server.tls]`: our own accept loop (HTTP/2 by ALPN); else axum's.
         let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
         {
             Some(tls) => Box::pin(tls.serve(listener, app, signal)),
             None => {
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                // Served as it is: no router in front of the reloadable one.
+                let app =
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >(app);
                 Box::pin(
                     axum::serve(listener, app)
                         .with_graceful_shutdown(signal)

@@ -73,12 +73,12 @@ mod validate;
 pub use frontend::FrontendConfig;
 use frontend::RawFrontend;
 pub(crate) use frontend::strip_port;
-pub use tls::TlsConfig;
 use load::Loader;
 pub use sections::{
     ApiConfig, KNOWN_METHODS, LogConfig, LogFormat, MetricsConfig, ServerConfig, StaticFilesConfig,
 };
 use sections::{RawStaticFiles, secs};
+pub use tls::TlsConfig;
 
 /// The prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "OIDC_BFF__";
