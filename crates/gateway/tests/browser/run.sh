@@ -35,11 +35,10 @@ log="$(mktemp)"
 tls_log="$(mktemp)"
 "$bin" demo --listen "127.0.0.1:$gateway_port" --idp-port "$idp_port" >"$log" 2>&1 &
 demo_pid=$!
-"$bin" demo --tls --listen "127.0.0.1:$tls_port" --idp-port "$tls_idp_port" >"$tls_log" 2>&1 &
-tls_pid=$!
+tls_pid=""
 cleanup() {
-  kill "$demo_pid" "$tls_pid" 2>/dev/null || true
-  wait "$demo_pid" "$tls_pid" 2>/dev/null || true
+  kill $demo_pid $tls_pid 2>/dev/null || true
+  wait $demo_pid $tls_pid 2>/dev/null || true
   rm -f "$log" "$tls_log"
 }
 trap cleanup EXIT
@@ -58,6 +57,10 @@ wait_ready() {
   curl -kfsS "${1}readyz" >/dev/null || { echo "the demo did not become ready:" >&2; cat "$3" >&2; exit 1; }
 }
 wait_ready "$url" "$demo_pid" "$log"
+# One after the other: each demo puts its operations listener on 9464 when
+# that port is free, and two starting at once could both find it free.
+"$bin" demo --tls --listen "127.0.0.1:$tls_port" --idp-port "$tls_idp_port" >"$tls_log" 2>&1 &
+tls_pid=$!
 wait_ready "$tls_url" "$tls_pid" "$tls_log"
 
 if ! node "$here/demo.test.mjs" "$url" "$tls_url"; then
