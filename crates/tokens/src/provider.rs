@@ -466,11 +466,17 @@ impl ProviderClient {
                         nonce.as_deref(),
                         self.dpop.clock.now_unix(),
                     )?;
+                    // Marked sensitive, as `bearer_auth` marks its value.
+                    let mut authorization = reqwest::header::HeaderValue::from_str(&format!(
+                        "{DPOP_TOKEN_TYPE} {}",
+                        access_token.secret()
+                    ))
+                    .map_err(|_| {
+                        TokenError::InvalidResponse("the access token is not a header value".into())
+                    })?;
+                    authorization.set_sensitive(true);
                     request
-                        .header(
-                            reqwest::header::AUTHORIZATION,
-                            format!("{DPOP_TOKEN_TYPE} {}", access_token.secret()),
-                        )
+                        .header(reqwest::header::AUTHORIZATION, authorization)
                         .header(DPOP_HEADER, proof)
                 }
                 None => request.bearer_auth(access_token.secret()),
