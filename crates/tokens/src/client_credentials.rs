@@ -301,17 +301,8 @@ async fn fetch_client_token<H: CredentialsHost>(
     let deadline = tokio::time::Instant::now() + wait;
     let mut locked = false;
     loop {
-        match store.get_transient(&key).await {
-            Ok(Some(raw)) => {
-                let now = host.now();
-                if let Ok(shared) = serde_json::from_str::<Cached>(&raw)
-                    && now < shared.renew_at
-                    && Some(&shared.access_token) != rejected
-                    && shared.jkt == own_jkt(host).await
-                {
-                    return Ok(shared);
-                }
-            }
+        match shared_token(host, &key, rejected).await {
+            Ok(Some(shared)) => return Ok(shared),
             Ok(None) => {}
             Err(err) => {
                 tracing::warn!(error = %err, "shared client token cache unavailable; asking the provider");
@@ -339,6 +330,12 @@ async fn fetch_client_token<H: CredentialsHost>(
             }
         }
     }
+    // The instance that held the lock before may have shared its token
+    // between our last look and our taking the lock: look once more.
+    if locked && let Ok(Some(shared)) = shared_token(host, &key, rejected).await {
+        release(store, &lock).await;
+        return Ok(shared);
+    }
     let result = fetch_from_provider(host, request).await;
     if let Ok(fresh) = &result {
         let now = host.now();
@@ -352,10 +349,40 @@ async fn fetch_client_token<H: CredentialsHost>(
             Err(err) => tracing::warn!(error = %err, "could not encode the client token"),
         }
     }
-    if locked && let Err(err) = store.take_transient(&lock).await {
-        tracing::debug!(error = %err, "could not release the client token lock; it expires");
+    if locked {
+        release(store, &lock).await;
     }
     result
+}
+
+/// The token another instance shared for `key`, if it is current, not
+/// `rejected`, and bound to our DPoP key (if any).
+async fn shared_token<H: CredentialsHost>(
+    host: &H,
+    key: &str,
+    rejected: Option<&AccessToken>,
+) -> Result<Option<Cached>, crate::store::StoreError> {
+    let Some(raw) = host.store().get_transient(key).await? else {
+        return Ok(None);
+    };
+    let now = host.now();
+    match serde_json::from_str::<Cached>(&raw) {
+        Ok(shared)
+            if now < shared.renew_at
+                && Some(&shared.access_token) != rejected
+                && shared.jkt == own_jkt(host).await =>
+        {
+            Ok(Some(shared))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Releases the client token lock (it expires on its own if this fails).
+async fn release(store: &Arc<dyn crate::store::SessionStore>, lock: &str) {
+    if let Err(err) = store.take_transient(lock).await {
+        tracing::debug!(error = %err, "could not release the client token lock; it expires");
+    }
 }
 
 /// One client credentials grant at the provider.
