@@ -68,7 +68,7 @@ pub(crate) fn app(
         // one upstream pool, one bearer cache.
         let service = bff.proxy_service(api.clone());
         app = app.merge(service.clone().router());
-        if dispatch && prefix_owned(&service, &bff.settings().base_path) {
+        if dispatch && prefix_owned(service.prefix(), &bff.settings().base_path) {
             proxies.push(service);
         }
     }
@@ -97,8 +97,7 @@ pub(crate) fn app(
 /// too: not the root, and neither above nor below the management path and
 /// the health checks (the settings refuse those; checked again here, as the
 /// dispatch would otherwise take their requests).
-fn prefix_owned(api: &ProxyService, base_path: &str) -> bool {
-    let prefix = api.prefix();
+fn prefix_owned(prefix: &str, base_path: &str) -> bool {
     let under = |path: &str, prefix: &str| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -444,6 +443,19 @@ mod tests {
             host,
             path: path.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn the_dispatch_only_takes_prefixes_that_own_their_paths() {
+        assert!(prefix_owned("/api", "/bff"));
+        assert!(prefix_owned("/a/b", "/bff"));
+        assert!(prefix_owned("/bffx", "/bff"));
+        // The root, the management path, the health checks, and what
+        // lies above or below them stay with the router.
+        for prefix in ["", "/bff", "/bff/api", "/healthz", "/readyz/x"] {
+            assert!(!prefix_owned(prefix, "/bff"), "{prefix:?}");
+        }
+        assert!(!prefix_owned("/app", "/app/bff"));
     }
 
     #[test]

@@ -198,6 +198,40 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_service_serves_its_prefix_on_segment_boundaries() {
+        let upstream: url::Url = "http://127.0.0.1:9/".parse().unwrap();
+        let api = bff().proxy_service(RemoteApi::new("/api/", upstream.clone()));
+        assert_eq!(api.prefix(), "/api");
+        for path in ["/api", "/api/", "/api/x/y", "/api//x"] {
+            assert!(api.serves(path), "{path}");
+        }
+        for path in ["/", "/ap", "/apix", "/apix/y", "/x/api"] {
+            assert!(!api.serves(path), "{path}");
+        }
+        let root = bff().proxy_service(RemoteApi::new("/", upstream));
+        assert!(root.serves("/") && root.serves("/anything/at/all"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_service_answers_like_its_route() {
+        let upstream: url::Url = "http://127.0.0.1:9/".parse().unwrap();
+        let mut api = bff().proxy_service(RemoteApi::new("/api", upstream));
+        // No anti-forgery header: refused before anything else, as through
+        // the router (`mounts_beside_other_routes`).
+        let response = tower::Service::call(
+            &mut api,
+            Request::get("/api/x").body(Body::empty()).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("csrf_header_missing"));
+    }
+
+    #[test]
     #[should_panic(expected = "local prefix")]
     fn refuses_an_invalid_prefix() {
         let _: Router = bff().proxy(RemoteApi::new("/{id}", "http://h/".parse().unwrap()));
