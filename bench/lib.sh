@@ -11,6 +11,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PROFILE=release
 GATEWAY_BIN=$TARGET_DIR/release/oidc-bff
 HARNESS=$TARGET_DIR/release/examples/bench
+# bench/proxy.sh's row (d): the minimal proxy on hyper (examples/reference_proxy.rs).
+REFERENCE_BIN=$TARGET_DIR/release/examples/reference_proxy
 # Fixed loopback ports; move them with BENCH_PORT_BASE if taken.
 PORT_BASE=${BENCH_PORT_BASE:-18400}
 UPSTREAM_PORT=$((PORT_BASE + 1))
@@ -18,6 +20,7 @@ NGINX_PORT=$((PORT_BASE + 2))
 GATEWAY_PORT=$((PORT_BASE + 3))
 IDP_PORT=$((PORT_BASE + 4))
 IDP_CONTROL_PORT=$((PORT_BASE + 5))
+REFERENCE_PORT=$((PORT_BASE + 6))
 GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 # Servers on core 0, load generators on core 1 (a 2-core machine).
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
@@ -53,6 +56,7 @@ smoke_profile() {
   PROFILE=debug
   GATEWAY_BIN=$TARGET_DIR/debug/oidc-bff
   HARNESS=$TARGET_DIR/debug/examples/bench
+  REFERENCE_BIN=$TARGET_DIR/debug/examples/reference_proxy
 }
 
 # The gateway and the harness, in $PROFILE. The debug build takes every
@@ -66,6 +70,22 @@ build_bins() {
     log "building the debug gateway and the harness (smoke run)"
     cargo build -q --workspace --bins --examples
   fi
+}
+
+# The reference proxy of bench/proxy.sh, in $PROFILE (the debug build of
+# smoke runs is already there: build_bins takes every example).
+build_reference() {
+  if [ "$PROFILE" = release ]; then
+    log "building the reference proxy"
+    cargo build --release -q -p oidc-bff-gateway --example reference_proxy
+  fi
+}
+
+# Starts the reference proxy in front of the upstream.
+start_reference() {
+  spawn reference "$REFERENCE_BIN" --listen "127.0.0.1:$REFERENCE_PORT" \
+    --upstream "127.0.0.1:$UPSTREAM_PORT"
+  wait_http "http://127.0.0.1:$REFERENCE_PORT/"
 }
 
 # Runs a server in the background on the server core: spawn NAME CMD...

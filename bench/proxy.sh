@@ -2,9 +2,13 @@
 # Proxy throughput and latency, side by side in one run:
 #   (a) the upstream directly, (b) nginx as a plain reverse proxy to it,
 #   (c) the oidc-bff gateway proxying /api with a signed-in session, the
-#       user's access token attached.
+#       user's access token attached,
+#   (d) the reference proxy (crates/gateway/examples/reference_proxy.rs):
+#       the smallest proxy on hyper and hyper-util's pooled client, which
+#       only rewrites the URI, drops the cookie and inserts a ~900-byte
+#       bearer. The floor "on hyper" for (c), measured in the same run.
 # wrk runs on core 1, every server on core 0. Rounds are interleaved
-# (a b c a b c ...) and the median of each target is reported.
+# (a b c d a b c d ...) and the median of each target is reported.
 #
 #   bench/proxy.sh [--smoke] [--duration S] [--rounds N] [--connections C] [--log-level L]
 #
@@ -27,6 +31,7 @@ done
 
 need_apt wrk:wrk nginx:nginx-light jq:jq curl:curl
 build_bins
+build_reference
 
 start_idp 86400            # tokens outlive the run: no refresh while measuring
 start_upstream
@@ -58,25 +63,31 @@ NGINX
 spawn nginx nginx -c "$WORK/nginx.conf" -p "$WORK"
 wait_http "http://127.0.0.1:$NGINX_PORT/"
 
+start_reference
 start_gateway 60 "$LOG_LEVEL"
 COOKIE=$(sign_in)
 # The gateway attaches the token: the upstream reports a bearer header.
 answer=$(curl -s -H "Cookie: $COOKIE" -H 'X-CSRF: 1' "$GATEWAY_URL/api/check")
 [ "$answer" = '{"ok":true,"bearer":true}' ] || { log "unexpected answer through the gateway: $answer"; exit 1; }
+answer=$(curl -s -H "Cookie: $COOKIE" -H 'X-CSRF: 1' "http://127.0.0.1:$REFERENCE_PORT/api/check")
+[ "$answer" = '{"ok":true,"bearer":true}' ] || { log "unexpected answer through the reference proxy: $answer"; exit 1; }
 
 declare -A URL=(
   [a]="http://127.0.0.1:$UPSTREAM_PORT/api/hello"
   [b]="http://127.0.0.1:$NGINX_PORT/api/hello"
   [c]="$GATEWAY_URL/api/hello"
+  [d]="http://127.0.0.1:$REFERENCE_PORT/api/hello"
 )
-declare -A NAME=([a]="(a) upstream directly" [b]="(b) nginx reverse proxy" [c]="(c) oidc-bff gateway")
+declare -A NAME=([a]="(a) upstream directly" [b]="(b) nginx reverse proxy" [c]="(c) oidc-bff gateway"
+  [d]="(d) reference proxy on hyper")
 
 # CPU time (user + system) of a process, in clock ticks.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 PID_UPSTREAM=$(pgrep -f "examples/bench upstream --listen 127.0.0.1:$UPSTREAM_PORT" | head -1)
 PID_NGINX=$(pgrep -f "nginx: worker process" -P "$(cat "$WORK/nginx.pid")" | head -1)
 PID_GATEWAY=$(pgrep -f "oidc-bff serve --config $WORK/bff.toml" | head -1)
-declare -A PID_PROXY=([a]="" [b]="$PID_NGINX" [c]="$PID_GATEWAY")
+PID_REFERENCE=$(pgrep -f "reference_proxy --listen 127.0.0.1:$REFERENCE_PORT" | head -1)
+declare -A PID_PROXY=([a]="" [b]="$PID_NGINX" [c]="$PID_GATEWAY" [d]="$PID_REFERENCE")
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # run_wrk TARGET CONNECTIONS SECONDS
@@ -105,11 +116,11 @@ refresh_before=$(idp_counter refresh_attempts)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load before measuring: $load_before"
 if [ "$WARMUP" -gt 0 ]; then
-  for t in a b c; do run_wrk "$t" "$CONNECTIONS" "$WARMUP" >/dev/null; done
+  for t in a b c d; do run_wrk "$t" "$CONNECTIONS" "$WARMUP" >/dev/null; done
 fi
 declare -A RPS P50 P99 PCPU UCPU
 for round in $(seq 1 "$ROUNDS"); do
-  for t in a b c; do
+  for t in a b c d; do
     read -r rps p50 p99 bad pcpu ucpu < <(run_wrk "$t" "$CONNECTIONS" "$DURATION")
     [ "$bad" -eq 0 ] || { log "$t: $bad non-2xx answers or socket errors"; cat "$WORK/wrk-$t.txt" >&2; exit 1; }
     log "round $round ${NAME[$t]}: $rps req/s, p50 $p50 ms, p99 $p99 ms, CPU per request: proxy $pcpu µs, upstream $ucpu µs"
@@ -118,7 +129,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 # Unloaded: one connection, one request at a time.
 declare -A L50 L99
-for t in a b c; do
+for t in a b c d; do
   read -r _ p50 p99 bad _ _ < <(run_wrk "$t" 1 "$LOW_DURATION")
   [ "$bad" -eq 0 ] || { log "$t: $bad non-2xx answers (1 connection)"; exit 1; }
   L50[$t]=$p50; L99[$t]=$p99
@@ -127,7 +138,7 @@ refreshes=$(( $(idp_counter refresh_attempts) - refresh_before ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A M50 M99 MRPS MPCPU MUCPU
-for t in a b c; do
+for t in a b c d; do
   MRPS[$t]=$(tr ' ' '\n' <<<"${RPS[$t]}" | grep . | median)
   M50[$t]=$(tr ' ' '\n' <<<"${P50[$t]}" | grep . | median)
   M99[$t]=$(tr ' ' '\n' <<<"${P99[$t]}" | grep . | median)
@@ -143,7 +154,7 @@ echo "gateway log level: $LOG_LEVEL; wrk -t1 -c$CONNECTIONS -d${DURATION}s --lat
 echo
 echo "| target | req/s | p50 | p99 | p50 at 1 connection | p99 at 1 connection | CPU per request: proxy | CPU per request: upstream |"
 echo "|---|---|---|---|---|---|---|---|"
-for t in a b c; do
+for t in a b c d; do
   proxy_cpu="${MPCPU[$t]} µs"; [ "$t" = a ] && proxy_cpu="–"
   echo "| ${NAME[$t]} | ${MRPS[$t]} | ${M50[$t]} ms | ${M99[$t]} ms | ${L50[$t]} ms | ${L99[$t]} ms | $proxy_cpu | ${MUCPU[$t]} µs |"
 done
@@ -151,11 +162,18 @@ echo
 echo "| ratio | value | budget |"
 echo "|---|---|---|"
 echo "| throughput c/a | $(ratio "${MRPS[c]}" "${MRPS[a]}") | – |"
-echo "| throughput c/b | $(ratio "${MRPS[c]}" "${MRPS[b]}") | ≥ 0.9 |"
+echo "| throughput c/b | $(ratio "${MRPS[c]}" "${MRPS[b]}") | ≥ 0.85 |"
+echo "| throughput d/b (the reference proxy on hyper against nginx) | $(ratio "${MRPS[d]}" "${MRPS[b]}") | – |"
+echo "| throughput c/d (the gateway against the reference proxy) | $(ratio "${MRPS[c]}" "${MRPS[d]}") | – |"
+echo "| CPU per request c/b | $(ratio "${MPCPU[c]}" "${MPCPU[b]}") | ≤ 1 |"
+echo "| CPU per request d/b | $(ratio "${MPCPU[d]}" "${MPCPU[b]}") | – |"
 echo "| p99 added by the gateway (c − a), $CONNECTIONS connections | $(diff_ms "${M99[c]}" "${M99[a]}") ms | < 1 ms |"
 echo "| p99 added by nginx (b − a), $CONNECTIONS connections | $(diff_ms "${M99[b]}" "${M99[a]}") ms | – |"
 echo "| p50 added by the gateway (c − a), 1 connection | $(diff_ms "${L50[c]}" "${L50[a]}") ms | – |"
 echo "| p50 added by nginx (b − a), 1 connection | $(diff_ms "${L50[b]}" "${L50[a]}") ms | – |"
+echo "| p50 added by the reference proxy (d − a), 1 connection | $(diff_ms "${L50[d]}" "${L50[a]}") ms | – |"
+echo "| p50 at 1 connection, gateway − nginx (c − b) | $(diff_ms "${L50[c]}" "${L50[b]}") ms | ≤ +0.05 ms |"
+echo "| p99 at 1 connection, gateway − nginx (c − b) | $(diff_ms "${L99[c]}" "${L99[b]}") ms | ≤ +0.05 ms |"
 echo
-echo "Per-round req/s: a: ${RPS[a]}| b: ${RPS[b]}| c: ${RPS[c]}"
+echo "Per-round req/s: a: ${RPS[a]}| b: ${RPS[b]}| c: ${RPS[c]}| d: ${RPS[d]}"
 echo "Refresh grants requested at the IdP during the measurement: $refreshes"

@@ -277,7 +277,15 @@ pub fn init_logging(log: &LogConfig) {
     let _ = match (log.format, ansi) {
         (LogFormat::Json, _) => builder.json().try_init(),
         (LogFormat::Human, true) => builder.try_init(),
-        (LogFormat::Human, false) => builder.fmt_fields(plain_fields()).try_init(),
+        (LogFormat::Human, false) => {
+            let installed = builder.fmt_fields(plain_fields()).try_init();
+            // The access log writes these lines itself, the same text
+            // (crate::access_log).
+            if installed.is_ok() {
+                crate::access_log::write_lines_directly();
+            }
+            installed
+        }
     };
 }
 
@@ -286,8 +294,8 @@ pub fn init_logging(log: &LogConfig) {
 /// name through the terminal-styling code, which it does even with colours
 /// off: about 4% of the instructions of a proxied request went there for the
 /// access log line (docs/BENCHMARKS.md, issue 13).
-fn plain_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static
-{
+pub(crate) fn plain_fields()
+-> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
     use tracing_subscriber::field::MakeExt as _;
     tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         if field.name() == "message" {

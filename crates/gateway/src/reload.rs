@@ -1,7 +1,7 @@
 //! Configuration reload without a restart.
 //!
 //! The server serves a [`ReloadService`]: each request loads the current
-//! application (a cheap `Router` clone behind a lock) and runs it, so a
+//! application (a cheap clone behind a lock) and runs it, so a
 //! reload swaps routes, frontends and route rules between two requests
 //! while connections, requests in flight and sessions stay. The session
 //! store is kept, and so is each frontend's [`Bff`] (and token engine) whose
@@ -22,14 +22,13 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
 use axum::response::Response;
 use oidc_bff::Bff;
 use tower::Service;
 
 use crate::GatewayError;
 use crate::config::GatewayConfig;
-use crate::frontends::{Parts, bff_key, build_bff, router};
+use crate::frontends::{App, Parts, bff_key, build_bff, router};
 
 /// How often `watch_config` looks at the file's modification time.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,7 +42,7 @@ pub struct ReloadHandle {
 
 struct Inner {
     /// The application requests are served by.
-    current: RwLock<Router>,
+    current: RwLock<App>,
     /// What it was built from; held while a reload builds the next one.
     parts: tokio::sync::Mutex<Parts>,
 }
@@ -181,7 +180,7 @@ impl ReloadHandle {
         Ok(report)
     }
 
-    fn current(&self) -> Router {
+    fn current(&self) -> App {
         self.inner
             .current
             .read()
@@ -285,15 +284,37 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as Service<http::Request<B>>>::Future;
+    type Future = ReloadFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Routers are always ready.
+        // Routers and proxies are always ready.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        self.handle.current().call(request)
+        // `Body::new` keeps a `Body` as it is (no boxing).
+        ReloadFuture {
+            inner: self
+                .handle
+                .current()
+                .call(request.map(axum::body::Body::new)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ReloadService`].
+    pub struct ReloadFuture {
+        #[pin]
+        inner: crate::access_log::ResponseFuture<crate::frontends::MeteredFuture>,
+    }
+}
+
+impl std::future::Future for ReloadFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
     }
 }
 

@@ -163,7 +163,7 @@ impl Gateway {
 
     /// The complete application, as configured at start.
     pub fn router(&self) -> Router {
-        crate::frontends::router(&self.parts)
+        Router::new().fallback_service(crate::frontends::router(&self.parts))
     }
 
     /// The handle that reloads the settings of this gateway while it

@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody as _};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use cookie::SameSite;
 use http::request::Parts;
@@ -156,7 +156,8 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, request: Request) -> Response {
+    /// Answers one proxied request (the checks, the token, the exchange).
+    pub(crate) async fn handle(&self, request: Request) -> Response {
         let (mut parts, body) = request.into_parts();
         let settings = self.bff.settings();
 
@@ -706,11 +707,6 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The axum handler of every proxied route.
-pub(crate) async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    proxy.handle(request).await
 }
 
 /// The provider refusing the BFF's client (`invalid_client`) or a route's

@@ -70,17 +70,18 @@ pub mod methods;
 pub(crate) mod path;
 mod route;
 pub mod rules;
+mod service;
 mod websocket;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::any;
 
 pub use route::RemoteApi;
 #[allow(deprecated)]
 pub use route::TokenRequirement;
 pub use rules::Require;
+pub use service::{ProxyFuture, ProxyService};
 
 use crate::bff::Bff;
 use forward::Proxy;
@@ -109,33 +110,36 @@ impl Bff {
     /// an upstream that is not an `http(s)` URL, ...), like axum's
     /// [`Router::route`] does for an invalid path.
     pub fn proxy<S: Clone + Send + Sync + 'static>(&self, api: RemoteApi) -> Router<S> {
+        self.proxy_service(api).router()
+    }
+
+    /// The remote API as one service, for a server that sends it the
+    /// requests of its prefix itself ([`ProxyService::serves`]) rather than
+    /// through an axum `Router`: what [`Bff::proxy`] mounts, with the same
+    /// checks and answers, minus the router's cost per request (see
+    /// [`ProxyService`]). A router in front must not hold routes below the
+    /// prefix that should win over it.
+    ///
+    /// # Panics
+    ///
+    /// When [`RemoteApi::validate`] fails, like [`Bff::proxy`].
+    pub fn proxy_service(&self, api: RemoteApi) -> ProxyService {
         if let Err(err) = api.validate() {
             panic!("{err}");
         }
         let proxy = Arc::new(Proxy::new(self.clone(), api));
-        let handler = any(forward::forward);
-        let prefix = proxy.prefix.clone();
-        let router = if prefix.is_empty() {
-            Router::new()
-                .route("/", handler.clone())
-                .route("/{*rest}", handler)
-        } else {
-            Router::new()
-                .route(&prefix, handler.clone())
-                .route(&format!("{prefix}/"), handler.clone())
-                .route(&format!("{prefix}/{{*rest}}"), handler)
-        };
-        // One `route_layer` for both layers: each `Router` layer boxes the
-        // route once more, and a boxed route is cloned (an allocation) and
-        // its future boxed (another) on every request. Outermost first: the
-        // metrics see the anti-forgery refusals too.
+        let prefix: Arc<str> = proxy.prefix.as_str().into();
+        // Outermost first: the metrics see the anti-forgery refusals too.
         let layers = tower::ServiceBuilder::new()
             .layer(crate::metrics::UpstreamLayer::new(&prefix))
             .layer(
                 self.csrf_layer()
                     .websocket_handshakes_from_trusted_origins(),
             );
-        router.route_layer(layers).with_state(proxy)
+        ProxyService {
+            inner: layers.service(service::Handler(proxy)),
+            prefix,
+        }
     }
 }
 
@@ -191,6 +195,40 @@ mod tests {
                 assert!(body.contains("csrf_header_missing"), "{path}: {body}");
             }
         }
+    }
+
+    #[test]
+    fn a_proxy_service_serves_its_prefix_on_segment_boundaries() {
+        let upstream: url::Url = "http://127.0.0.1:9/".parse().unwrap();
+        let api = bff().proxy_service(RemoteApi::new("/api/", upstream.clone()));
+        assert_eq!(api.prefix(), "/api");
+        for path in ["/api", "/api/", "/api/x/y", "/api//x"] {
+            assert!(api.serves(path), "{path}");
+        }
+        for path in ["/", "/ap", "/apix", "/apix/y", "/x/api"] {
+            assert!(!api.serves(path), "{path}");
+        }
+        let root = bff().proxy_service(RemoteApi::new("/", upstream));
+        assert!(root.serves("/") && root.serves("/anything/at/all"));
+    }
+
+    #[tokio::test]
+    async fn a_proxy_service_answers_like_its_route() {
+        let upstream: url::Url = "http://127.0.0.1:9/".parse().unwrap();
+        let mut api = bff().proxy_service(RemoteApi::new("/api", upstream));
+        // No anti-forgery header: refused before anything else, as through
+        // the router (`mounts_beside_other_routes`).
+        let response = tower::Service::call(
+            &mut api,
+            Request::get("/api/x").body(Body::empty()).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("csrf_header_missing"));
     }
 
     #[test]
