@@ -233,6 +233,75 @@ async fn two_frontends_selected_by_path_never_share_sessions() {
     assert_eq!(token_client(&idp, &default_up).await, CLIENT_ID);
 }
 
+/// A back-channel logout is addressed to one client (its `aud`): it ends
+/// that frontend's sessions of the user, not another frontend's on the
+/// same store, even when it names only the subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_channel_logout_ends_only_its_own_frontends_sessions() {
+    let idp = idp().await;
+    let default_up = Upstream::start().await;
+    let (up_a, up_b) = (Upstream::start().await, Upstream::start().await);
+    let extra = [
+        frontend("name = \"a\"\nhost = \"127.0.0.1\"", &idp, A, "/api", &up_a),
+        frontend("name = \"b\"\nhost = \"localhost\"", &idp, B, "/api", &up_b),
+    ]
+    .concat();
+    let config = format!("{}\n{extra}", common::config(&idp, &default_up, 30));
+    let gateway = Gateway::start(&config).await;
+    let a_url = format!("http://127.0.0.1:{}", gateway.port);
+    let b_url = format!("http://localhost:{}", gateway.port);
+    let mut a = Browser::new();
+    a.navigate(&format!("{a_url}/bff/login?returnUrl=/")).await;
+    let mut b = browser_for_localhost(gateway.port);
+    b.navigate(&format!("{b_url}/bff/login?returnUrl=/")).await;
+    assert_eq!(
+        a.get_json(&format!("{a_url}/api/x")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.get_json(&format!("{b_url}/api/x")).await.0,
+        StatusCode::OK
+    );
+
+    // The dev IdP signs both in as "alice": a token for client A naming
+    // only the subject, delivered to A's back-channel endpoint.
+    let token = idp.sign_logout_token(Some("alice"), None, A.0);
+    let response = reqwest::Client::new()
+        .post(format!("{a_url}/bff/backchannel"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("back-channel request");
+    assert_eq!(response.status(), StatusCode::OK, "{}", gateway.logs());
+
+    assert_eq!(
+        a.get_json(&format!("{a_url}/api/x")).await.0,
+        StatusCode::UNAUTHORIZED,
+        "A's session ended"
+    );
+    assert_eq!(
+        b.get_json(&format!("{b_url}/api/x")).await.0,
+        StatusCode::OK,
+        "B's session is another client's: untouched"
+    );
+    assert_eq!((up_a.hits(), up_b.hits()), (1, 2));
+
+    // A token for B delivered to B's endpoint ends B's.
+    let token = idp.sign_logout_token(Some("alice"), None, B.0);
+    let response = b
+        .http
+        .post(format!("{b_url}/bff/backchannel"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("back-channel request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        b.get_json(&format!("{b_url}/api/x")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 fn load(text: &str, env: &[(&str, &str)]) -> Result<GatewayConfig, String> {
     GatewayConfig::from_toml_str(text, env.iter().copied()).map_err(|e| e.to_string())
 }

@@ -500,12 +500,15 @@ impl TokenEngine {
         let mut ended = Vec::new();
         for id in candidates {
             // Re-check against the record: only sessions of this subject (and
-            // provider session, when matching by sid) end.
+            // provider session, when matching by sid) end, and only this
+            // client's: the token's audience is this client, and another
+            // client sharing the store gets its own token from the provider.
             let Some(current) = store.load(&id).await? else {
                 continue;
             };
             let record = &current.record;
-            if claims.sub.as_deref().is_some_and(|sub| record.sub != sub)
+            if !record.belongs_to(&self.inner.config.client_id)
+                || claims.sub.as_deref().is_some_and(|sub| record.sub != sub)
                 || by_sid.is_some_and(|sid| record.sid.as_deref() != Some(sid))
             {
                 continue;
