@@ -330,18 +330,13 @@ impl ProviderClient {
             let request = self.http.post(metadata.token_endpoint.clone());
             let request = self.authenticate(request, &mut form, metadata)?;
             let request = self.dpop_step(request, metadata, dpop)?;
-            let response = request
+            let request = request
                 .header(reqwest::header::ACCEPT, "application/json")
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| TokenError::from_transport(&e))?;
+                .form(&form);
+            let (response, new_nonce) = self
+                .send_remembering_nonce(request, &metadata.token_endpoint, dpop.is_some())
+                .await?;
             let status = response.status();
-            let new_nonce = dpop.is_some()
-                && self
-                    .dpop
-                    .nonces
-                    .remember_headers(&metadata.token_endpoint, response.headers());
             let body = read_limited(response).await?;
             if status.is_success() {
                 let answer = TokenResponse::from_json(&body)?;
@@ -437,6 +432,27 @@ impl ProviderClient {
         }
     }
 
+    /// Sends `request` to `endpoint`; with DPoP (`dpop`), remembers the
+    /// nonce the answer carries. Also returns whether that nonce is new,
+    /// which is what allows the one retry after a `use_dpop_nonce` answer.
+    async fn send_remembering_nonce(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: &url::Url,
+        dpop: bool,
+    ) -> Result<(reqwest::Response, bool), TokenError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| TokenError::from_transport(&e))?;
+        let new_nonce = dpop
+            && self
+                .dpop
+                .nonces
+                .remember_headers(endpoint, response.headers());
+        Ok((response, new_nonce))
+    }
+
     /// Reads the userinfo endpoint with an access token.
     pub(crate) async fn userinfo(
         &self,
@@ -481,16 +497,10 @@ impl ProviderClient {
                 }
                 None => request.bearer_auth(access_token.secret()),
             };
-            let response = request
-                .send()
-                .await
-                .map_err(|e| TokenError::from_transport(&e))?;
+            let (response, new_nonce) = self
+                .send_remembering_nonce(request, endpoint, dpop.is_some())
+                .await?;
             let status = response.status();
-            let new_nonce = dpop.is_some()
-                && self
-                    .dpop
-                    .nonces
-                    .remember_headers(endpoint, response.headers());
             let challenge = crate::dpop::is_nonce_challenge(
                 response
                     .headers()
