@@ -94,28 +94,73 @@ fn browser_for_localhost(port: u16) -> Browser {
     browser
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_frontends_selected_by_host_never_share_sessions() {
+/// A gateway with frontend A on host `127.0.0.1` and B on `b_host` (a
+/// spelling of `localhost`), both with the default cookie name, and a
+/// browser signed in at each.
+struct ByHost {
+    idp: RunningIdp,
+    default_up: Upstream,
+    up_a: Upstream,
+    up_b: Upstream,
+    gateway: Gateway,
+    a_url: String,
+    b_url: String,
+    a: Browser,
+    b: Browser,
+}
+
+async fn signed_in_by_host(b_host: &str) -> ByHost {
     let idp = idp().await;
     let default_up = Upstream::start().await;
     let (up_a, up_b) = (Upstream::start().await, Upstream::start().await);
-    // Both use the default cookie name: only the session's client keeps
-    // them apart when a cookie reaches the other host.
     let extra = [
         frontend("name = \"a\"\nhost = \"127.0.0.1\"", &idp, A, "/api", &up_a),
-        frontend("name = \"b\"\nhost = \"LOCALHOST\"", &idp, B, "/api", &up_b),
+        frontend(
+            &format!("name = \"b\"\nhost = \"{b_host}\""),
+            &idp,
+            B,
+            "/api",
+            &up_b,
+        ),
     ]
     .concat();
     let config = format!("{}\n{extra}", common::config(&idp, &default_up, 30));
     let gateway = Gateway::start(&config).await;
     let a_url = format!("http://127.0.0.1:{}", gateway.port);
     let b_url = format!("http://localhost:{}", gateway.port);
-
     let mut a = Browser::new();
     a.navigate(&format!("{a_url}/bff/login?returnUrl=/")).await;
-    let a_session = a.session().expect("A's session cookie").to_owned();
     let mut b = browser_for_localhost(gateway.port);
     b.navigate(&format!("{b_url}/bff/login?returnUrl=/")).await;
+    ByHost {
+        idp,
+        default_up,
+        up_a,
+        up_b,
+        gateway,
+        a_url,
+        b_url,
+        a,
+        b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_frontends_selected_by_host_never_share_sessions() {
+    // Both use the default cookie name: only the session's client keeps
+    // them apart when a cookie reaches the other host.
+    let ByHost {
+        idp,
+        default_up,
+        up_a,
+        up_b,
+        gateway,
+        a_url,
+        b_url,
+        a,
+        b,
+    } = signed_in_by_host("LOCALHOST").await;
+    let a_session = a.session().expect("A's session cookie").to_owned();
     let b_session = b.session().expect("B's session cookie").to_owned();
     assert_ne!(a_session, b_session);
 
@@ -238,22 +283,17 @@ async fn two_frontends_selected_by_path_never_share_sessions() {
 /// same store, even when it names only the subject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_back_channel_logout_ends_only_its_own_frontends_sessions() {
-    let idp = idp().await;
-    let default_up = Upstream::start().await;
-    let (up_a, up_b) = (Upstream::start().await, Upstream::start().await);
-    let extra = [
-        frontend("name = \"a\"\nhost = \"127.0.0.1\"", &idp, A, "/api", &up_a),
-        frontend("name = \"b\"\nhost = \"localhost\"", &idp, B, "/api", &up_b),
-    ]
-    .concat();
-    let config = format!("{}\n{extra}", common::config(&idp, &default_up, 30));
-    let gateway = Gateway::start(&config).await;
-    let a_url = format!("http://127.0.0.1:{}", gateway.port);
-    let b_url = format!("http://localhost:{}", gateway.port);
-    let mut a = Browser::new();
-    a.navigate(&format!("{a_url}/bff/login?returnUrl=/")).await;
-    let mut b = browser_for_localhost(gateway.port);
-    b.navigate(&format!("{b_url}/bff/login?returnUrl=/")).await;
+    let ByHost {
+        idp,
+        up_a,
+        up_b,
+        gateway,
+        a_url,
+        b_url,
+        a,
+        b,
+        ..
+    } = signed_in_by_host("localhost").await;
     assert_eq!(
         a.get_json(&format!("{a_url}/api/x")).await.0,
         StatusCode::OK
